@@ -1,0 +1,83 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// StreamOptions are the operator's knobs for the streams nixbus creates.
+type StreamOptions struct {
+	// DuplicateWindow is how long JetStream remembers message ids. Replays
+	// after a restart within it publish nothing twice.
+	DuplicateWindow time.Duration
+	// MaxAge bounds how long run history is kept.
+	MaxAge time.Duration
+	// Replicas for clustered NATS; 1 on one machine.
+	Replicas int
+	// Memory stores streams in memory instead of on disk (benchmarks only).
+	Memory bool
+}
+
+// DefaultStreamOptions are what a single-machine install wants.
+func DefaultStreamOptions() StreamOptions {
+	return StreamOptions{DuplicateWindow: 2 * time.Hour, MaxAge: 7 * 24 * time.Hour, Replicas: 1}
+}
+
+// EnsureStreams creates or updates every stream and bucket nixbus uses. Every
+// service calls it on start, so any of them may come up first.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions) error {
+	if o.DuplicateWindow == 0 {
+		o = DefaultStreamOptions()
+	}
+	storage := jetstream.FileStorage
+	if o.Memory {
+		storage = jetstream.MemoryStorage
+	}
+	dup := o.DuplicateWindow
+	if dup > o.MaxAge && o.MaxAge > 0 {
+		dup = o.MaxAge
+	}
+	streams := []jetstream.StreamConfig{
+		{Name: StreamChanges, Subjects: []string{ChangeAll}, Retention: jetstream.WorkQueuePolicy},
+		{Name: StreamRuns, Subjects: []string{RunAll}, Retention: jetstream.LimitsPolicy},
+		{Name: StreamBuilds, Subjects: []string{BuildAll}, Retention: jetstream.WorkQueuePolicy},
+		{Name: StreamReports, Subjects: []string{OutcomeAll, VerdictAll, UploadAll, ReviewAll}, Retention: jetstream.LimitsPolicy},
+	}
+	for _, sc := range streams {
+		sc.Storage = storage
+		sc.Duplicates = dup
+		sc.MaxAge = o.MaxAge
+		sc.Replicas = max(o.Replicas, 1)
+		sc.MaxMsgSize = MaxMessageSize
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("ensure stream %s: %w", sc.Name, err)
+		}
+	}
+	kvs := []jetstream.KeyValueConfig{
+		{Bucket: PlannerBucket, Description: "planner checkpoints", Storage: storage, Replicas: max(o.Replicas, 1)},
+		{Bucket: VotesBucket, Description: "runs the reporter has voted on", Storage: storage, Replicas: max(o.Replicas, 1), TTL: o.MaxAge},
+	}
+	for _, kc := range kvs {
+		if _, err := js.CreateOrUpdateKeyValue(ctx, kc); err != nil {
+			return fmt.Errorf("ensure bucket %s: %w", kc.Bucket, err)
+		}
+	}
+	oc := jetstream.ObjectStoreConfig{Bucket: LogBucket, Description: "build logs", Storage: storage, Replicas: max(o.Replicas, 1), TTL: o.MaxAge}
+	if _, err := js.CreateOrUpdateObjectStore(ctx, oc); err != nil {
+		return fmt.Errorf("ensure bucket %s: %w", LogBucket, err)
+	}
+	return nil
+}
+
+// MaxMessageSize is the design's limit for any message on the bus.
+const MaxMessageSize = 1 << 20
+
+// IsNotFound reports whether err means a key, message or object is absent.
+func IsNotFound(err error) bool {
+	return errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrMsgNotFound) ||
+		errors.Is(err, jetstream.ErrObjectNotFound)
+}

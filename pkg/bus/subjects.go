@@ -1,0 +1,178 @@
+// Package bus holds what every nixbus service needs to meet the others on
+// NATS JetStream: the names of streams, subjects, consumers and buckets (all
+// of them, in this one file), stream set-up, and publish/consume helpers that
+// give at-least-once delivery with idempotent effects.
+//
+// Subjects:
+//
+//	nixbus.change.<project-token>        ChangeEvent      stream NIXBUS_CHANGES (work queue)
+//	nixbus.run.<run>.started             RunStarted       stream NIXBUS_RUNS
+//	nixbus.run.<run>.job                 Job              stream NIXBUS_RUNS
+//	nixbus.run.<run>.evaluated           EvalDone         stream NIXBUS_RUNS
+//	nixbus.run.<run>.result              BuildResult      stream NIXBUS_RUNS
+//	nixbus.run.<run>.cancel              Cancel           stream NIXBUS_RUNS
+//	nix.build.<system>                   BuildRequest     stream NIXBUS_BUILDS (work queue)
+//	nixbus.outcome.<run>                 JobOutcome       stream NIXBUS_REPORTS
+//	nixbus.verdict.<run>                 RunVerdict       stream NIXBUS_REPORTS
+//	nixbus.upload.<run>                  UploadResult     stream NIXBUS_REPORTS
+//	nixbus.review.<run>                  ReviewPosted     stream NIXBUS_REPORTS
+//
+// Everything the planner needs to rebuild a run is in NIXBUS_RUNS, in order.
+package bus
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strings"
+)
+
+// Stream names.
+const (
+	StreamChanges = "NIXBUS_CHANGES"
+	StreamRuns    = "NIXBUS_RUNS"
+	StreamBuilds  = "NIXBUS_BUILDS"
+	StreamReports = "NIXBUS_REPORTS"
+)
+
+// Durable consumer names. Every process of a service binds to the same one,
+// which is how a second process shares the work.
+const (
+	ConsumerEvaluator     = "evaluator"
+	ConsumerCacheUploader = "cache-uploader"
+	ConsumerReporter      = "reporter"
+)
+
+// ConsumerBuilder names the durable consumer shared by all builders of a system.
+func ConsumerBuilder(system string) string { return "builder-" + Token(system) }
+
+// Buckets.
+const (
+	// LogBucket is the object store holding build logs, keyed by LogKey.
+	LogBucket = "nixbus-logs"
+	// PlannerBucket is the planner's KV (its replay checkpoint).
+	PlannerBucket = "nixbus-planner"
+	// VotesBucket is the reporter's KV: one key per run it has voted on.
+	VotesBucket = "nixbus-votes"
+)
+
+// Subject roots.
+const (
+	changePrefix  = "nixbus.change."
+	runPrefix     = "nixbus.run."
+	buildPrefix   = "nix.build."
+	outcomePrefix = "nixbus.outcome."
+	verdictPrefix = "nixbus.verdict."
+	uploadPrefix  = "nixbus.upload."
+	reviewPrefix  = "nixbus.review."
+)
+
+// Kinds of message on a run's subject, the last token of nixbus.run.<run>.<kind>.
+const (
+	RunStartedKind = "started"
+	RunJobKind     = "job"
+	RunEvalKind    = "evaluated"
+	RunResultKind  = "result"
+	RunCancelKind  = "cancel"
+)
+
+// Filters for consumers.
+const (
+	ChangeAll  = changePrefix + ">"
+	RunAll     = runPrefix + ">"
+	RunResults = runPrefix + "*." + RunResultKind
+	RunCancels = runPrefix + "*." + RunCancelKind
+	BuildAll   = buildPrefix + ">"
+	OutcomeAll = outcomePrefix + ">"
+	VerdictAll = verdictPrefix + ">"
+	UploadAll  = uploadPrefix + ">"
+	ReviewAll  = reviewPrefix + ">"
+)
+
+// ChangeSubject is where change events for a project go.
+func ChangeSubject(project string) string { return changePrefix + Token(project) }
+
+// RunSubject is nixbus.run.<run>.<kind>.
+func RunSubject(runID, kind string) string { return runPrefix + runID + "." + kind }
+
+// BuildSubject is the design's fixed nix.build.<system>.
+func BuildSubject(system string) string { return buildPrefix + Token(system) }
+
+// OutcomeSubject carries a run's job outcomes.
+func OutcomeSubject(runID string) string { return outcomePrefix + runID }
+
+// VerdictSubject carries a run's verdict.
+func VerdictSubject(runID string) string { return verdictPrefix + runID }
+
+// UploadSubject carries a run's upload results.
+func UploadSubject(runID string) string { return uploadPrefix + runID }
+
+// ReviewSubject carries the review a run got.
+func ReviewSubject(runID string) string { return reviewPrefix + runID }
+
+// ParseRunSubject splits nixbus.run.<run>.<kind>.
+func ParseRunSubject(subject string) (runID, kind string, err error) {
+	rest, ok := strings.CutPrefix(subject, runPrefix)
+	if !ok {
+		return "", "", fmt.Errorf("subject %q is not a run subject", subject)
+	}
+	runID, kind, ok = strings.Cut(rest, ".")
+	if !ok || runID == "" || kind == "" || strings.Contains(kind, ".") {
+		return "", "", fmt.Errorf("subject %q is not nixbus.run.<run>.<kind>", subject)
+	}
+	return runID, kind, nil
+}
+
+// Token makes s safe as one subject token: NATS tokens may not hold '.',
+// '*', '>' or white space. Anything else passes through unchanged so that
+// common names (x86_64-linux, my-project) stay readable.
+func Token(s string) string {
+	if s == "" {
+		return "_"
+	}
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == '.' || r == '*' || r == '>' || r <= ' ' || r == 0x7f:
+			b.WriteByte('_')
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// RunID derives a run's id from the event that started it, so that a
+// redelivered event produces the same run and JetStream drops the repeats.
+func RunID(eventID string) string {
+	sum := sha256.Sum256([]byte(eventID))
+	return "r" + hex.EncodeToString(sum[:10])
+}
+
+// Message ids for JetStream de-duplication, one function per kind so every
+// publisher of a kind agrees on it.
+func MsgIDStarted(runID string) string       { return "started:" + runID }
+func MsgIDJob(runID, attr string) string     { return "job:" + runID + ":" + hashed(attr) }
+func MsgIDEvalDone(runID string) string      { return "evaluated:" + runID }
+func MsgIDBuild(runID, drv string) string    { return "build:" + runID + ":" + drv }
+func MsgIDResult(runID, drv string) string   { return "result:" + runID + ":" + drv }
+func MsgIDCancel(runID string) string        { return "cancel:" + runID }
+func MsgIDOutcome(runID, attr string) string { return "outcome:" + runID + ":" + hashed(attr) }
+func MsgIDVerdict(runID string) string       { return "verdict:" + runID }
+func MsgIDUpload(runID, drv string) string   { return "upload:" + runID + ":" + drv }
+func MsgIDReview(runID string) string        { return "review:" + runID }
+func MsgIDChange(eventID string) string      { return "change:" + eventID }
+func LogKey(runID, drvPath string) string    { return runID + "/" + drvBase(drvPath) }
+
+// hashed keeps ids short and header-safe whatever an attribute name holds.
+func hashed(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:12])
+}
+
+func drvBase(drvPath string) string {
+	if i := strings.LastIndexByte(drvPath, '/'); i >= 0 {
+		drvPath = drvPath[i+1:]
+	}
+	return drvPath
+}

@@ -1,0 +1,191 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// WorkOptions describe a durable pull consumer shared by every process of a
+// service, and how one process works through it.
+type WorkOptions struct {
+	Stream  string
+	Durable string
+	Filter  string
+	// Concurrency is how many messages this process handles at once. It
+	// only pulls a message when a slot is free, so a busy process never
+	// hoards work another could do.
+	Concurrency int
+	// AckWait is how long a message may go without a heartbeat before
+	// JetStream hands it to another process. Handlers are kept alive with
+	// heartbeats every AckWait/3, however long they run.
+	AckWait time.Duration
+	// MaxDeliver bounds redeliveries of one message (-1: unbounded).
+	MaxDeliver int
+	// RetryDelay is how long a message waits after a handler error.
+	RetryDelay time.Duration
+	// FetchWait bounds one pull request.
+	FetchWait time.Duration
+}
+
+func (o *WorkOptions) defaults() {
+	if o.Concurrency <= 0 {
+		o.Concurrency = 1
+	}
+	if o.AckWait <= 0 {
+		o.AckWait = 30 * time.Second
+	}
+	if o.MaxDeliver == 0 {
+		o.MaxDeliver = -1
+	}
+	if o.RetryDelay <= 0 {
+		o.RetryDelay = time.Second
+	}
+	if o.FetchWait <= 0 {
+		o.FetchWait = 5 * time.Second
+	}
+}
+
+// Handler acts on one message. Returning nil acks it: return only once the
+// effect is durable. An error naks it for a later retry, unless it is
+// wrapped with Permanent, which terminates the message (it can never work).
+type Handler func(ctx context.Context, msg jetstream.Msg) error
+
+type permanentError struct{ err error }
+
+func (e permanentError) Error() string { return e.err.Error() }
+func (e permanentError) Unwrap() error { return e.err }
+
+// Permanent marks err as one no retry can fix (a malformed message).
+func Permanent(err error) error { return permanentError{err} }
+
+// IsPermanent reports whether err was marked with Permanent.
+func IsPermanent(err error) bool {
+	var p permanentError
+	return errors.As(err, &p)
+}
+
+// EnsureConsumer creates or updates the durable consumer o describes.
+func EnsureConsumer(ctx context.Context, js jetstream.JetStream, o WorkOptions) (jetstream.Consumer, error) {
+	o.defaults()
+	cc := jetstream.ConsumerConfig{
+		Durable:       o.Durable,
+		FilterSubject: o.Filter,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       o.AckWait,
+		MaxDeliver:    o.MaxDeliver,
+		MaxAckPending: -1,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+	c, err := js.CreateOrUpdateConsumer(ctx, o.Stream, cc)
+	if err != nil {
+		return nil, fmt.Errorf("ensure consumer %s on %s: %w", o.Durable, o.Stream, err)
+	}
+	return c, nil
+}
+
+// Work pulls from the durable consumer and runs h on each message with up to
+// o.Concurrency at once, until ctx ends. It returns nil then, after every
+// handler it started has returned.
+func Work(ctx context.Context, js jetstream.JetStream, o WorkOptions, logger *slog.Logger, h Handler) error {
+	o.defaults()
+	cons, err := EnsureConsumer(ctx, js, o)
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	for range o.Concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pullLoop(ctx, cons, o, logger, h)
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+func pullLoop(ctx context.Context, cons jetstream.Consumer, o WorkOptions, logger *slog.Logger, h Handler) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		fctx, cancel := context.WithTimeout(ctx, o.FetchWait)
+		batch, err := cons.Fetch(1, jetstream.FetchContext(fctx))
+		if err != nil {
+			cancel()
+			if ctx.Err() != nil {
+				return
+			}
+			logger.Warn("fetch", "consumer", o.Durable, "err", err)
+			sleep(ctx, backoff)
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		for msg := range batch.Messages() {
+			handle(ctx, msg, o, logger, h)
+		}
+		cancel()
+		if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) &&
+			!errors.Is(err, jetstream.ErrNoMessages) && ctx.Err() == nil {
+			logger.Warn("fetch batch", "consumer", o.Durable, "err", err)
+			sleep(ctx, backoff)
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+	}
+}
+
+func handle(ctx context.Context, msg jetstream.Msg, o WorkOptions, logger *slog.Logger, h Handler) {
+	hctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		// Heartbeats keep a long build from being handed to another process.
+		t := time.NewTicker(o.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if err := msg.InProgress(); err != nil {
+					logger.Warn("heartbeat", "subject", msg.Subject(), "err", err)
+				}
+			}
+		}
+	}()
+	err := h(hctx, msg)
+	close(done)
+	stop()
+	switch {
+	case err == nil:
+		if aerr := msg.DoubleAck(ctx); aerr != nil {
+			logger.Warn("ack", "subject", msg.Subject(), "err", aerr)
+		}
+	case IsPermanent(err):
+		logger.Error("drop message", "subject", msg.Subject(), "err", err)
+		if terr := msg.TermWithReason(err.Error()); terr != nil {
+			logger.Warn("term", "subject", msg.Subject(), "err", terr)
+		}
+	default:
+		if ctx.Err() == nil {
+			logger.Warn("handle", "subject", msg.Subject(), "err", err)
+		}
+		if nerr := msg.NakWithDelay(o.RetryDelay); nerr != nil {
+			logger.Warn("nak", "subject", msg.Subject(), "err", nerr)
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

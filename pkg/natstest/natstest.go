@@ -1,0 +1,53 @@
+// Package natstest starts a real JetStream server for tests: a random
+// loopback port, a store in the test's temp dir, shut down at cleanup.
+package natstest
+
+import (
+	"testing"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"nixbus.dev/nixbus/pkg/natsembed"
+)
+
+// Server is a running test server.
+type Server struct {
+	*server.Server
+	URL      string
+	StoreDir string
+}
+
+// Start runs a JetStream server on 127.0.0.1 and a random port.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	return StartDir(t, t.TempDir())
+}
+
+// StartDir runs a server on an existing store dir, so a test can restart
+// NATS on the same state.
+func StartDir(t testing.TB, dir string) *Server {
+	t.Helper()
+	ns, err := natsembed.Start(natsembed.Options{StoreDir: dir, Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatalf("start nats: %v", err)
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	return &Server{Server: ns, URL: ns.ClientURL(), StoreDir: dir}
+}
+
+// Connect opens a client connection closed at cleanup, and a JetStream handle.
+func (s *Server) Connect(t testing.TB) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(s.URL, nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatalf("connect nats: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("jetstream: %v", err)
+	}
+	return nc, js
+}

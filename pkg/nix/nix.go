@@ -1,0 +1,207 @@
+// Package nix runs the nix command line without a shell: every argument is
+// passed to exec as is, so no attribute name or message can be interpreted.
+package nix
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// Nix is how to call nix on this host.
+type Nix struct {
+	// Bin is the nix executable; "nix" from PATH when empty.
+	Bin string
+	// Options are passed as --option NAME VALUE to every call (for
+	// example substituters, or builders for a remote-builder farm).
+	Options map[string]string
+	// Env is appended to the process environment.
+	Env []string
+
+	versionOnce sync.Once
+	version     Version
+	versionErr  error
+}
+
+// Version is nix's version.
+type Version struct{ Major, Minor, Patch int }
+
+// AtLeast reports whether v >= major.minor.
+func (v Version) AtLeast(major, minor int) bool {
+	return v.Major > major || (v.Major == major && v.Minor >= minor)
+}
+
+func (v Version) String() string { return fmt.Sprintf("%d.%d.%d", v.Major, v.Minor, v.Patch) }
+
+func (n *Nix) bin() string {
+	if n == nil || n.Bin == "" {
+		return "nix"
+	}
+	return n.Bin
+}
+
+// Args are the flags every call gets: the experimental features nixbus
+// relies on (so no nix.conf edit is needed) and the configured options.
+func (n *Nix) Args() []string {
+	args := []string{"--extra-experimental-features", "nix-command flakes"}
+	if n == nil {
+		return args
+	}
+	keys := make([]string, 0, len(n.Options))
+	for k := range n.Options {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		args = append(args, "--option", k, n.Options[k])
+	}
+	return args
+}
+
+// Command returns `nix <sub...> <common flags> <rest...>`, not yet started.
+// sub is the subcommand words (e.g. "build" or "store", "sign").
+func (n *Nix) Command(ctx context.Context, sub []string, rest ...string) *exec.Cmd {
+	args := append(append(append([]string{}, sub...), n.Args()...), rest...)
+	cmd := exec.CommandContext(ctx, n.bin(), args...)
+	if n != nil && len(n.Env) > 0 {
+		cmd.Env = append(cmd.Environ(), n.Env...)
+	}
+	return cmd
+}
+
+// Output runs a nix command and returns its stdout; a failure's error holds
+// the tail of stderr, which is where nix explains itself.
+func (n *Nix) Output(ctx context.Context, sub []string, rest ...string) ([]byte, error) {
+	cmd := n.Command(ctx, sub, rest...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.Bytes(), &Error{Args: cmd.Args, Err: err, Stderr: stderr.String()}
+	}
+	return stdout.Bytes(), nil
+}
+
+// Error is a failed nix invocation.
+type Error struct {
+	Args   []string
+	Err    error
+	Stderr string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("%s: %v: %s", strings.Join(e.Args[:min(len(e.Args), 3)], " "), e.Err, ErrorMessage(e.Stderr))
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// ErrorMessage extracts nix's own error from stderr: from the last line
+// starting with "error:" to the end, without progress noise and warnings.
+func ErrorMessage(stderr string) string {
+	lines := strings.Split(strings.TrimRight(stderr, "\n"), "\n")
+	start := -1
+	for i, l := range lines {
+		if strings.HasPrefix(strings.TrimSpace(ansi.ReplaceAllString(l, "")), "error:") {
+			start = i
+			break
+		}
+	}
+	if start < 0 {
+		if len(lines) > 5 {
+			lines = lines[len(lines)-5:]
+		}
+		return strings.TrimSpace(ansi.ReplaceAllString(strings.Join(lines, "\n"), ""))
+	}
+	out := make([]string, 0, len(lines)-start)
+	for _, l := range lines[start:] {
+		l = ansi.ReplaceAllString(l, "")
+		if strings.HasPrefix(l, "warning:") {
+			continue
+		}
+		out = append(out, l)
+	}
+	return strings.TrimSpace(strings.Join(out, "\n"))
+}
+
+var ansi = regexp.MustCompile(`\x1b\[[0-9;]*[A-Za-z]`)
+
+// Version returns nix's version, asked once.
+func (n *Nix) Version(ctx context.Context) (Version, error) {
+	n.versionOnce.Do(func() {
+		out, err := exec.CommandContext(ctx, n.bin(), "--version").Output()
+		if err != nil {
+			n.versionErr = fmt.Errorf("nix --version: %w", err)
+			return
+		}
+		n.version, n.versionErr = ParseVersion(string(out))
+	})
+	return n.version, n.versionErr
+}
+
+var versionRe = regexp.MustCompile(`(\d+)\.(\d+)(?:\.(\d+))?`)
+
+// ParseVersion reads "nix (Nix) 2.8.0" and the like.
+func ParseVersion(s string) (Version, error) {
+	m := versionRe.FindStringSubmatch(s)
+	if m == nil {
+		return Version{}, fmt.Errorf("no version in %q", strings.TrimSpace(s))
+	}
+	var v Version
+	v.Major, _ = strconv.Atoi(m[1])
+	v.Minor, _ = strconv.Atoi(m[2])
+	if m[3] != "" {
+		v.Patch, _ = strconv.Atoi(m[3])
+	}
+	return v, nil
+}
+
+// DrvInstallable is how to name "all outputs of this derivation" on this
+// nix: drv^* from 2.13 on, the bare .drv path before.
+func DrvInstallable(v Version, drvPath string) string {
+	if v.AtLeast(2, 13) {
+		return drvPath + "^*"
+	}
+	return drvPath
+}
+
+// ShowDerivationCmd is the subcommand that prints derivations as JSON:
+// `nix derivation show` from 2.15 on, `nix show-derivation` before.
+func ShowDerivationCmd(v Version) []string {
+	if v.AtLeast(2, 15) {
+		return []string{"derivation", "show"}
+	}
+	return []string{"show-derivation"}
+}
+
+// StringLiteral quotes s as a Nix string literal, so that an untrusted
+// attribute name can be placed inside a Nix expression: backslash, quote
+// and the start of an antiquotation are escaped.
+func StringLiteral(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, r := range s {
+		switch r {
+		case '\\':
+			b.WriteString(`\\`)
+		case '"':
+			b.WriteString(`\"`)
+		case '$':
+			b.WriteString(`\$`)
+		case '\n':
+			b.WriteString(`\n`)
+		case '\r':
+			b.WriteString(`\r`)
+		case '\t':
+			b.WriteString(`\t`)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}
