@@ -1,0 +1,97 @@
+package reporter
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+
+	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
+)
+
+// Vote is the Verified label value a verdict earns.
+func Vote(v *nixbuspb.RunVerdict) int {
+	if v.GetStatus() == nixbuspb.RunStatus_RUN_STATUS_SUCCEEDED {
+		return 1
+	}
+	return -1
+}
+
+// Message renders a verdict in the shape buildbot-nix reviews have, so
+// contributors read what they are used to:
+//
+//	The result is: FAILURE
+//
+//	Failed checks:
+//	 - <attr>: <how> (see <log link>)
+func Message(v *nixbuspb.RunVerdict, logBaseURL string, limit int) string {
+	var b strings.Builder
+	result := "SUCCESS"
+	if Vote(v) < 0 {
+		result = "FAILURE"
+	}
+	fmt.Fprintf(&b, "The result is: %s\n", result)
+	fmt.Fprintf(&b, "\n%d jobs: %d built, %d cached, %d failed, %d skipped.\n",
+		v.GetJobCount(), v.GetSucceededCount(), v.GetCachedCount(), v.GetFailedCount(), v.GetSkippedCount())
+	if e := v.GetEvalError(); e != "" {
+		fmt.Fprintf(&b, "\nEvaluation failed: %s\n", oneLine(e))
+	}
+	if len(v.GetFailed()) == 0 {
+		return b.String()
+	}
+	b.WriteString("\nFailed checks:\n")
+	listed := 0
+	for _, o := range v.GetFailed() {
+		if listed == limit {
+			break
+		}
+		listed++
+		fmt.Fprintf(&b, " - %s: %s", o.GetAttr(), how(o))
+		if o.GetLogKey() != "" {
+			fmt.Fprintf(&b, " (see %s)", LogURL(logBaseURL, o.GetLogKey()))
+		}
+		b.WriteByte('\n')
+	}
+	total := max(int(v.GetFailedCount()+v.GetSkippedCount()), len(v.GetFailed()))
+	if rest := total - listed; rest > 0 {
+		fmt.Fprintf(&b, " … and %d more\n", rest)
+	}
+	return b.String()
+}
+
+func how(o *nixbuspb.JobOutcome) string {
+	reason := oneLine(o.GetReason())
+	switch o.GetFailure() {
+	case nixbuspb.FailureKind_FAILURE_KIND_EVAL:
+		return "evaluation error: " + reason
+	case nixbuspb.FailureKind_FAILURE_KIND_TIMEOUT:
+		return "timed out: " + reason
+	case nixbuspb.FailureKind_FAILURE_KIND_DEPENDENCY:
+		return reason
+	default:
+		if reason == "" {
+			return "build failed"
+		}
+		return "build failed: " + reason
+	}
+}
+
+// LogURL is where a job's log is served.
+func LogURL(base, logKey string) string {
+	run, drv, _ := strings.Cut(logKey, "/")
+	return strings.TrimRight(base, "/") + "/" + url.PathEscape(run) + "/" + url.PathEscape(drv)
+}
+
+// oneLine keeps a reason to its first lines: a review lists jobs, it is not
+// a log, and the link has the rest.
+func oneLine(s string) string {
+	s = strings.TrimSpace(s)
+	lines := strings.Split(s, "\n")
+	if len(lines) > 3 {
+		lines = append(lines[:3], "…")
+	}
+	s = strings.Join(lines, " / ")
+	if len(s) > 500 {
+		s = s[:500] + "…"
+	}
+	return s
+}

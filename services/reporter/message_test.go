@@ -1,0 +1,89 @@
+package reporter
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
+)
+
+func TestMessage(t *testing.T) {
+	failed := []*nixbuspb.JobOutcome{
+		{Attr: "broken", Status: nixbuspb.JobStatus_JOB_STATUS_FAILED, Failure: nixbuspb.FailureKind_FAILURE_KIND_BUILD,
+			Reason: "builder for '/nix/store/aaa-broken.drv' failed with exit code 1", LogKey: "r1/aaa-broken.drv"},
+		{Attr: "after-broken", Status: nixbuspb.JobStatus_JOB_STATUS_SKIPPED, Failure: nixbuspb.FailureKind_FAILURE_KIND_DEPENDENCY,
+			Reason: "dependency broken failed"},
+		{Attr: "eval-error", Status: nixbuspb.JobStatus_JOB_STATUS_FAILED, Failure: nixbuspb.FailureKind_FAILURE_KIND_EVAL,
+			Reason: "error: this job does not evaluate"},
+	}
+	tests := []struct {
+		name    string
+		verdict *nixbuspb.RunVerdict
+		limit   int
+		want    []string
+		notWant []string
+		vote    int
+	}{
+		{
+			name:    "success",
+			verdict: &nixbuspb.RunVerdict{Status: nixbuspb.RunStatus_RUN_STATUS_SUCCEEDED, JobCount: 3, SucceededCount: 2, CachedCount: 1},
+			limit:   10,
+			want:    []string{"The result is: SUCCESS\n", "3 jobs: 2 built, 1 cached, 0 failed, 0 skipped."},
+			notWant: []string{"Failed checks"},
+			vote:    1,
+		},
+		{
+			name: "failures with links",
+			verdict: &nixbuspb.RunVerdict{Status: nixbuspb.RunStatus_RUN_STATUS_FAILED, JobCount: 5, FailedCount: 2, SkippedCount: 1,
+				Failed: failed},
+			limit: 10,
+			want: []string{
+				"The result is: FAILURE\n",
+				"Failed checks:\n",
+				" - broken: build failed: builder for '/nix/store/aaa-broken.drv' failed with exit code 1 (see http://ci/logs/r1/aaa-broken.drv)\n",
+				" - after-broken: dependency broken failed\n",
+				" - eval-error: evaluation error: error: this job does not evaluate\n",
+			},
+			vote: -1,
+		},
+		{
+			name:    "list capped",
+			verdict: &nixbuspb.RunVerdict{Status: nixbuspb.RunStatus_RUN_STATUS_FAILED, FailedCount: 2, SkippedCount: 1, Failed: failed},
+			limit:   1,
+			want:    []string{" - broken: ", " … and 2 more\n"},
+			notWant: []string{"after-broken"},
+			vote:    -1,
+		},
+		{
+			name:    "eval error of the whole run",
+			verdict: &nixbuspb.RunVerdict{Status: nixbuspb.RunStatus_RUN_STATUS_FAILED, EvalError: "error: flake has no hydraJobs"},
+			limit:   10,
+			want:    []string{"The result is: FAILURE\n", "Evaluation failed: error: flake has no hydraJobs"},
+			vote:    -1,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			msg := Message(tt.verdict, "http://ci/logs/", tt.limit)
+			for _, w := range tt.want {
+				require.Contains(t, msg, w)
+			}
+			for _, w := range tt.notWant {
+				require.NotContains(t, msg, w)
+			}
+			require.Equal(t, tt.vote, Vote(tt.verdict))
+			require.True(t, strings.HasPrefix(msg, "The result is: "))
+		})
+	}
+}
+
+func TestValidToken(t *testing.T) {
+	for s, want := range map[string]bool{
+		"r0123abc": true, "abc-hello-1.0.drv": true, "..": false, ".": false, "": false,
+		"a/b": false, "a b": false, "a%2fb": false, "x\x00": false,
+	} {
+		require.Equal(t, want, validToken(s), s)
+	}
+}

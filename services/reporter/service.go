@@ -1,0 +1,91 @@
+// Package reporter turns run verdicts into the review a Gerrit change gets:
+// Verified +1/-1 and a message listing each failed job with a link to its log.
+package reporter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"nixbus.dev/nixbus/pkg/bus"
+	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
+)
+
+// Post is one review to give.
+type Post struct {
+	Change   *nixbuspb.ChangeEvent
+	RunID    string
+	Verified int
+	Message  string
+	Tag      string
+}
+
+// Poster gives a review on a Gerrit change (over SSH or REST).
+type Poster interface {
+	Post(ctx context.Context, p Post) error
+}
+
+// Deps are the reporter's collaborators.
+type Deps struct {
+	JS         jetstream.JetStream
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	// Gerrit posts reviews of Gerrit patchsets; nil prints them instead.
+	Gerrit Poster
+	// Out receives reviews that are printed rather than posted (manual
+	// runs, post-merge runs, or no Gerrit configured). Nil: discarded.
+	Out io.Writer
+}
+
+// Service is a running reporter.
+type Service struct {
+	cfg     Config
+	js      jetstream.JetStream
+	logger  *slog.Logger
+	gerrit  Poster
+	out     io.Writer
+	pub     *bus.Publisher
+	metrics *metrics
+}
+
+// New checks cfg and returns a reporter.
+func New(cfg Config, d Deps) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if d.JS == nil || d.Logger == nil {
+		return nil, errors.New("reporter: JS and Logger are required")
+	}
+	if d.Registerer == nil {
+		d.Registerer = prometheus.NewRegistry()
+	}
+	if d.Out == nil {
+		d.Out = io.Discard
+	}
+	logger := d.Logger.With("service", "reporter")
+	return &Service{
+		cfg: cfg, js: d.JS, logger: logger, gerrit: d.Gerrit, out: d.Out,
+		pub: bus.NewPublisher(d.JS, logger), metrics: newMetrics(d.Registerer),
+	}, nil
+}
+
+// Run reports verdicts until ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	if err := bus.EnsureStreams(ctx, s.js, bus.StreamOptions{}); err != nil {
+		return fmt.Errorf("reporter: %w", err)
+	}
+	votes, err := s.js.KeyValue(ctx, bus.VotesBucket)
+	if err != nil {
+		return fmt.Errorf("reporter: open %s: %w", bus.VotesBucket, err)
+	}
+	h := &handler{s: s, votes: votes}
+	return bus.Work(ctx, s.js, bus.WorkOptions{
+		Stream: bus.StreamReports, Durable: bus.ConsumerReporter, Filter: bus.VerdictAll,
+		Concurrency: 4, AckWait: s.cfg.AckWait, RetryDelay: s.cfg.RetryDelay,
+	}, s.logger, h.handle)
+}
