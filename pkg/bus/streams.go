@@ -27,10 +27,13 @@ func DefaultStreamOptions() StreamOptions {
 	return StreamOptions{DuplicateWindow: 2 * time.Hour, MaxAge: 7 * 24 * time.Hour, Replicas: 1}
 }
 
-// EnsureStreams creates or updates every stream and bucket nixbus uses. Every
-// service calls it on start, so any of them may come up first.
+// EnsureStreams creates every stream and bucket nixbus uses. Every service
+// calls it on start with zero options, so any of them may come up first:
+// that only creates what is missing, with defaults. The process that owns
+// the operator's settings passes them, which also updates existing streams.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions) error {
-	if o.DuplicateWindow == 0 {
+	update := o != (StreamOptions{})
+	if !update {
 		o = DefaultStreamOptions()
 	}
 	storage := jetstream.FileStorage
@@ -53,6 +56,11 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 		sc.MaxAge = o.MaxAge
 		sc.Replicas = max(o.Replicas, 1)
 		sc.MaxMsgSize = MaxMessageSize
+		if !update {
+			if _, err := js.Stream(ctx, sc.Name); err == nil {
+				continue
+			}
+		}
 		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
 			return fmt.Errorf("ensure stream %s: %w", sc.Name, err)
 		}
@@ -62,11 +70,21 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 		{Bucket: VotesBucket, Description: "runs the reporter has voted on", Storage: storage, Replicas: max(o.Replicas, 1), TTL: o.MaxAge},
 	}
 	for _, kc := range kvs {
+		if !update {
+			if _, err := js.KeyValue(ctx, kc.Bucket); err == nil {
+				continue
+			}
+		}
 		if _, err := js.CreateOrUpdateKeyValue(ctx, kc); err != nil {
 			return fmt.Errorf("ensure bucket %s: %w", kc.Bucket, err)
 		}
 	}
 	oc := jetstream.ObjectStoreConfig{Bucket: LogBucket, Description: "build logs", Storage: storage, Replicas: max(o.Replicas, 1), TTL: o.MaxAge}
+	if !update {
+		if _, err := js.ObjectStore(ctx, oc.Bucket); err == nil {
+			return nil
+		}
+	}
 	if _, err := js.CreateOrUpdateObjectStore(ctx, oc); err != nil {
 		return fmt.Errorf("ensure bucket %s: %w", LogBucket, err)
 	}
