@@ -1,0 +1,34 @@
+// Package drv reads Nix derivation graphs and turns them into what a CI
+// scheduler needs: for each job derivation, the job derivations it must wait
+// for. It reads `nix show-derivation -r` / `nix derivation show -r` JSON or
+// .drv files (ATerm) directly, and computes job dependencies in time linear
+// in derivations plus edges, without materialising closures.
+package drv
+
+import (
+	"strings"
+)
+
+// DefaultStoreDir is where derivation paths live unless a caller says otherwise.
+const DefaultStoreDir = "/nix/store"
+
+// Graph gives a derivation's input derivations (the keys of its inputDrvs).
+type Graph interface {
+	Inputs(drvPath string) ([]string, error)
+}
+
+// MapGraph is an in-memory Graph: derivation path -> input derivation paths.
+type MapGraph map[string][]string
+
+// Inputs returns p's input derivations; a derivation the map does not know
+// is a leaf (nil, nil).
+func (g MapGraph) Inputs(p string) ([]string, error) { return g[p], nil }
+
+// normalise turns a derivation name as newer nix prints it (a basename
+// without the store directory) into a full store path.
+func normalise(p string) string {
+	if strings.HasPrefix(p, "/") {
+		return p
+	}
+	return DefaultStoreDir + "/" + p
+}
