@@ -1,0 +1,416 @@
+// Package dag is the planner's scheduling core: one run's jobs as a graph of
+// derivations, with the original CI's rules.
+//
+//   - A job is released for building once every job it depends on has
+//     succeeded or is cached.
+//   - A cached job is not built: it is reported cached once its dependencies
+//     are done.
+//   - When a job fails, every job depending on it, directly or transitively,
+//     is skipped with "dependency <attr> failed" (cached jobs included).
+//   - Evaluation errors are failures; a run succeeds only if nothing failed.
+//
+// Several attributes may share one derivation: it is built once and each
+// attribute gets its own outcome. Building the plan is linear in jobs plus
+// edges, and release, completion and failure propagation cost O(1) amortised
+// per job and edge: everything is int-indexed arrays.
+package dag
+
+import (
+	"fmt"
+)
+
+// Job is one job of a run, as the evaluator described it.
+type Job struct {
+	Attr   string
+	Drv    string
+	System string
+	// Cached jobs are not built.
+	Cached bool
+	// EvalError makes the job a failure from the start.
+	EvalError string
+	// DependsOn are derivation paths of jobs this one waits for; paths that
+	// are not jobs of the run are ignored.
+	DependsOn []string
+}
+
+// Status is where a job (or its derivation) stands.
+type Status uint8
+
+// Statuses. Pending and Building are the only ones that are not final.
+const (
+	Pending Status = iota
+	Building
+	Succeeded
+	Failed
+	Skipped
+	Cached
+)
+
+var statusNames = [...]string{"pending", "building", "succeeded", "failed", "skipped", "cached"}
+
+func (s Status) String() string {
+	if int(s) < len(statusNames) {
+		return statusNames[s]
+	}
+	return fmt.Sprintf("status(%d)", s)
+}
+
+// Terminal reports whether s is final.
+func (s Status) Terminal() bool { return s >= Succeeded }
+
+// Failure says why a job failed or was skipped.
+type Failure uint8
+
+// Failures.
+const (
+	NoFailure Failure = iota
+	BuildFailure
+	EvalFailure
+	DependencyFailure
+	TimeoutFailure
+)
+
+// Outcome is the final word on one job.
+type Outcome struct {
+	// Job indexes the jobs given to New.
+	Job     int32
+	Status  Status
+	Failure Failure
+	Reason  string
+}
+
+// Release asks for one derivation to be built.
+type Release struct {
+	Drv    string
+	System string
+	// Jobs are the attributes sharing the derivation (indexes into the jobs
+	// given to New), in job order. The slice belongs to the plan.
+	Jobs []int32
+}
+
+// Events collects what a step of the plan produced. Reuse one with Reset.
+type Events struct {
+	Releases []Release
+	Outcomes []Outcome
+}
+
+// Reset empties e, keeping its memory.
+func (e *Events) Reset() {
+	e.Releases = e.Releases[:0]
+	e.Outcomes = e.Outcomes[:0]
+}
+
+// Counts are how many jobs (attributes) are in each status.
+type Counts struct {
+	Pending, Building, Succeeded, Failed, Skipped, Cached int
+}
+
+// Plan is one run's DAG. It is not safe for concurrent use.
+type Plan struct {
+	jobs  []Job
+	index map[string]int32 // drv -> node
+	// node -> its jobs: nodeJobs[jobStart[n]:jobStart[n+1]]
+	jobStart []int32
+	nodeJobs []int32
+	// node -> nodes depending on it: users[userStart[n]:userStart[n+1]]
+	userStart []int32
+	users     []int32
+	pending   []int32 // unfinished dependencies per node
+	status    []Status
+	cached    []bool
+	evalNode  []bool
+	counts    Counts
+	jobNode   []int32
+	queue     []int32
+	stack     []int32
+	started   bool
+}
+
+// New builds the plan of jobs, in time linear in jobs plus edges. The plan
+// keeps jobs; the caller must not change them.
+func New(jobs []Job) *Plan {
+	p := &Plan{jobs: jobs, index: make(map[string]int32, len(jobs))}
+	jobNode := make([]int32, len(jobs))
+	nodes := int32(0)
+	for i := range jobs {
+		j := &jobs[i]
+		if j.EvalError != "" || j.Drv == "" {
+			p.evalNode = append(p.evalNode, true)
+			p.cached = append(p.cached, false)
+			jobNode[i] = nodes
+			nodes++
+			continue
+		}
+		n, ok := p.index[j.Drv]
+		if !ok {
+			n = nodes
+			nodes++
+			p.index[j.Drv] = n
+			p.evalNode = append(p.evalNode, false)
+			p.cached = append(p.cached, j.Cached)
+		} else if !j.Cached {
+			// Aliases disagreeing on the cache: build to be sure.
+			p.cached[n] = false
+		}
+		jobNode[i] = n
+	}
+	p.jobNode = jobNode
+	p.jobStart, p.nodeJobs = group(nodes, jobNode)
+
+	// Dependency edges, de-duplicated per node (aliases may repeat them).
+	mark := make([]int32, nodes)
+	depStart := make([]int32, nodes+1)
+	var depEnds []int32 // the dependency of each edge, grouped by node
+	for n := range nodes {
+		depStart[n] = int32(len(depEnds))
+		if p.evalNode[n] {
+			continue
+		}
+		for _, j := range p.nodeJobs[p.jobStart[n]:p.jobStart[n+1]] {
+			for _, d := range jobs[j].DependsOn {
+				m, ok := p.index[d]
+				if !ok || m == n || mark[m] == n+1 {
+					continue
+				}
+				mark[m] = n + 1
+				depEnds = append(depEnds, m)
+			}
+		}
+	}
+	depStart[nodes] = int32(len(depEnds))
+	p.pending = make([]int32, nodes)
+	edgeFrom := make([]int32, len(depEnds))
+	for n := range nodes {
+		p.pending[n] = depStart[n+1] - depStart[n]
+		for e := depStart[n]; e < depStart[n+1]; e++ {
+			edgeFrom[e] = n
+		}
+	}
+	// users of m: every n with an edge n -> m, grouped by m.
+	p.userStart = make([]int32, nodes+1)
+	for _, m := range depEnds {
+		p.userStart[m+1]++
+	}
+	for n := range nodes {
+		p.userStart[n+1] += p.userStart[n]
+	}
+	p.users = make([]int32, len(depEnds))
+	fill := append([]int32(nil), p.userStart[:nodes]...)
+	for e, m := range depEnds {
+		p.users[fill[m]] = edgeFrom[e]
+		fill[m]++
+	}
+	p.status = make([]Status, nodes)
+	p.counts.Pending = len(jobs)
+	return p
+}
+
+// group returns, for keys in [0, n), the indexes of vals grouped by key
+// (stable): out[start[k]:start[k+1]] are the i with key[i] == k.
+func group(n int32, key []int32) (start, out []int32) {
+	start = make([]int32, n+1)
+	for _, k := range key {
+		start[k+1]++
+	}
+	for k := range n {
+		start[k+1] += start[k]
+	}
+	out = make([]int32, len(key))
+	fill := append([]int32(nil), start[:n]...)
+	for i, k := range key {
+		out[fill[k]] = int32(i)
+		fill[k]++
+	}
+	return start, out
+}
+
+// Jobs returns the jobs the plan was built from.
+func (p *Plan) Jobs() []Job { return p.jobs }
+
+// Counts returns how many jobs are in each status.
+func (p *Plan) Counts() Counts { return p.counts }
+
+// Done reports whether every job has its outcome.
+func (p *Plan) Done() bool { return p.counts.Pending == 0 && p.counts.Building == 0 }
+
+// Succeeded reports whether the run is done and nothing failed.
+func (p *Plan) Succeeded() bool { return p.Done() && p.counts.Failed == 0 }
+
+// Status returns the status of the job at index i.
+func (p *Plan) Status(i int) Status { return p.status[p.jobNode[i]] }
+
+// Start reports evaluation failures and releases (or reports cached) every
+// job that waits for nothing. Jobs caught in a dependency cycle, which a
+// real derivation graph cannot have, fail with "dependency cycle".
+func (p *Plan) Start(ev *Events) {
+	if p.started {
+		return
+	}
+	p.started = true
+	nodes := int32(len(p.status))
+	for n := range nodes {
+		if p.evalNode[n] {
+			j := &p.jobs[p.nodeJobs[p.jobStart[n]]]
+			reason := j.EvalError
+			if reason == "" {
+				reason = "no derivation"
+			}
+			p.finish(n, Failed, EvalFailure, reason, ev)
+		}
+	}
+	p.failCycles(ev)
+	p.queue = p.queue[:0]
+	for n := range nodes {
+		if p.status[n] == Pending && p.pending[n] == 0 {
+			p.queue = append(p.queue, n)
+		}
+	}
+	p.drain(ev)
+}
+
+// failCycles fails the nodes a topological order cannot reach.
+func (p *Plan) failCycles(ev *Events) {
+	nodes := int32(len(p.status))
+	left := make([]int32, nodes)
+	copy(left, p.pending)
+	order := make([]int32, 0, nodes)
+	for n := range nodes {
+		if left[n] == 0 {
+			order = append(order, n)
+		}
+	}
+	for k := 0; k < len(order); k++ {
+		for _, u := range p.users[p.userStart[order[k]]:p.userStart[order[k]+1]] {
+			if left[u]--; left[u] == 0 {
+				order = append(order, u)
+			}
+		}
+	}
+	if len(order) == int(nodes) {
+		return
+	}
+	for n := range nodes {
+		if left[n] > 0 && p.status[n] == Pending {
+			// Everything downstream of a cycle is unordered too: each
+			// such job fails itself rather than being skipped.
+			p.setStatus(n, Failed, DependencyFailure, "dependency cycle", ev)
+		}
+	}
+}
+
+// Succeed records that drv built. It returns false, changing nothing, when
+// drv is not currently building (unknown, or a duplicate result).
+func (p *Plan) Succeed(drv string, ev *Events) bool {
+	n, ok := p.building(drv)
+	if !ok {
+		return false
+	}
+	p.finish(n, Succeeded, NoFailure, "", ev)
+	p.release(n)
+	p.drain(ev)
+	return true
+}
+
+// Fail records that drv failed to build, and skips everything that depends
+// on it. It returns false, changing nothing, when drv is not building.
+func (p *Plan) Fail(drv string, f Failure, reason string, ev *Events) bool {
+	n, ok := p.building(drv)
+	if !ok {
+		return false
+	}
+	p.finish(n, Failed, f, reason, ev)
+	return true
+}
+
+func (p *Plan) building(drv string) (int32, bool) {
+	n, ok := p.index[drv]
+	if !ok || p.status[n] != Building {
+		return 0, false
+	}
+	return n, true
+}
+
+// finish gives node n its final status and its jobs their outcomes; a
+// failure skips every pending node depending on n, transitively.
+func (p *Plan) finish(n int32, s Status, f Failure, reason string, ev *Events) {
+	p.setStatus(n, s, f, reason, ev)
+	if s != Failed && s != Skipped {
+		return
+	}
+	// Name the failed attribute in every skip it causes.
+	skip := "dependency " + p.jobs[p.nodeJobs[p.jobStart[n]]].Attr + " failed"
+	stack := append(p.stack[:0], n)
+	for len(stack) > 0 {
+		m := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		for _, u := range p.users[p.userStart[m]:p.userStart[m+1]] {
+			if p.status[u] != Pending {
+				continue
+			}
+			p.setStatus(u, Skipped, DependencyFailure, skip, ev)
+			stack = append(stack, u)
+		}
+	}
+	p.stack = stack[:0]
+}
+
+func (p *Plan) setStatus(n int32, s Status, f Failure, reason string, ev *Events) {
+	old := p.status[n]
+	p.status[n] = s
+	js := p.nodeJobs[p.jobStart[n]:p.jobStart[n+1]]
+	p.add(old, -len(js))
+	p.add(s, len(js))
+	if !s.Terminal() {
+		return
+	}
+	for _, j := range js {
+		ev.Outcomes = append(ev.Outcomes, Outcome{Job: j, Status: s, Failure: f, Reason: reason})
+	}
+}
+
+func (p *Plan) add(s Status, k int) {
+	switch s {
+	case Pending:
+		p.counts.Pending += k
+	case Building:
+		p.counts.Building += k
+	case Succeeded:
+		p.counts.Succeeded += k
+	case Failed:
+		p.counts.Failed += k
+	case Skipped:
+		p.counts.Skipped += k
+	case Cached:
+		p.counts.Cached += k
+	}
+}
+
+// release counts n as done for its users and queues those now ready.
+func (p *Plan) release(n int32) {
+	for _, u := range p.users[p.userStart[n]:p.userStart[n+1]] {
+		if p.pending[u]--; p.pending[u] == 0 && p.status[u] == Pending {
+			p.queue = append(p.queue, u)
+		}
+	}
+}
+
+// drain works through the ready queue: cached nodes are done at once (and
+// may make more nodes ready), the others are released for building.
+func (p *Plan) drain(ev *Events) {
+	for k := 0; k < len(p.queue); k++ {
+		n := p.queue[k]
+		if p.status[n] != Pending {
+			continue
+		}
+		if p.cached[n] {
+			p.finish(n, Cached, NoFailure, "", ev)
+			p.release(n)
+			continue
+		}
+		p.setStatus(n, Building, NoFailure, "", ev)
+		first := &p.jobs[p.nodeJobs[p.jobStart[n]]]
+		ev.Releases = append(ev.Releases, Release{Drv: first.Drv, System: first.System,
+			Jobs: p.nodeJobs[p.jobStart[n]:p.jobStart[n+1]]})
+	}
+	p.queue = p.queue[:0]
+}

@@ -1,0 +1,252 @@
+package dag
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+type result struct {
+	status  Status
+	failure Failure
+	reason  string
+}
+
+// simulate runs a plan to the end with builders that answer every release
+// in order: drvs in fail fail, all others succeed. It returns each attr's
+// outcome (asserting there is exactly one) and the drvs in release order.
+func simulate(t *testing.T, jobs []Job, fail map[string]bool) (map[string]result, []string, *Plan) {
+	t.Helper()
+	p := New(jobs)
+	got := map[string]result{}
+	var released []string
+	var queue []Release
+	var ev Events
+	collect := func() {
+		for _, o := range ev.Outcomes {
+			attr := jobs[o.Job].Attr
+			_, dup := got[attr]
+			require.False(t, dup, "second outcome for %s", attr)
+			got[attr] = result{o.Status, o.Failure, o.Reason}
+		}
+		for _, r := range ev.Releases {
+			released = append(released, r.Drv)
+			queue = append(queue, Release{Drv: r.Drv, System: r.System, Jobs: append([]int32(nil), r.Jobs...)})
+		}
+		ev.Reset()
+	}
+	p.Start(&ev)
+	collect()
+	for len(queue) > 0 {
+		r := queue[0]
+		queue = queue[1:]
+		if fail[r.Drv] {
+			require.True(t, p.Fail(r.Drv, BuildFailure, "exit 1", &ev))
+		} else {
+			require.True(t, p.Succeed(r.Drv, &ev))
+		}
+		collect()
+		// A redelivered result changes nothing.
+		require.False(t, p.Succeed(r.Drv, &ev))
+		require.False(t, p.Fail(r.Drv, BuildFailure, "again", &ev))
+		require.Empty(t, ev.Outcomes)
+		require.Empty(t, ev.Releases)
+	}
+	require.True(t, p.Done())
+	require.Len(t, got, len(jobs))
+	return got, released, p
+}
+
+var (
+	ok     = result{status: Succeeded}
+	cached = result{status: Cached}
+	broke  = result{Failed, BuildFailure, "exit 1"}
+)
+
+func skipped(attr string) result { return result{Skipped, DependencyFailure, "dependency " + attr + " failed"} }
+
+func TestPlanRules(t *testing.T) {
+	tests := []struct {
+		name     string
+		jobs     []Job
+		fail     []string
+		want     map[string]result
+		released []string
+		success  bool
+	}{
+		{
+			name: "diamond",
+			jobs: []Job{
+				{Attr: "d", Drv: "D", DependsOn: []string{"B", "C"}},
+				{Attr: "b", Drv: "B", DependsOn: []string{"A"}},
+				{Attr: "c", Drv: "C", DependsOn: []string{"A"}},
+				{Attr: "a", Drv: "A"},
+			},
+			want:     map[string]result{"a": ok, "b": ok, "c": ok, "d": ok},
+			released: []string{"A", "B", "C", "D"},
+			success:  true,
+		},
+		{
+			name: "diamond with a failing side",
+			jobs: []Job{
+				{Attr: "d", Drv: "D", DependsOn: []string{"B", "C"}},
+				{Attr: "b", Drv: "B", DependsOn: []string{"A"}},
+				{Attr: "c", Drv: "C", DependsOn: []string{"A"}},
+				{Attr: "a", Drv: "A"},
+			},
+			fail:     []string{"B"},
+			want:     map[string]result{"a": ok, "b": broke, "c": ok, "d": skipped("b")},
+			released: []string{"A", "B", "C"},
+		},
+		{
+			name: "failure in the middle of a chain",
+			jobs: []Job{
+				{Attr: "chain1", Drv: "1"},
+				{Attr: "chain2", Drv: "2", DependsOn: []string{"1"}},
+				{Attr: "chain3", Drv: "3", DependsOn: []string{"2"}},
+				{Attr: "chain4", Drv: "4", DependsOn: []string{"3"}},
+			},
+			fail:     []string{"2"},
+			want:     map[string]result{"chain1": ok, "chain2": broke, "chain3": skipped("chain2"), "chain4": skipped("chain2")},
+			released: []string{"1", "2"},
+		},
+		{
+			name: "cached job waits for its dependencies and is skipped when one fails",
+			jobs: []Job{
+				{Attr: "a", Drv: "A"},
+				{Attr: "b", Drv: "B", Cached: true, DependsOn: []string{"A"}},
+				{Attr: "x", Drv: "X"},
+				{Attr: "y", Drv: "Y", Cached: true, DependsOn: []string{"X"}},
+				{Attr: "z", Drv: "Z", DependsOn: []string{"Y"}},
+			},
+			fail:     []string{"X"},
+			want:     map[string]result{"a": ok, "b": cached, "x": broke, "y": skipped("x"), "z": skipped("x")},
+			released: []string{"A", "X"},
+		},
+		{
+			name: "cached jobs are never built and release their dependents",
+			jobs: []Job{
+				{Attr: "a", Drv: "A", Cached: true},
+				{Attr: "b", Drv: "B", Cached: true, DependsOn: []string{"A"}},
+				{Attr: "c", Drv: "C", DependsOn: []string{"B"}},
+			},
+			want:     map[string]result{"a": cached, "b": cached, "c": ok},
+			released: []string{"C"},
+			success:  true,
+		},
+		{
+			name: "aliases build once and report each attr",
+			jobs: []Job{
+				{Attr: "hello", Drv: "H"},
+				{Attr: "packages.hello", Drv: "H"},
+				{Attr: "user", Drv: "U", DependsOn: []string{"H"}},
+			},
+			fail:     []string{"H"},
+			want:     map[string]result{"hello": broke, "packages.hello": broke, "user": skipped("hello")},
+			released: []string{"H"},
+		},
+		{
+			name: "eval errors are failures",
+			jobs: []Job{
+				{Attr: "good", Drv: "G"},
+				{Attr: "bad", EvalError: "error: this job does not evaluate"},
+				{Attr: "worse", EvalError: "error: also broken"},
+			},
+			want: map[string]result{"good": ok,
+				"bad":   {Failed, EvalFailure, "error: this job does not evaluate"},
+				"worse": {Failed, EvalFailure, "error: also broken"}},
+			released: []string{"G"},
+		},
+		{
+			name: "dependencies outside the run are ignored",
+			jobs: []Job{
+				{Attr: "a", Drv: "A", DependsOn: []string{"/nix/store/not-a-job.drv", "A", "A"}},
+				{Attr: "b", Drv: "B", DependsOn: []string{"A", "A"}},
+			},
+			want:     map[string]result{"a": ok, "b": ok},
+			released: []string{"A", "B"},
+			success:  true,
+		},
+		{
+			name: "skips name the failed job however far they are",
+			jobs: []Job{
+				{Attr: "root", Drv: "R"},
+				{Attr: "mid", Drv: "M", DependsOn: []string{"R"}},
+				{Attr: "leaf", Drv: "L", Cached: true, DependsOn: []string{"M", "O"}},
+				{Attr: "other", Drv: "O"},
+			},
+			fail:     []string{"R"},
+			want:     map[string]result{"root": broke, "mid": skipped("root"), "leaf": skipped("root"), "other": ok},
+			released: []string{"R", "O"},
+		},
+		{
+			name: "a cycle fails its jobs, the rest proceeds",
+			jobs: []Job{
+				{Attr: "p", Drv: "P", DependsOn: []string{"Q"}},
+				{Attr: "q", Drv: "Q", DependsOn: []string{"P"}},
+				{Attr: "after", Drv: "AFTER", DependsOn: []string{"Q"}},
+				{Attr: "free", Drv: "F"},
+			},
+			want: map[string]result{"p": {Failed, DependencyFailure, "dependency cycle"}, "q": {Failed, DependencyFailure, "dependency cycle"},
+				"after": {Failed, DependencyFailure, "dependency cycle"}, "free": ok},
+			released: []string{"F"},
+		},
+		{
+			name:    "no jobs",
+			want:    map[string]result{},
+			success: true,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fail := map[string]bool{}
+			for _, f := range tt.fail {
+				fail[f] = true
+			}
+			got, released, p := simulate(t, tt.jobs, fail)
+			require.Equal(t, tt.want, got)
+			require.Equal(t, tt.released, released)
+			require.Equal(t, tt.success, p.Succeeded())
+			for i, j := range tt.jobs {
+				require.Equal(t, got[j.Attr].status, p.Status(i))
+			}
+		})
+	}
+}
+
+func TestPlanReleasesOnlyWhenAllDependenciesSucceeded(t *testing.T) {
+	jobs := []Job{
+		{Attr: "a", Drv: "A", System: "x86_64-linux"},
+		{Attr: "b", Drv: "B", System: "aarch64-linux"},
+		{Attr: "c", Drv: "C", System: "x86_64-linux", DependsOn: []string{"A", "B"}},
+	}
+	p := New(jobs)
+	var ev Events
+	p.Start(&ev)
+	require.Equal(t, []Release{{Drv: "A", System: "x86_64-linux", Jobs: []int32{0}}, {Drv: "B", System: "aarch64-linux", Jobs: []int32{1}}}, ev.Releases)
+	require.Equal(t, Counts{Pending: 1, Building: 2}, p.Counts())
+	ev.Reset()
+
+	require.False(t, p.Succeed("C", &ev), "C is not building yet")
+	require.False(t, p.Succeed("nope", &ev))
+	require.True(t, p.Succeed("A", &ev))
+	require.Empty(t, ev.Releases)
+	require.Equal(t, []Outcome{{Job: 0, Status: Succeeded}}, ev.Outcomes)
+	ev.Reset()
+
+	require.True(t, p.Succeed("B", &ev))
+	require.Equal(t, []Release{{Drv: "C", System: "x86_64-linux", Jobs: []int32{2}}}, ev.Releases)
+	ev.Reset()
+	require.False(t, p.Done())
+
+	require.True(t, p.Fail("C", TimeoutFailure, "timed out after 3h", &ev))
+	require.Equal(t, []Outcome{{Job: 2, Status: Failed, Failure: TimeoutFailure, Reason: "timed out after 3h"}}, ev.Outcomes)
+	require.True(t, p.Done())
+	require.False(t, p.Succeeded())
+	require.Equal(t, Counts{Succeeded: 2, Failed: 1}, p.Counts())
+}
+
+func TestPlanAliasesDisagreeingOnCache(t *testing.T) {
+	_, released, _ := simulate(t, []Job{{Attr: "a", Drv: "A", Cached: true}, {Attr: "b", Drv: "A"}}, nil)
+	require.Equal(t, []string{"A"}, released)
+}
