@@ -63,7 +63,9 @@ var (
 	broke  = result{Failed, BuildFailure, "exit 1"}
 )
 
-func skipped(attr string) result { return result{Skipped, DependencyFailure, "dependency " + attr + " failed"} }
+func skipped(attr string) result {
+	return result{Skipped, DependencyFailure, "dependency " + attr + " failed"}
+}
 
 func TestPlanRules(t *testing.T) {
 	tests := []struct {
