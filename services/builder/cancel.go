@@ -1,0 +1,64 @@
+package builder
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+)
+
+// errRunCancelled is the cause given to the context of a build whose run
+// was cancelled.
+var errRunCancelled = errors.New("run cancelled")
+
+// cancels tracks the builds running in this process by run, and the runs
+// cancelled lately, so a cancellation reaches a build whichever comes first.
+type cancels struct {
+	mu      sync.Mutex
+	running map[string]map[*context.CancelCauseFunc]struct{}
+	seen    map[string]time.Time
+	keep    time.Duration
+}
+
+func newCancels(keep time.Duration) *cancels {
+	return &cancels{running: map[string]map[*context.CancelCauseFunc]struct{}{}, seen: map[string]time.Time{}, keep: keep}
+}
+
+// register makes cancel(run) stop the build with cancel. The returned
+// function unregisters it. It reports whether run is already cancelled.
+func (c *cancels) register(run string, cancel context.CancelCauseFunc) (unregister func(), cancelled bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	builds := c.running[run]
+	if builds == nil {
+		builds = map[*context.CancelCauseFunc]struct{}{}
+		c.running[run] = builds
+	}
+	key := &cancel
+	builds[key] = struct{}{}
+	_, cancelled = c.seen[run]
+	return func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		delete(builds, key)
+		if len(c.running[run]) == 0 {
+			delete(c.running, run)
+		}
+	}, cancelled
+}
+
+// cancel stops every build of run and remembers it for a while.
+func (c *cancels) cancel(run string, now time.Time) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for r, at := range c.seen {
+		if now.Sub(at) > c.keep {
+			delete(c.seen, r)
+		}
+	}
+	c.seen[run] = now
+	for cancel := range c.running[run] {
+		(*cancel)(errRunCancelled)
+	}
+	return len(c.running[run])
+}

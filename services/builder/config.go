@@ -1,0 +1,99 @@
+package builder
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Config is the builder's configuration.
+type Config struct {
+	// System is the Nix system this builder builds for (x86_64-linux...).
+	// Every builder of a system shares one durable consumer.
+	System string
+	// Name identifies this builder in results; the host name when empty.
+	Name string
+	// Concurrency is how many builds this process runs at once.
+	Concurrency int
+	// WorkDir holds per-run out-links (GC roots of the outputs until they
+	// are uploaded) and logs being written.
+	WorkDir string
+	// StoreDir is the Nix store; only derivations inside it are built.
+	StoreDir string
+	// Timeout bounds one build.
+	Timeout time.Duration
+	// MaxSilentTime is nix's --max-silent-time: a builder printing nothing
+	// for this long is killed.
+	MaxSilentTime time.Duration
+	// RemoteOnly passes --max-jobs 0 so that nix hands every build to its
+	// remote builders (a builder fronting a build farm).
+	RemoteOnly bool
+	// KillGrace is how long nix gets to stop after SIGTERM before SIGKILL.
+	KillGrace time.Duration
+	// MaxLogBytes caps a stored log; longer logs keep their head and tail.
+	MaxLogBytes int64
+	// OutLinkTTL is how long a run's out-links are kept; 0 keeps them.
+	OutLinkTTL time.Duration
+	// PruneInterval is how often old out-links are removed.
+	PruneInterval time.Duration
+	// AckWait is how long a build may go without a heartbeat before
+	// JetStream hands it to another builder.
+	AckWait time.Duration
+	// RetryDelay is the wait before a request whose handling failed (or
+	// was interrupted by shutdown) is delivered again.
+	RetryDelay time.Duration
+	// Instant reports success without running nix. For benchmarks only.
+	Instant bool
+}
+
+// RegisterFlags registers the builder's flags with prefix "builder.".
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.System, "builder.system", "", "Nix system to build for, e.g. x86_64-linux (required)")
+	fs.StringVar(&c.Name, "builder.name", "", "name of this builder in results (default: host name)")
+	fs.IntVar(&c.Concurrency, "builder.concurrency", 1, "builds run at once by this process")
+	fs.StringVar(&c.WorkDir, "builder.work-dir", filepath.Join(os.TempDir(), "nixbus-builder"), "directory for out-links and logs being written")
+	fs.StringVar(&c.StoreDir, "builder.store-dir", "/nix/store", "the Nix store; only derivations in it are built")
+	fs.DurationVar(&c.Timeout, "builder.timeout", 3*time.Hour, "time limit of one build")
+	fs.DurationVar(&c.MaxSilentTime, "builder.max-silent-time", 1200*time.Second, "kill a build that prints nothing for this long (nix --max-silent-time)")
+	fs.BoolVar(&c.RemoteOnly, "builder.remote-only", false, "pass --max-jobs 0: hand every build to Nix remote builders")
+	fs.DurationVar(&c.KillGrace, "builder.kill-grace", 10*time.Second, "time nix gets to stop its builders after SIGTERM")
+	fs.Int64Var(&c.MaxLogBytes, "builder.max-log-bytes", 64<<20, "largest log stored; longer logs keep their head and tail")
+	fs.DurationVar(&c.OutLinkTTL, "builder.out-link-ttl", 24*time.Hour, "how long out-links (GC roots of built outputs) are kept; 0 keeps them")
+	fs.DurationVar(&c.PruneInterval, "builder.prune-interval", time.Hour, "how often expired out-links are removed")
+	fs.DurationVar(&c.AckWait, "builder.ack-wait", 30*time.Second, "time without a heartbeat before a build is handed to another builder")
+	fs.DurationVar(&c.RetryDelay, "builder.retry-delay", 5*time.Second, "wait before an interrupted or failed request is delivered again")
+	fs.BoolVar(&c.Instant, "builder.instant", false, "report every build as succeeded without running nix (benchmarks only)")
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.System == "" {
+		errs = append(errs, errors.New("builder.system is required"))
+	}
+	if c.Concurrency <= 0 {
+		errs = append(errs, errors.New("builder.concurrency must be positive"))
+	}
+	if c.WorkDir == "" {
+		errs = append(errs, errors.New("builder.work-dir is required"))
+	}
+	if !filepath.IsAbs(c.StoreDir) {
+		errs = append(errs, fmt.Errorf("builder.store-dir %q must be absolute", c.StoreDir))
+	}
+	if c.Timeout <= 0 || c.AckWait <= 0 || c.RetryDelay <= 0 || c.PruneInterval <= 0 {
+		errs = append(errs, errors.New("builder.timeout, builder.ack-wait, builder.retry-delay and builder.prune-interval must be positive"))
+	}
+	if c.MaxSilentTime < time.Second {
+		errs = append(errs, errors.New("builder.max-silent-time must be at least 1s"))
+	}
+	if c.KillGrace < 0 || c.OutLinkTTL < 0 {
+		errs = append(errs, errors.New("builder.kill-grace and builder.out-link-ttl must not be negative"))
+	}
+	if c.MaxLogBytes < 1024 {
+		errs = append(errs, errors.New("builder.max-log-bytes must be at least 1024"))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,223 @@
+package builder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"nixbus.dev/nixbus/pkg/bus"
+	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
+	"nixbus.dev/nixbus/services/builder/internal/nixbuild"
+)
+
+type handler struct {
+	s    *Service
+	logs jetstream.ObjectStore
+	runs jetstream.Stream
+}
+
+var (
+	// A store path's base name: 32 hash characters, a dash, a name.
+	drvBaseRe = regexp.MustCompile(`^[0-9a-z]{32}-[A-Za-z0-9+\-_?=][A-Za-z0-9+\-._?=]*\.drv$`)
+	runIDRe   = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+)
+
+// traceHeaders are the headers a result inherits from its request.
+var traceHeaders = []string{"traceparent", "tracestate"}
+
+// handle builds one request and publishes its result. It returns nil only
+// once the result is stored. If the builder is shutting down, the build is
+// killed, nothing is published and the request goes back to the queue.
+func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
+	s := h.s
+	var req nixbuspb.BuildRequest
+	if err := bus.Decode(msg.Data(), &req); err != nil {
+		return bus.Permanent(err)
+	}
+	if err := h.check(&req); err != nil {
+		return bus.Permanent(err)
+	}
+	logger := s.logger.With("run", req.GetRunId(), "drv", req.GetDrvPath())
+	if len(req.GetAttrs()) > 0 {
+		logger = logger.With("attr", req.GetAttrs()[0])
+	}
+
+	bctx, cancelBuild := context.WithCancelCause(ctx)
+	defer cancelBuild(nil)
+	unregister, cancelled := s.cancels.register(req.GetRunId(), cancelBuild)
+	defer unregister()
+	if !cancelled {
+		var err error
+		if cancelled, err = h.runCancelled(ctx, req.GetRunId()); err != nil {
+			return err
+		}
+	}
+	res := &nixbuspb.BuildResult{
+		RunId: req.GetRunId(), DrvPath: req.GetDrvPath(), System: req.GetSystem(), Attrs: req.GetAttrs(),
+		Builder: s.cfg.Name,
+	}
+	if cancelled {
+		res.Status, res.Error = nixbuspb.BuildStatus_BUILD_STATUS_CANCELLED, "run cancelled"
+		return h.publish(ctx, msg, res)
+	}
+
+	logger.Info("build started")
+	start := time.Now()
+	s.metrics.running.WithLabelValues(s.cfg.System).Inc()
+	tctx, cancelTimeout := context.WithTimeout(bctx, s.cfg.Timeout)
+	defer cancelTimeout()
+	out, logFile, err := h.build(tctx, &req)
+	s.metrics.running.WithLabelValues(s.cfg.System).Dec()
+	res.DurationMs = time.Since(start).Milliseconds()
+	if logFile != nil {
+		defer h.removeLog(logFile)
+	}
+	if ctx.Err() != nil {
+		// Shutting down: the request goes to another builder.
+		logger.Info("build interrupted by shutdown")
+		return fmt.Errorf("build %s: interrupted: %w", req.GetDrvPath(), ctx.Err())
+	}
+	if err != nil && !errors.Is(context.Cause(bctx), errRunCancelled) {
+		return fmt.Errorf("build %s: %w", req.GetDrvPath(), err)
+	}
+	h.classify(bctx, tctx, res, out)
+	if logFile != nil {
+		key, err := h.storeLog(ctx, bus.LogKey(req.GetRunId(), req.GetDrvPath()), logFile)
+		if err != nil {
+			return err
+		}
+		res.LogKey = key
+	}
+	logger.Info("build finished", "status", res.GetStatus().String(), "err", res.GetError(), "duration", time.Duration(res.GetDurationMs())*time.Millisecond)
+	if err := h.publish(ctx, msg, res); err != nil {
+		return err
+	}
+	s.metrics.duration.WithLabelValues(s.cfg.System, statusLabel(res.GetStatus())).Observe(float64(res.GetDurationMs()) / 1000)
+	return nil
+}
+
+// check refuses requests that can never be built.
+func (h *handler) check(req *nixbuspb.BuildRequest) error {
+	if !runIDRe.MatchString(req.GetRunId()) {
+		return fmt.Errorf("build request: bad run id %q", req.GetRunId())
+	}
+	drv := req.GetDrvPath()
+	if filepath.Dir(drv) != h.s.cfg.StoreDir || !drvBaseRe.MatchString(filepath.Base(drv)) {
+		return fmt.Errorf("build request: %q is not a derivation in %s", drv, h.s.cfg.StoreDir)
+	}
+	return nil
+}
+
+// runCancelled looks for a cancellation of run on the runs stream.
+func (h *handler) runCancelled(ctx context.Context, run string) (bool, error) {
+	_, err := h.runs.GetLastMsgForSubject(ctx, bus.RunSubject(run, bus.RunCancelKind))
+	switch {
+	case err == nil:
+		return true, nil
+	case bus.IsNotFound(err):
+		return false, nil
+	default:
+		return false, fmt.Errorf("look up cancellation of %s: %w", run, err)
+	}
+}
+
+// build runs the executor with the time limit, the log going to a file in
+// the run's directory (none in instant mode).
+func (h *handler) build(ctx context.Context, req *nixbuspb.BuildRequest) (nixbuild.Outcome, *os.File, error) {
+	s := h.s
+	dir := filepath.Join(s.cfg.WorkDir, req.GetRunId())
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nixbuild.Outcome{}, nil, fmt.Errorf("create run dir: %w", err)
+	}
+	name := strings.TrimSuffix(filepath.Base(req.GetDrvPath()), ".drv")
+	var logFile *os.File
+	if !s.cfg.Instant {
+		f, err := os.CreateTemp(dir, name+".*.log")
+		if err != nil {
+			return nixbuild.Outcome{}, nil, fmt.Errorf("create log: %w", err)
+		}
+		logFile = f
+	}
+	spec := nixbuild.Spec{DrvPath: req.GetDrvPath(), OutLink: filepath.Join(dir, name), Outputs: req.GetOutputs()}
+	out, err := s.exec.Build(ctx, spec, logFile)
+	return out, logFile, err
+}
+
+// classify fills in the result's status from how the build ended.
+// bctx is cancelled when the run is; tctx is bctx with the time limit.
+func (h *handler) classify(bctx, tctx context.Context, res *nixbuspb.BuildResult, out nixbuild.Outcome) {
+	res.ExitCode = int32(out.ExitCode)
+	switch {
+	case errors.Is(context.Cause(bctx), errRunCancelled):
+		res.Status, res.Error = nixbuspb.BuildStatus_BUILD_STATUS_CANCELLED, "run cancelled"
+	case errors.Is(tctx.Err(), context.DeadlineExceeded) && out.ExitCode != 0:
+		res.Status, res.Error = nixbuspb.BuildStatus_BUILD_STATUS_TIMED_OUT, fmt.Sprintf("build timed out after %s", h.s.cfg.Timeout)
+	case out.SilenceTimeout:
+		res.Status, res.Error = nixbuspb.BuildStatus_BUILD_STATUS_TIMED_OUT, out.Error
+	case out.ExitCode != 0:
+		res.Status, res.Error = nixbuspb.BuildStatus_BUILD_STATUS_FAILED, out.Error
+		if res.Error == "" {
+			res.Error = fmt.Sprintf("nix build exited with code %d", out.ExitCode)
+		}
+	default:
+		res.Status, res.Outputs = nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED, out.Outputs
+	}
+}
+
+// storeLog puts the log in the object store, keeping its head and tail
+// when it is over MaxLogBytes.
+func (h *handler) storeLog(ctx context.Context, key string, f *os.File) (string, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return "", fmt.Errorf("stat log: %w", err)
+	}
+	var r io.Reader = io.NewSectionReader(f, 0, st.Size())
+	if limit := h.s.cfg.MaxLogBytes; st.Size() > limit {
+		half := limit / 2
+		r = io.MultiReader(
+			io.NewSectionReader(f, 0, half),
+			strings.NewReader(fmt.Sprintf("\n[nixbus: %d bytes of log left out]\n", st.Size()-2*half)),
+			io.NewSectionReader(f, st.Size()-half, half),
+		)
+	}
+	if _, err := h.logs.Put(ctx, jetstream.ObjectMeta{Name: key}, r); err != nil {
+		return "", fmt.Errorf("store log %s: %w", key, err)
+	}
+	return key, nil
+}
+
+func (h *handler) removeLog(f *os.File) {
+	if err := f.Close(); err != nil {
+		h.s.logger.Warn("close log", "err", err)
+	}
+	if err := os.Remove(f.Name()); err != nil {
+		h.s.logger.Warn("remove log", "err", err)
+	}
+}
+
+func (h *handler) publish(ctx context.Context, msg jetstream.Msg, res *nixbuspb.BuildResult) error {
+	hdr := nats.Header{}
+	for _, k := range traceHeaders {
+		if v := msg.Headers().Get(k); v != "" {
+			hdr.Set(k, v)
+		}
+	}
+	if err := h.s.pub.Publish(ctx, bus.RunSubject(res.GetRunId(), bus.RunResultKind), bus.MsgIDResult(res.GetRunId(), res.GetDrvPath()), res, hdr); err != nil {
+		return fmt.Errorf("publish result of %s: %w", res.GetDrvPath(), err)
+	}
+	h.s.metrics.results.WithLabelValues(h.s.cfg.System, statusLabel(res.GetStatus())).Inc()
+	return nil
+}
+
+func statusLabel(s nixbuspb.BuildStatus) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "BUILD_STATUS_"))
+}

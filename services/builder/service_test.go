@@ -1,0 +1,274 @@
+package builder
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"nixbus.dev/nixbus/pkg/bus"
+	"nixbus.dev/nixbus/pkg/natstest"
+	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestBuildStatuses(t *testing.T) {
+	system := currentSystem(t)
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	cfg := testConfig(t, system, "b1")
+	cfg.Concurrency = 4
+	cfg.Timeout = 3 * time.Second
+	cfg.MaxSilentTime = 2 * time.Second
+	startBuilder(t, srv, cfg)
+
+	drvs := derivations(t, map[string]string{
+		"ok":     `echo hello from the builder; echo built > $out`,
+		"broken": `echo about to fail; exit 3`,
+		"silent": `echo going quiet; sleep 30; echo never > $out`,
+		"slow":   `for i in $(seq 100); do echo tick $i; sleep 0.2; done; echo never > $out`,
+	})
+	run := "rstatuses"
+	for _, drv := range drvs {
+		request(t, js, run, system, drv)
+	}
+	got := waitResults(t, js, run, len(drvs))
+
+	tests := []struct {
+		name   string
+		status nixbuspb.BuildStatus
+		errHas []string
+		logHas string
+	}{
+		{"ok", nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED, nil, "hello from the builder"},
+		{"broken", nixbuspb.BuildStatus_BUILD_STATUS_FAILED, []string{drvs["broken"], "failed with exit code 3"}, "about to fail"},
+		{"silent", nixbuspb.BuildStatus_BUILD_STATUS_TIMED_OUT, []string{"silence"}, "going quiet"},
+		{"slow", nixbuspb.BuildStatus_BUILD_STATUS_TIMED_OUT, []string{"timed out after 3s"}, "tick 1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := got[drvs[tt.name]]
+			require.NotNil(t, res)
+			require.Equal(t, tt.status, res.GetStatus(), res.GetError())
+			require.Equal(t, run, res.GetRunId())
+			require.Equal(t, system, res.GetSystem())
+			require.Equal(t, "b1", res.GetBuilder())
+			require.Equal(t, []string{"job"}, res.GetAttrs())
+			require.NotContains(t, res.GetError(), "\n")
+			require.False(t, strings.HasPrefix(res.GetError(), "error:"), res.GetError())
+			for _, s := range tt.errHas {
+				require.Contains(t, res.GetError(), s)
+			}
+			require.Equal(t, bus.LogKey(run, drvs[tt.name]), res.GetLogKey())
+			require.Contains(t, readLog(t, js, res.GetLogKey()), tt.logHas)
+			if tt.status == nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED {
+				require.Zero(t, res.GetExitCode())
+				out := res.GetOutputs()["out"]
+				require.True(t, strings.HasPrefix(out, "/nix/store/"), out)
+				data, err := os.ReadFile(out)
+				require.NoError(t, err)
+				require.Equal(t, "built\n", string(data))
+				// The out-link keeps the output alive until it is uploaded.
+				link, err := os.Readlink(filepath.Join(cfg.WorkDir, run, strings.TrimSuffix(filepath.Base(drvs[tt.name]), ".drv")))
+				require.NoError(t, err)
+				require.Equal(t, out, link)
+			} else {
+				require.NotZero(t, res.GetExitCode())
+				require.Empty(t, res.GetOutputs())
+			}
+		})
+	}
+}
+
+// Two builders of one system share the work: each builds some, and every
+// derivation is built once and gets one result.
+func TestBuildersShareWork(t *testing.T) {
+	system := currentSystem(t)
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	built := sharedFile(t, markerDir(t), "built")
+	scripts := map[string]string{}
+	for i := range 6 {
+		name := fmt.Sprintf("job%d", i)
+		scripts[name] = fmt.Sprintf(`echo %s >> %s; sleep 1; echo %s > $out`, name, built, name)
+	}
+	drvs := derivations(t, scripts)
+	a := startBuilder(t, srv, testConfig(t, system, "a"))
+	b := startBuilder(t, srv, testConfig(t, system, "b"))
+	run := "rshare"
+	for _, drv := range drvs {
+		request(t, js, run, system, drv)
+	}
+	got := waitResults(t, js, run, len(drvs))
+
+	perBuilder := map[string]int{}
+	for _, res := range got {
+		require.Equal(t, nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED, res.GetStatus(), res.GetError())
+		perBuilder[res.GetBuilder()]++
+	}
+	require.Positive(t, perBuilder["a"], "builder a built nothing: %v", perBuilder)
+	require.Positive(t, perBuilder["b"], "builder b built nothing: %v", perBuilder)
+	require.ElementsMatch(t, []string{"job0", "job1", "job2", "job3", "job4", "job5"}, lines(t, built))
+	// Nothing was published twice (de-duplication would hide it in the stream).
+	require.Equal(t, float64(len(drvs)), a.counter(t, "nixbus_builder_results_total")+b.counter(t, "nixbus_builder_results_total"))
+}
+
+// A builder stopped mid-build publishes nothing and acks nothing; another
+// builder then builds the derivation and publishes the one result.
+func TestStoppedBuilderLosesNoJob(t *testing.T) {
+	system := currentSystem(t)
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	starts := sharedFile(t, markerDir(t), "starts")
+	drv := derivations(t, map[string]string{
+		"interrupted": fmt.Sprintf(`echo start >> %s; sleep 3; echo done > $out`, starts),
+	})["interrupted"]
+	run := "rstopped"
+
+	a := startBuilder(t, srv, testConfig(t, system, "a"))
+	request(t, js, run, system, drv)
+	require.Eventually(t, func() bool { return len(lines(t, starts)) == 1 },
+		30*time.Second, 50*time.Millisecond, "the build never started")
+	a.stop()
+	require.Empty(t, results(t, js, run), "a stopped builder published a result")
+	require.Zero(t, a.counter(t, "nixbus_builder_results_total"))
+
+	startBuilder(t, srv, testConfig(t, system, "b"))
+	got := waitResults(t, js, run, 1)[drv]
+	require.Equal(t, nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED, got.GetStatus(), got.GetError())
+	require.Equal(t, "b", got.GetBuilder())
+	require.Len(t, lines(t, starts), 2)
+	require.Len(t, results(t, js, run), 1)
+}
+
+// Cancelling a run kills its running builds, and builds of a cancelled run
+// are not started.
+func TestCancelKillsRunningBuild(t *testing.T) {
+	system := currentSystem(t)
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	marks := markerDir(t)
+	drvs := derivations(t, map[string]string{
+		"long":  fmt.Sprintf(`echo $$ > %s/pid.tmp; mv %s/pid.tmp %s/pid; exec sleep 120`, marks, marks, marks),
+		"later": fmt.Sprintf(`echo ran > %s/later; echo x > $out`, marks),
+	})
+	startBuilder(t, srv, testConfig(t, system, "b1"))
+	run := "rcancel"
+	request(t, js, run, system, drvs["long"])
+
+	var pid int
+	require.Eventually(t, func() bool {
+		l := lines(t, filepath.Join(marks, "pid"))
+		if len(l) != 1 {
+			return false
+		}
+		var err error
+		pid, err = strconv.Atoi(l[0])
+		return err == nil
+	}, 30*time.Second, 50*time.Millisecond, "the build never started")
+	require.NoError(t, syscall.Kill(pid, 0))
+
+	start := time.Now()
+	err := bus.NewPublisher(js, slog.New(slog.DiscardHandler)).Publish(t.Context(), bus.RunSubject(run, bus.RunCancelKind), bus.MsgIDCancel(run),
+		&nixbuspb.Cancel{RunId: run, Reason: "superseded"}, nil)
+	require.NoError(t, err)
+	res := waitResults(t, js, run, 1)[drvs["long"]]
+	require.Equal(t, nixbuspb.BuildStatus_BUILD_STATUS_CANCELLED, res.GetStatus())
+	require.Less(t, time.Since(start), 30*time.Second)
+	require.Eventually(t, func() bool { return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) },
+		10*time.Second, 50*time.Millisecond, "the builder process outlived the cancellation")
+
+	// A request of the cancelled run is answered without building.
+	request(t, js, run, system, drvs["later"])
+	res = waitResults(t, js, run, 2)[drvs["later"]]
+	require.Equal(t, nixbuspb.BuildStatus_BUILD_STATUS_CANCELLED, res.GetStatus())
+	require.Empty(t, res.GetLogKey())
+	require.Empty(t, lines(t, filepath.Join(marks, "later")))
+}
+
+func TestInstantMode(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	cfg := testConfig(t, "fake-system", "bench")
+	cfg.Instant = true
+	startBuilder(t, srv, cfg)
+	drv := "/nix/store/00000000000000000000000000000000-never-built.drv"
+	outputs := map[string]string{"out": "/nix/store/00000000000000000000000000000000-never-built"}
+	req := &nixbuspb.BuildRequest{RunId: "rinstant", DrvPath: drv, System: "fake-system", Outputs: outputs}
+	err := bus.NewPublisher(js, slog.New(slog.DiscardHandler)).Publish(t.Context(), bus.BuildSubject("fake-system"), bus.MsgIDBuild("rinstant", drv), req, nil)
+	require.NoError(t, err)
+	res := waitResults(t, js, "rinstant", 1)[drv]
+	require.Equal(t, nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED, res.GetStatus())
+	require.Equal(t, outputs, res.GetOutputs())
+	require.Empty(t, res.GetLogKey())
+}
+
+func TestCheckRequest(t *testing.T) {
+	h := &handler{s: &Service{cfg: Config{StoreDir: "/nix/store"}}}
+	good := "/nix/store/lcaxr125pbf4l5iizkxqhgh9m3yz8baa-t.drv"
+	tests := []struct {
+		name, run, drv string
+		ok             bool
+	}{
+		{"valid", "r0123abc", good, true},
+		{"run with dots", "r.1", good, false},
+		{"run path traversal", "../x", good, false},
+		{"empty run", "", good, false},
+		{"not a drv", "r1", "/nix/store/lcaxr125pbf4l5iizkxqhgh9m3yz8baa-t", false},
+		{"outside the store", "r1", "/tmp/lcaxr125pbf4l5iizkxqhgh9m3yz8baa-t.drv", false},
+		{"nested", "r1", "/nix/store/x/lcaxr125pbf4l5iizkxqhgh9m3yz8baa-t.drv", false},
+		{"traversal", "r1", "/nix/store/../lcaxr125pbf4l5iizkxqhgh9m3yz8baa-t.drv", false},
+		{"flake ref", "r1", "github:evil/flake#x.drv", false},
+		{"short hash", "r1", "/nix/store/abc-t.drv", false},
+		{"shell chars", "r1", "/nix/store/lcaxr125pbf4l5iizkxqhgh9m3yz8baa-t;rm.drv", false},
+		{"empty", "r1", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := h.check(&nixbuspb.BuildRequest{RunId: tt.run, DrvPath: tt.drv})
+			if tt.ok {
+				require.NoError(t, err)
+			} else {
+				require.Error(t, err)
+			}
+		})
+	}
+}
+
+// A request that can never be built is dropped, not retried.
+func TestMalformedRequestDropped(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	cfg := testConfig(t, "fake-system", "b1")
+	cfg.Instant = true
+	startBuilder(t, srv, cfg)
+	for i, data := range [][]byte{[]byte("not protobuf \xff\xff"), mustEncode(t, &nixbuspb.BuildRequest{RunId: "r1", DrvPath: "/etc/passwd"})} {
+		_, err := js.Publish(t.Context(), bus.BuildSubject("fake-system"), data)
+		require.NoError(t, err, "message %d", i)
+	}
+	require.Eventually(t, func() bool {
+		stream, err := js.Stream(t.Context(), bus.StreamBuilds)
+		require.NoError(t, err)
+		info, err := stream.Info(t.Context())
+		require.NoError(t, err)
+		return info.State.Msgs == 0
+	}, 10*time.Second, 50*time.Millisecond, "malformed requests stayed queued")
+	require.Empty(t, results(t, js, "r1"))
+}
+
+func mustEncode(t *testing.T, m *nixbuspb.BuildRequest) []byte {
+	t.Helper()
+	data, err := bus.Encode(m)
+	require.NoError(t, err)
+	return data
+}
