@@ -1,0 +1,135 @@
+package cacheuploader
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"nixbus.dev/nixbus/pkg/bus"
+	"nixbus.dev/nixbus/pkg/nix"
+	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
+)
+
+type handler struct{ s *Service }
+
+// A store path's base name: 32 hash characters, a dash, a name.
+var storeBaseRe = regexp.MustCompile(`^[0-9a-z]{32}-[A-Za-z0-9+\-_?=][A-Za-z0-9+\-._?=]*$`)
+
+// traceHeaders are the headers an upload result inherits from its build result.
+var traceHeaders = []string{"traceparent", "tracestate"}
+
+// handle uploads the outputs of one successful build and publishes the
+// upload result. Signing and copying are idempotent, and the result's
+// message id makes a repeated publication a no-op, so a redelivered build
+// result costs a little time and changes nothing.
+func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
+	s := h.s
+	var res nixbuspb.BuildResult
+	if err := bus.Decode(msg.Data(), &res); err != nil {
+		return bus.Permanent(err)
+	}
+	if res.GetStatus() != nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED {
+		return nil
+	}
+	run, _, err := bus.ParseRunSubject(msg.Subject())
+	if err != nil {
+		return bus.Permanent(err)
+	}
+	if res.GetRunId() != run {
+		return bus.Permanent(fmt.Errorf("build result of run %q on subject %s", res.GetRunId(), msg.Subject()))
+	}
+	logger := s.logger.With("run", run, "drv", res.GetDrvPath())
+	paths := slices.Sorted(maps.Values(res.GetOutputs()))
+	up := &nixbuspb.UploadResult{RunId: run, DrvPath: res.GetDrvPath(), StorePaths: paths, CacheUrl: s.cfg.CacheURL}
+	start := time.Now()
+	if err := h.check(paths); err != nil {
+		up.Error = err.Error()
+	} else if err := h.upload(ctx, paths); err != nil {
+		if ctx.Err() != nil {
+			return err
+		}
+		if md, merr := msg.Metadata(); merr == nil && md.NumDelivered < uint64(s.cfg.MaxAttempts) {
+			return err
+		}
+		up.Error = errorLine(err)
+	} else {
+		up.Ok = true
+	}
+	if err := h.publish(ctx, msg, up); err != nil {
+		return err
+	}
+	if up.GetOk() {
+		s.metrics.duration.Observe(time.Since(start).Seconds())
+		logger.Info("outputs uploaded", "paths", len(paths))
+	} else {
+		logger.Warn("upload failed", "err", up.GetError())
+	}
+	return nil
+}
+
+// check refuses output lists that cannot be uploaded.
+func (h *handler) check(paths []string) error {
+	if len(paths) == 0 {
+		return errors.New("the build result lists no outputs")
+	}
+	for _, p := range paths {
+		if filepath.Dir(p) != h.s.cfg.StoreDir || !storeBaseRe.MatchString(filepath.Base(p)) {
+			return fmt.Errorf("%q is not a path in %s", p, h.s.cfg.StoreDir)
+		}
+	}
+	return nil
+}
+
+// upload signs the outputs and their closure with the key, then copies
+// the closure to the cache, which holds only signed paths that way.
+func (h *handler) upload(ctx context.Context, paths []string) error {
+	s := h.s
+	sign := append([]string{"--key-file", s.cfg.SecretKeyFile, "--recursive", "--"}, paths...)
+	if _, err := s.nix.Output(ctx, []string{"store", "sign"}, sign...); err != nil {
+		return fmt.Errorf("sign outputs: %w", err)
+	}
+	copyArgs := append([]string{"--to", s.cfg.CacheURL, "--"}, paths...)
+	if _, err := s.nix.Output(ctx, []string{"copy"}, copyArgs...); err != nil {
+		return fmt.Errorf("copy outputs to the cache: %w", err)
+	}
+	return nil
+}
+
+// errorLine is nix's own first error line, for the upload result.
+func errorLine(err error) string {
+	var ne *nix.Error
+	if errors.As(err, &ne) {
+		if msg := nix.ErrorMessage(ne.Stderr); msg != "" {
+			line, _, _ := strings.Cut(msg, "\n")
+			return strings.TrimSpace(strings.TrimPrefix(line, "error:"))
+		}
+	}
+	return err.Error()
+}
+
+func (h *handler) publish(ctx context.Context, msg jetstream.Msg, up *nixbuspb.UploadResult) error {
+	hdr := nats.Header{}
+	for _, k := range traceHeaders {
+		if v := msg.Headers().Get(k); v != "" {
+			hdr.Set(k, v)
+		}
+	}
+	if err := h.s.pub.Publish(ctx, bus.UploadSubject(up.GetRunId()), bus.MsgIDUpload(up.GetRunId(), up.GetDrvPath()), up, hdr); err != nil {
+		return fmt.Errorf("publish upload result of %s: %w", up.GetDrvPath(), err)
+	}
+	result := "ok"
+	if !up.GetOk() {
+		result = "failed"
+	}
+	h.s.metrics.uploads.WithLabelValues(result).Inc()
+	return nil
+}

@@ -1,0 +1,82 @@
+// Package cacheuploader signs the outputs of successful builds and copies
+// them to the binary cache, one upload result per build.
+package cacheuploader
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"nixbus.dev/nixbus/pkg/bus"
+	"nixbus.dev/nixbus/pkg/nix"
+)
+
+// Deps are the cache-uploader's collaborators.
+type Deps struct {
+	JS         jetstream.JetStream
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	Nix        *nix.Nix
+}
+
+// Service is a running cache-uploader.
+type Service struct {
+	cfg       Config
+	js        jetstream.JetStream
+	logger    *slog.Logger
+	nix       *nix.Nix
+	pub       *bus.Publisher
+	metrics   *metrics
+	publicKey string
+}
+
+// New checks cfg, creates the signing key if asked to, and returns a
+// cache-uploader.
+func New(cfg Config, d Deps) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if d.JS == nil || d.Logger == nil || d.Nix == nil {
+		return nil, errors.New("cache-uploader: JS, Logger and Nix are required")
+	}
+	if d.Registerer == nil {
+		d.Registerer = prometheus.NewRegistry()
+	}
+	logger := d.Logger.With("service", "cache-uploader")
+	if _, err := os.Stat(cfg.SecretKeyFile); errors.Is(err, os.ErrNotExist) && cfg.GenerateKey {
+		if err := generateKey(d.Nix, cfg.KeyName, cfg.SecretKeyFile); err != nil {
+			return nil, fmt.Errorf("cache-uploader: %w", err)
+		}
+		logger.Info("signing key generated", "file", cfg.SecretKeyFile)
+	}
+	pub, err := publicKey(cfg.SecretKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("cache-uploader: %w", err)
+	}
+	logger.Info("signing outputs", "public_key", pub, "cache", cfg.CacheURL)
+	return &Service{
+		cfg: cfg, js: d.JS, logger: logger, nix: d.Nix,
+		pub: bus.NewPublisher(d.JS, logger), metrics: newMetrics(d.Registerer), publicKey: pub,
+	}, nil
+}
+
+// PublicKey is the public half of the signing key, as clients of the cache
+// list it in trusted-public-keys ("<name>:<base64>").
+func (s *Service) PublicKey() string { return s.publicKey }
+
+// Run uploads the outputs of successful builds until ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	if err := bus.EnsureStreams(ctx, s.js, bus.StreamOptions{}); err != nil {
+		return fmt.Errorf("cache-uploader: %w", err)
+	}
+	h := &handler{s: s}
+	return bus.Work(ctx, s.js, bus.WorkOptions{
+		Stream: bus.StreamRuns, Durable: bus.ConsumerCacheUploader, Filter: bus.RunResults,
+		Concurrency: s.cfg.Concurrency, AckWait: s.cfg.AckWait, RetryDelay: s.cfg.RetryDelay,
+	}, s.logger, h.handle)
+}

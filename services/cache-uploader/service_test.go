@@ -1,0 +1,237 @@
+package cacheuploader
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"nixbus.dev/nixbus/pkg/bus"
+	"nixbus.dev/nixbus/pkg/natstest"
+	"nixbus.dev/nixbus/pkg/nix"
+	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func testNix() *nix.Nix { return &nix.Nix{Options: map[string]string{"substituters": ""}} }
+
+type built struct{ drv, out string }
+
+// buildChain builds a salted two-derivation chain, top's output referring
+// to dep's (a runtime dependency), and returns both, kept alive by
+// out-links in a temp dir.
+func buildChain(t *testing.T) (dep, top built) {
+	t.Helper()
+	salt := fmt.Sprintf("%s-%d", t.Name(), time.Now().UnixNano())
+	expr := fmt.Sprintf(`let
+		mk = name: script: derivation {
+			inherit name;
+			system = builtins.currentSystem;
+			builder = "/bin/sh";
+			args = [ "-c" script ];
+			PATH = "/usr/bin:/bin";
+			salt = %s;
+		};
+		dep = mk "dep" "echo dep > $out";
+		top = mk "top" "cat ${dep} > $out; echo ${dep} >> $out";
+	in { dep = dep.drvPath; top = top.drvPath; }`, nix.StringLiteral(salt))
+	out, err := testNix().Output(t.Context(), []string{"eval"}, "--json", "--impure", "--expr", expr)
+	require.NoError(t, err)
+	var drvs struct{ Dep, Top string }
+	require.NoError(t, json.Unmarshal(out, &drvs))
+	links := t.TempDir()
+	res := map[string]built{}
+	for name, drv := range map[string]string{"dep": drvs.Dep, "top": drvs.Top} {
+		out, err := testNix().Output(t.Context(), []string{"build"}, "--json", "--out-link", filepath.Join(links, name), drv)
+		require.NoError(t, err)
+		var r []struct{ Outputs map[string]string }
+		require.NoError(t, json.Unmarshal(out, &r))
+		res[name] = built{drv: drv, out: r[0].Outputs["out"]}
+	}
+	return res["dep"], res["top"]
+}
+
+func testConfig(t *testing.T) Config {
+	dir := t.TempDir()
+	return Config{
+		CacheURL: "file://" + filepath.Join(dir, "cache"), SecretKeyFile: filepath.Join(dir, "keys", "cache.sec"),
+		GenerateKey: true, KeyName: "nixbus-test-1", Concurrency: 2, StoreDir: "/nix/store", MaxAttempts: 2,
+		AckWait: 5 * time.Second, RetryDelay: 50 * time.Millisecond,
+	}
+}
+
+func start(t *testing.T, srv *natstest.Server, cfg Config) *Service {
+	t.Helper()
+	_, js := srv.Connect(t)
+	svc, err := New(cfg, Deps{JS: js, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Nix: testNix()})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	return svc
+}
+
+// publishResult puts a build result on the runs stream with the given
+// message id (a redelivery is the same result under another id here).
+func publishResult(t *testing.T, js jetstream.JetStream, msgID string, res *nixbuspb.BuildResult) {
+	t.Helper()
+	require.NoError(t, bus.EnsureStreams(t.Context(), js, bus.StreamOptions{}))
+	err := bus.NewPublisher(js, slog.New(slog.DiscardHandler)).Publish(t.Context(),
+		bus.RunSubject(res.GetRunId(), bus.RunResultKind), msgID, res, nil)
+	require.NoError(t, err)
+}
+
+func uploads(t *testing.T, js jetstream.JetStream, run string) []*nixbuspb.UploadResult {
+	t.Helper()
+	c, err := js.OrderedConsumer(t.Context(), bus.StreamReports, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{bus.UploadSubject(run)},
+	})
+	require.NoError(t, err)
+	batch, err := c.FetchNoWait(1000)
+	require.NoError(t, err)
+	var out []*nixbuspb.UploadResult
+	for m := range batch.Messages() {
+		var u nixbuspb.UploadResult
+		require.NoError(t, bus.Decode(m.Data(), &u))
+		out = append(out, &u)
+	}
+	require.NoError(t, batch.Error())
+	return out
+}
+
+// drained waits until the uploader has acked everything on the stream.
+func drained(t *testing.T, js jetstream.JetStream) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		c, err := js.Consumer(t.Context(), bus.StreamRuns, bus.ConsumerCacheUploader)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(t.Context())
+		require.NoError(t, err)
+		return info.NumPending == 0 && info.NumAckPending == 0
+	}, 60*time.Second, 50*time.Millisecond, "the uploader did not work through the results")
+}
+
+func TestUploadSignsAndCopies(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	cfg := testConfig(t)
+	svc := start(t, srv, cfg)
+	dep, top := buildChain(t)
+	run := "rupload"
+
+	// A failed build uploads nothing, even if it names outputs.
+	publishResult(t, js, bus.MsgIDResult(run, dep.drv), &nixbuspb.BuildResult{
+		RunId: run, DrvPath: dep.drv, Status: nixbuspb.BuildStatus_BUILD_STATUS_FAILED, Outputs: map[string]string{"out": dep.out},
+	})
+	ok := &nixbuspb.BuildResult{RunId: run, DrvPath: top.drv, Status: nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED, Outputs: map[string]string{"out": top.out}}
+	publishResult(t, js, bus.MsgIDResult(run, top.drv), ok)
+	// The same result again, as after a redelivery: still one upload result.
+	publishResult(t, js, bus.MsgIDResult(run, top.drv)+":again", ok)
+	drained(t, js)
+
+	got := uploads(t, js, run)
+	require.Len(t, got, 1)
+	require.True(t, got[0].GetOk(), got[0].GetError())
+	require.Equal(t, top.drv, got[0].GetDrvPath())
+	require.Equal(t, []string{top.out}, got[0].GetStorePaths())
+	require.Equal(t, cfg.CacheURL, got[0].GetCacheUrl())
+
+	pub := svc.PublicKey()
+	require.True(t, strings.HasPrefix(pub, "nixbus-test-1:"), pub)
+	// Clients trusting only this key accept the output and its closure.
+	for _, p := range []string{top.out, dep.out} {
+		_, err := testNix().Output(t.Context(), []string{"store", "verify"}, "--store", cfg.CacheURL, "--trusted-public-keys", pub, p)
+		require.NoError(t, err, p)
+	}
+	_, err := testNix().Output(t.Context(), []string{"store", "verify"}, "--store", cfg.CacheURL,
+		"--trusted-public-keys", "other-1:"+strings.SplitN(pub, ":", 2)[1], top.out)
+	require.Error(t, err, "verification with another key must fail")
+	sigs, err := testNix().Output(t.Context(), []string{"path-info"}, "--store", cfg.CacheURL, "--sigs", top.out)
+	require.NoError(t, err)
+	require.Contains(t, string(sigs), "nixbus-test-1:")
+}
+
+func TestUploadFailureIsReported(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	start(t, srv, testConfig(t))
+	run := "rmissing"
+	missing := "/nix/store/00000000000000000000000000000000-not-in-this-store"
+	publishResult(t, js, "m1", &nixbuspb.BuildResult{
+		RunId: run, DrvPath: "/nix/store/00000000000000000000000000000000-x.drv",
+		Status: nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED, Outputs: map[string]string{"out": missing},
+	})
+	publishResult(t, js, "m2", &nixbuspb.BuildResult{
+		RunId: run, DrvPath: "/nix/store/11111111111111111111111111111111-y.drv",
+		Status: nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED, Outputs: map[string]string{"out": "/etc/passwd"},
+	})
+	drained(t, js)
+	got := uploads(t, js, run)
+	require.Len(t, got, 2)
+	for _, u := range got {
+		require.False(t, u.GetOk())
+		require.NotContains(t, u.GetError(), "\n")
+	}
+	require.Contains(t, got[0].GetError()+got[1].GetError(), missing)
+	require.Contains(t, got[0].GetError()+got[1].GetError(), `"/etc/passwd" is not a path in /nix/store`)
+}
+
+func TestKeyGeneration(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	cfg := testConfig(t)
+	d := Deps{JS: js, Logger: slog.New(slog.DiscardHandler), Nix: testNix()}
+	svc, err := New(cfg, d)
+	require.NoError(t, err)
+	pubFile, err := os.ReadFile(cfg.SecretKeyFile + ".pub")
+	require.NoError(t, err)
+	require.Equal(t, strings.TrimSpace(string(pubFile)), svc.PublicKey())
+	st, err := os.Stat(cfg.SecretKeyFile)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), st.Mode().Perm())
+
+	// The key is kept: a second start signs with the same one.
+	again, err := New(cfg, d)
+	require.NoError(t, err)
+	require.Equal(t, svc.PublicKey(), again.PublicKey())
+
+	// Without generate-key a missing key is an error.
+	cfg.SecretKeyFile = filepath.Join(t.TempDir(), "absent.sec")
+	cfg.GenerateKey = false
+	_, err = New(cfg, d)
+	require.Error(t, err)
+}
+
+func TestPublicKeyParsing(t *testing.T) {
+	tests := []struct{ name, content string }{
+		{"no name", "AAAA"},
+		{"bad base64", "k:!!!"},
+		{"short key", "k:AAAA"},
+		{"empty", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "key")
+			require.NoError(t, os.WriteFile(path, []byte(tt.content), 0o600))
+			_, err := publicKey(path)
+			require.Error(t, err)
+		})
+	}
+}
