@@ -1,0 +1,188 @@
+package gerrit
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// HTTPConfig says how to reach Gerrit's REST API and HTTPS git.
+type HTTPConfig struct {
+	// URL is Gerrit's web root, e.g. https://review.example.com (with its
+	// path prefix, if any).
+	URL string
+	// User and the HTTP password in PasswordFile authenticate (basic auth).
+	User         string
+	PasswordFile string
+	// Timeout bounds one request.
+	Timeout time.Duration
+}
+
+// RegisterFlags registers the fields as <prefix>url, <prefix>user, ...
+// (for example prefix "gerrit.http.").
+func (c *HTTPConfig) RegisterFlags(fs *flag.FlagSet, prefix string) {
+	fs.StringVar(&c.URL, prefix+"url", "", "Gerrit web root for REST and HTTPS git, e.g. https://review.example.com")
+	fs.StringVar(&c.User, prefix+"user", "", "Gerrit account for REST and HTTPS git")
+	fs.StringVar(&c.PasswordFile, prefix+"password-file", "", "file holding the account's Gerrit HTTP password")
+	fs.DurationVar(&c.Timeout, prefix+"timeout", 30*time.Second, "bound on one REST request")
+}
+
+// Enabled reports whether a REST endpoint is configured.
+func (c HTTPConfig) Enabled() bool { return c.URL != "" }
+
+// Validate checks a configured endpoint; a disabled one is valid.
+func (c HTTPConfig) Validate() error {
+	if !c.Enabled() {
+		return nil
+	}
+	u, err := url.Parse(c.URL)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil {
+		return fmt.Errorf("gerrit http url %q: want http(s)://host[/prefix] without credentials", c.URL)
+	}
+	if (c.User == "") != (c.PasswordFile == "") {
+		return errors.New("gerrit http: user and password file go together")
+	}
+	if c.Timeout < 0 {
+		return errors.New("gerrit http: timeout must not be negative")
+	}
+	return nil
+}
+
+// Password reads the HTTP password (without a trailing newline).
+func (c HTTPConfig) Password() (string, error) {
+	if c.PasswordFile == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(c.PasswordFile)
+	if err != nil {
+		return "", fmt.Errorf("read gerrit http password: %w", err)
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
+}
+
+// RESTReviewer posts reviews to POST /a/changes/<project>~<change>/revisions/<rev>/review.
+type RESTReviewer struct {
+	cfg    HTTPConfig
+	client *http.Client
+	retry  Retry
+}
+
+// NewRESTReviewer checks cfg; client nil means http.DefaultClient.
+func NewRESTReviewer(cfg HTTPConfig, client *http.Client, retry Retry) (*RESTReviewer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if !cfg.Enabled() {
+		return nil, errors.New("gerrit rest reviewer: no url configured")
+	}
+	if client == nil {
+		client = http.DefaultClient
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+	return &RESTReviewer{cfg: cfg, client: client, retry: retry}, nil
+}
+
+// reviewInput is Gerrit's ReviewInput entity, the part nixbus sets.
+type reviewInput struct {
+	Message string         `json:"message,omitempty"`
+	Labels  map[string]int `json:"labels"`
+	Tag     string         `json:"tag,omitempty"`
+}
+
+// ReviewURL is where r is posted under Gerrit's web root base.
+func ReviewURL(base string, r Review) string {
+	id := url.PathEscape(r.Project + "~" + strconv.FormatInt(r.Change, 10))
+	rev := r.Revision
+	if rev == "" {
+		rev = strconv.Itoa(int(r.Patchset))
+	}
+	return strings.TrimRight(base, "/") + "/a/changes/" + id + "/revisions/" + rev + "/review"
+}
+
+// Review posts r, retrying failures other than refusals (4xx).
+func (s *RESTReviewer) Review(ctx context.Context, r Review) error {
+	if err := r.validate(); err != nil {
+		return err
+	}
+	body, err := json.Marshal(reviewInput{
+		Message: TruncateMessage(r.Message, MaxMessageBytes),
+		Labels:  map[string]int{"Verified": r.Verified},
+		Tag:     r.tag(),
+	})
+	if err != nil {
+		return fmt.Errorf("encode review: %w", err)
+	}
+	password, err := s.cfg.Password()
+	if err != nil {
+		return err
+	}
+	target := ReviewURL(s.cfg.URL, r)
+	err = s.retry.do(ctx, func(ctx context.Context) error { return s.post(ctx, target, body, password) })
+	if err != nil {
+		return fmt.Errorf("review %d,%s over rest: %w", r.Change, psOrRev(r), err)
+	}
+	return nil
+}
+
+func (s *RESTReviewer) post(ctx context.Context, target string, body []byte, password string) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
+	if err != nil {
+		return permanentError{fmt.Errorf("build request: %w", err)}
+	}
+	req.Header.Set("Content-Type", "application/json; charset=UTF-8")
+	req.Header.Set("Accept", "application/json")
+	if s.cfg.User != "" {
+		req.SetBasicAuth(s.cfg.User, password)
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("post review: %w", err)
+	}
+	data, rerr := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if cerr := resp.Body.Close(); cerr != nil && rerr == nil {
+		rerr = cerr
+	}
+	if resp.StatusCode != http.StatusOK {
+		err := fmt.Errorf("post review: %s: %s", resp.Status, strings.TrimSpace(string(StripXSSI(data))))
+		if resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != http.StatusRequestTimeout &&
+			resp.StatusCode != http.StatusTooManyRequests {
+			return permanentError{err}
+		}
+		return err
+	}
+	if rerr != nil {
+		return fmt.Errorf("read review answer: %w", rerr)
+	}
+	var res struct {
+		Error string `json:"error"`
+	}
+	if err := json.Unmarshal(StripXSSI(data), &res); err != nil {
+		return fmt.Errorf("decode review answer: %w", err)
+	}
+	if res.Error != "" {
+		return permanentError{fmt.Errorf("gerrit refused the review: %s", res.Error)}
+	}
+	return nil
+}
+
+// StripXSSI removes the )]}' line Gerrit puts before JSON answers.
+func StripXSSI(b []byte) []byte {
+	if rest, ok := bytes.CutPrefix(b, []byte(")]}'")); ok {
+		return bytes.TrimLeft(rest, "\r\n")
+	}
+	return b
+}
