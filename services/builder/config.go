@@ -89,8 +89,11 @@ func (c *Config) Validate() error {
 	if c.MaxSilentTime < time.Second {
 		errs = append(errs, errors.New("builder.max-silent-time must be at least 1s"))
 	}
-	if c.KillGrace < 0 || c.OutLinkTTL < 0 {
-		errs = append(errs, errors.New("builder.kill-grace and builder.out-link-ttl must not be negative"))
+	if c.KillGrace <= 0 {
+		errs = append(errs, errors.New("builder.kill-grace must be positive"))
+	}
+	if c.OutLinkTTL < 0 {
+		errs = append(errs, errors.New("builder.out-link-ttl must not be negative"))
 	}
 	if c.MaxLogBytes < 1024 {
 		errs = append(errs, errors.New("builder.max-log-bytes must be at least 1024"))

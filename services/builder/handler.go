@@ -138,6 +138,11 @@ func (h *handler) build(ctx context.Context, req *nixbuspb.BuildRequest) (nixbui
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nixbuild.Outcome{}, nil, fmt.Errorf("create run dir: %w", err)
 	}
+	// A run still building is not pruned.
+	now := time.Now()
+	if err := os.Chtimes(dir, now, now); err != nil {
+		return nixbuild.Outcome{}, nil, fmt.Errorf("touch run dir: %w", err)
+	}
 	name := strings.TrimSuffix(filepath.Base(req.GetDrvPath()), ".drv")
 	var logFile *os.File
 	if !s.cfg.Instant {

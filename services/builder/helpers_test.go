@@ -23,8 +23,11 @@ import (
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
 )
 
-// testNix is nix without substituters: there is no network.
-func testNix() *nix.Nix { return &nix.Nix{Options: map[string]string{"substituters": ""}} }
+// testNix is nix without substituters (there is no network) and without
+// remote builders (every build is local unless --max-jobs 0).
+func testNix() *nix.Nix {
+	return &nix.Nix{Options: map[string]string{"substituters": "", "builders": ""}}
+}
 
 var (
 	systemOnce sync.Once

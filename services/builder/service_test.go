@@ -272,3 +272,19 @@ func mustEncode(t *testing.T, m *nixbuspb.BuildRequest) []byte {
 	require.NoError(t, err)
 	return data
 }
+
+// A remote-only builder passes --max-jobs 0: with no remote builders
+// configured, nix refuses to build locally.
+func TestRemoteOnlyBuildsNothingLocally(t *testing.T) {
+	system := currentSystem(t)
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	cfg := testConfig(t, system, "farm")
+	cfg.RemoteOnly = true
+	startBuilder(t, srv, cfg)
+	drv := derivations(t, map[string]string{"remote": `echo x > $out`})["remote"]
+	request(t, js, "rremote", system, drv)
+	res := waitResults(t, js, "rremote", 1)[drv]
+	require.Equal(t, nixbuspb.BuildStatus_BUILD_STATUS_FAILED, res.GetStatus())
+	require.Contains(t, res.GetError(), "unable to start any build")
+}

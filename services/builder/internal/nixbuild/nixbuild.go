@@ -85,7 +85,9 @@ func (n *Nix) Build(ctx context.Context, spec Spec, log *os.File) (Outcome, erro
 	var stdout bytes.Buffer
 	cmd.Stdout = &limitedWriter{w: &stdout, n: 1 << 20}
 	cmd.Stderr = log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its own group, to signal nix and nothing else; and SIGTERM if this
+	// process dies, so an orphaned nix does not go on building.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	cmd.Cancel = func() error { return signalGroup(cmd.Process, syscall.SIGTERM) }
 	cmd.WaitDelay = n.KillGrace
 	runErr := cmd.Run()
