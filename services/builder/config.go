@@ -4,7 +4,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
 	"path/filepath"
 	"time"
 )
@@ -19,7 +18,7 @@ type Config struct {
 	// Concurrency is how many builds this process runs at once.
 	Concurrency int
 	// WorkDir holds per-run out-links (GC roots of the outputs until they
-	// are uploaded) and logs being written.
+	// are uploaded) and logs being written; <tmp>/nixbus-builder if empty.
 	WorkDir string
 	// StoreDir is the Nix store; only derivations inside it are built.
 	StoreDir string
@@ -54,7 +53,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.System, "builder.system", "", "Nix system to build for, e.g. x86_64-linux (required)")
 	fs.StringVar(&c.Name, "builder.name", "", "name of this builder in results (default: host name)")
 	fs.IntVar(&c.Concurrency, "builder.concurrency", 1, "builds run at once by this process")
-	fs.StringVar(&c.WorkDir, "builder.work-dir", filepath.Join(os.TempDir(), "nixbus-builder"), "directory for out-links and logs being written")
+	fs.StringVar(&c.WorkDir, "builder.work-dir", "", "directory for out-links and logs being written (default: <tmp>/nixbus-builder)")
 	fs.StringVar(&c.StoreDir, "builder.store-dir", "/nix/store", "the Nix store; only derivations in it are built")
 	fs.DurationVar(&c.Timeout, "builder.timeout", 3*time.Hour, "time limit of one build")
 	fs.DurationVar(&c.MaxSilentTime, "builder.max-silent-time", 1200*time.Second, "kill a build that prints nothing for this long (nix --max-silent-time)")
@@ -76,9 +75,6 @@ func (c *Config) Validate() error {
 	}
 	if c.Concurrency <= 0 {
 		errs = append(errs, errors.New("builder.concurrency must be positive"))
-	}
-	if c.WorkDir == "" {
-		errs = append(errs, errors.New("builder.work-dir is required"))
 	}
 	if !filepath.IsAbs(c.StoreDir) {
 		errs = append(errs, fmt.Errorf("builder.store-dir %q must be absolute", c.StoreDir))

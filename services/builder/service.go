@@ -64,6 +64,9 @@ func New(cfg Config, d Deps) (*Service, error) {
 		}
 		cfg.Name = host
 	}
+	if cfg.WorkDir == "" {
+		cfg.WorkDir = filepath.Join(os.TempDir(), "nixbus-builder")
+	}
 	dir, err := filepath.Abs(cfg.WorkDir)
 	if err != nil {
 		return nil, fmt.Errorf("builder: work dir: %w", err)
