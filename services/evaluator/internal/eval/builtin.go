@@ -51,7 +51,7 @@ type walkRecord struct {
 func (b *Builtin) Eval(ctx context.Context, installable string) (Result, error) {
 	if b.GCRootsDir != "" {
 		if err := os.MkdirAll(b.GCRootsDir, 0o755); err != nil {
-			return Result{}, fmt.Errorf("create gc roots dir: %w", err)
+			return Result{Evaluator: "builtin"}, fmt.Errorf("create gc roots dir: %w", err)
 		}
 	}
 	slots := make(chan struct{}, max(b.Workers, 1))
@@ -59,27 +59,27 @@ func (b *Builtin) Eval(ctx context.Context, installable string) (Result, error) 
 	recs, err := w.walk(ctx, nil)
 	if err != nil {
 		if ctx.Err() != nil {
-			return Result{}, ctx.Err()
+			return Result{Evaluator: "builtin"}, ctx.Err()
 		}
 		b.Logger.Info("walk stopped on an uncatchable error, walking level by level", "err", err)
 		names, cerr := w.children(ctx, nil)
 		if ctx.Err() != nil {
-			return Result{}, ctx.Err()
+			return Result{Evaluator: "builtin"}, ctx.Err()
 		}
 		if cerr != nil {
-			return Result{}, &Failure{Msg: "evaluate hydraJobs: " + nixMessage(cerr)}
+			return Result{Evaluator: "builtin"}, &Failure{Msg: "evaluate hydraJobs: " + nixMessage(cerr)}
 		}
 		if names == nil {
-			return Result{}, &Failure{Msg: "evaluate hydraJobs: " + nixMessage(err)}
+			return Result{Evaluator: "builtin"}, &Failure{Msg: "evaluate hydraJobs: " + nixMessage(err)}
 		}
 		recs = w.levels(ctx, nil, names)
 		if ctx.Err() != nil {
-			return Result{}, ctx.Err()
+			return Result{Evaluator: "builtin"}, ctx.Err()
 		}
 	}
 	w.explain(ctx, recs)
 	if ctx.Err() != nil {
-		return Result{}, ctx.Err()
+		return Result{Evaluator: "builtin"}, ctx.Err()
 	}
 	res := Result{Evaluator: "builtin", Records: make([]Record, 0, len(recs))}
 	for _, r := range recs {
@@ -97,7 +97,7 @@ func (b *Builtin) Eval(ctx context.Context, installable string) (Result, error) 
 		}
 		if len(r.AttrPath) == 0 && rec.Error != "" {
 			// hydraJobs itself is broken: no job to pin it on.
-			return Result{}, &Failure{Msg: "evaluate hydraJobs: " + rec.Error}
+			return Result{Evaluator: "builtin"}, &Failure{Msg: "evaluate hydraJobs: " + rec.Error}
 		}
 		res.Records = append(res.Records, rec)
 	}

@@ -55,10 +55,10 @@ func (e *NixEvalJobs) Eval(ctx context.Context, installable string) (Result, err
 	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		return Result{}, fmt.Errorf("nix-eval-jobs stdout: %w", err)
+		return Result{Evaluator: "nix-eval-jobs"}, fmt.Errorf("nix-eval-jobs stdout: %w", err)
 	}
 	if err := cmd.Start(); err != nil {
-		return Result{}, &Failure{Msg: fmt.Sprintf("start nix-eval-jobs: %v", err)}
+		return Result{Evaluator: "nix-eval-jobs"}, &Failure{Msg: fmt.Sprintf("start nix-eval-jobs: %v", err)}
 	}
 	res := Result{Evaluator: "nix-eval-jobs"}
 	res.Records, res.Garbage, err = ParseLines(stdout, func(line []byte, why error) {

@@ -1,0 +1,242 @@
+package evaluator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"nixbus.dev/nixbus/pkg/bus"
+	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
+	"nixbus.dev/nixbus/services/evaluator/internal/eval"
+)
+
+type handler struct {
+	s    *Service
+	runs jetstream.Stream
+}
+
+// outcome is what evaluating one change gave.
+type outcome struct {
+	jobs    []*nixbuspb.Job
+	dropped int
+	// failure is the whole evaluation's error, for EvalDone.error.
+	failure string
+}
+
+// handle evaluates one change event. Every message it publishes has an id
+// derived from the event, so a redelivered event publishes nothing twice;
+// an event whose run is already evaluated is acknowledged at once.
+func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
+	var ev nixbuspb.ChangeEvent
+	if err := bus.Decode(msg.Data(), &ev); err != nil {
+		return bus.Permanent(err)
+	}
+	if ev.EventId == "" {
+		return bus.Permanent(errors.New("change event without event_id"))
+	}
+	run := bus.RunID(ev.EventId)
+	logger := h.s.logger.With("run", run, "change", ev.Change, "patchset", ev.Patchset)
+	hdr := traceHeaders(msg.Headers())
+
+	done, err := h.evaluated(ctx, run)
+	if err != nil {
+		return err
+	}
+	if done {
+		logger.Info("run already evaluated")
+		return nil
+	}
+	started := &nixbuspb.RunStarted{RunId: run, Change: &ev, StartedUnixMs: time.Now().UnixMilli()}
+	if err := h.s.pub.Publish(ctx, bus.RunSubject(run, bus.RunStartedKind), bus.MsgIDStarted(run), started, hdr); err != nil {
+		return err
+	}
+	logger.Info("evaluation started", "subject", msg.Subject())
+
+	begin := time.Now()
+	out, err := h.evaluate(ctx, &ev, run, logger)
+	if err != nil {
+		return err
+	}
+	if err := h.publishJobs(ctx, run, out.jobs, hdr); err != nil {
+		return err
+	}
+	duration := time.Since(begin)
+	evalDone := &nixbuspb.EvalDone{
+		RunId: run, JobCount: int64(len(out.jobs)), Error: out.failure,
+		DurationMs: duration.Milliseconds(), DroppedJobs: int64(out.dropped),
+	}
+	if err := h.s.pub.Publish(ctx, bus.RunSubject(run, bus.RunEvalKind), bus.MsgIDEvalDone(run), evalDone, hdr); err != nil {
+		return err
+	}
+	result := "ok"
+	if out.failure != "" {
+		result = "error"
+		logger.Warn("evaluation failed", "err", out.failure)
+	}
+	h.s.metrics.runs.WithLabelValues(result).Inc()
+	logger.Info("evaluation done", "jobs", len(out.jobs), "dropped", out.dropped, "duration", duration)
+	return nil
+}
+
+// evaluated reports whether run's EvalDone is already on the runs stream.
+func (h *handler) evaluated(ctx context.Context, run string) (bool, error) {
+	_, err := h.runs.GetLastMsgForSubject(ctx, bus.RunSubject(run, bus.RunEvalKind))
+	switch {
+	case err == nil:
+		return true, nil
+	case bus.IsNotFound(err):
+		return false, nil
+	default:
+		return false, fmt.Errorf("look up evaluation of %s: %w", run, err)
+	}
+}
+
+// evaluate finds the flake and evaluates it. A returned error is the
+// bus's or the process's (retry the event); what went wrong with the
+// change itself is in outcome.failure.
+func (h *handler) evaluate(ctx context.Context, ev *nixbuspb.ChangeEvent, run string, logger *slog.Logger) (outcome, error) {
+	cfg := h.s.cfg
+	if err := os.MkdirAll(cfg.WorkDir, 0o755); err != nil {
+		return outcome{}, fmt.Errorf("create work dir: %w", err)
+	}
+	workDir, err := os.MkdirTemp(cfg.WorkDir, "run-"+run+"-")
+	if err != nil {
+		return outcome{}, fmt.Errorf("create run dir: %w", err)
+	}
+	defer func() {
+		if err := removeAll(workDir); err != nil {
+			logger.Warn("remove run dir", "err", err)
+		}
+	}()
+
+	ectx, cancel := context.WithTimeout(ctx, cfg.EvalTimeout)
+	defer cancel()
+	out, err := h.evaluateIn(ectx, ev, run, workDir, logger)
+	if ctx.Err() != nil {
+		return outcome{}, ctx.Err()
+	}
+	if ectx.Err() != nil {
+		return outcome{failure: fmt.Sprintf("evaluation timed out after %s", cfg.EvalTimeout)}, nil
+	}
+	return out, err
+}
+
+func (h *handler) evaluateIn(ctx context.Context, ev *nixbuspb.ChangeEvent, run, workDir string, logger *slog.Logger) (outcome, error) {
+	flakeDir, failure, err := h.flakeDir(ctx, ev, workDir)
+	if err != nil || failure != "" {
+		return outcome{failure: failure}, err
+	}
+	installable := "path:" + flakeDir + "#hydraJobs"
+	begin := time.Now()
+	res, err := h.runEvaluator(ctx, installable, workDir, logger)
+	h.s.metrics.garbage.Add(float64(res.Garbage))
+	if ctx.Err() != nil {
+		return outcome{}, ctx.Err()
+	}
+	// A failed evaluation still reports the jobs it got to.
+	evalFailure, failed := eval.IsFailure(err)
+	if err != nil && !failed {
+		return outcome{}, err
+	}
+	h.s.metrics.evalSeconds.WithLabelValues(res.Evaluator).Observe(time.Since(begin).Seconds())
+	out, err := h.toJobs(ctx, run, res.Records, logger)
+	if err != nil {
+		return outcome{}, err
+	}
+	if failed {
+		out.failure = evalFailure
+	}
+	return out, nil
+}
+
+// flakeDir is the directory holding the change's flake.nix: the event's
+// local checkout as is, or a checkout the Fetcher makes in workDir.
+func (h *handler) flakeDir(ctx context.Context, ev *nixbuspb.ChangeEvent, workDir string) (dir, failure string, err error) {
+	if ev.LocalPath != "" {
+		abs, err := filepath.Abs(ev.LocalPath)
+		if err != nil {
+			return "", fmt.Sprintf("local path %q: %v", ev.LocalPath, err), nil
+		}
+		if st, err := os.Stat(abs); err != nil || !st.IsDir() {
+			return "", fmt.Sprintf("local path %q is not a directory", ev.LocalPath), nil
+		}
+		return abs, "", nil
+	}
+	if h.s.fetcher == nil {
+		return "", fmt.Sprintf("cannot fetch %s %s: this evaluator has no fetcher and the event has no local path", ev.RepoUrl, ev.Ref), nil
+	}
+	src := filepath.Join(workDir, "src")
+	if err := os.Mkdir(src, 0o755); err != nil {
+		return "", "", fmt.Errorf("create checkout dir: %w", err)
+	}
+	dir, err = h.s.fetcher.Fetch(ctx, ev, src)
+	if err != nil {
+		if ctx.Err() != nil {
+			return "", "", ctx.Err()
+		}
+		return "", fmt.Sprintf("fetch %s %s: %v", ev.RepoUrl, ev.Ref, err), nil
+	}
+	if dir, err = filepath.Abs(dir); err != nil {
+		return "", fmt.Sprintf("checkout dir: %v", err), nil
+	}
+	return dir, "", nil
+}
+
+// runEvaluator runs nix-eval-jobs when there is one, else the built-in
+// evaluator.
+func (h *handler) runEvaluator(ctx context.Context, installable, workDir string, logger *slog.Logger) (eval.Result, error) {
+	cfg := h.s.cfg
+	bin := cfg.NixEvalJobs
+	if bin == "" && !cfg.Builtin {
+		bin, _ = exec.LookPath("nix-eval-jobs")
+	}
+	if bin == "" || cfg.Builtin {
+		b := &eval.Builtin{Nix: h.s.nix, Workers: cfg.Workers, GCRootsDir: cfg.GCRootsDir, Logger: logger}
+		return b.Eval(ctx, installable)
+	}
+	roots := cfg.GCRootsDir
+	if roots == "" {
+		roots = filepath.Join(workDir, "gcroots")
+	}
+	if err := os.MkdirAll(roots, 0o755); err != nil {
+		return eval.Result{}, fmt.Errorf("create gc roots dir: %w", err)
+	}
+	e := &eval.NixEvalJobs{
+		Bin: bin, Nix: h.s.nix, Workers: cfg.Workers, MaxMemoryMB: cfg.MaxMemoryMB, GCRootsDir: roots, Logger: logger,
+	}
+	return e.Eval(ctx, installable)
+}
+
+// traceHeaders carries the event's W3C trace context to what it causes.
+func traceHeaders(in nats.Header) nats.Header {
+	out := nats.Header{}
+	for _, k := range []string{"traceparent", "tracestate"} {
+		if v := in.Get(k); v != "" {
+			out.Set(k, v)
+		}
+	}
+	return out
+}
+
+// removeAll removes dir, first making read-only directories writable (a
+// checkout or nix may leave some).
+func removeAll(dir string) error {
+	if err := os.RemoveAll(dir); err == nil {
+		return nil
+	}
+	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			_ = os.Chmod(p, 0o755)
+		}
+		return nil
+	})
+	return os.RemoveAll(dir)
+}
