@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -348,4 +349,69 @@ func TestEvaluateFailures(t *testing.T) {
 			require.Contains(t, r.done[0].Error, tc.want)
 		})
 	}
+}
+
+// TestTwoEvaluatorsShareChanges runs two evaluator processes with one slot
+// each: two changes are evaluated at the same time, one by each, and an
+// evaluation far longer than AckWait is never handed to the other.
+func TestTwoEvaluatorsShareChanges(t *testing.T) {
+	ns := natstest.Start(t)
+	src := exampleFlake(t)
+	var mu sync.Mutex
+	calls := map[string]int{}
+	arrived := make(chan string, 4)
+	release := make(chan struct{})
+	fetch := func(who string) Fetcher {
+		return fetcherFunc(func(ctx context.Context, ev *nixbuspb.ChangeEvent, _ string) (string, error) {
+			mu.Lock()
+			calls[ev.EventId]++
+			mu.Unlock()
+			arrived <- who
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return "", ctx.Err()
+			}
+			return src, nil
+		})
+	}
+	for _, who := range []string{"a", "b"} {
+		_, js := ns.Connect(t)
+		cfg := testConfig(t)
+		cfg.AckWait = 600 * time.Millisecond
+		start(t, js, cfg, Deps{Fetcher: fetch(who)})
+	}
+	_, js := ns.Connect(t)
+	for _, id := range []string{"share-1", "share-2"} {
+		publishEvent(t, js, &nixbuspb.ChangeEvent{EventId: id, Project: "p", Ref: "refs/heads/main"}, bus.MsgIDChange(id))
+	}
+	var who []string
+	for range 2 {
+		select {
+		case w := <-arrived:
+			who = append(who, w)
+		case <-time.After(30 * time.Second):
+			t.Fatal("both changes are not being evaluated at once")
+		}
+	}
+	slices.Sort(who)
+	require.Equal(t, []string{"a", "b"}, who)
+	// Held for several AckWaits: heartbeats keep the changes where they are.
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case w := <-arrived:
+			t.Fatalf("a change was handed over to %s while being evaluated", w)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	close(release)
+	for _, id := range []string{"share-1", "share-2"} {
+		r := waitEvaluated(t, js, bus.RunID(id))
+		requireOneRun(t, r)
+		require.Len(t, r.jobs, 8)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, map[string]int{"share-1": 1, "share-2": 1}, calls)
 }

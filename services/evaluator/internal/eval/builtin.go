@@ -61,7 +61,7 @@ func (b *Builtin) Eval(ctx context.Context, installable string) (Result, error) 
 		if ctx.Err() != nil {
 			return Result{Evaluator: "builtin"}, ctx.Err()
 		}
-		b.Logger.Info("walk stopped on an uncatchable error, walking level by level", "err", err)
+		b.Logger.Info("walk stopped on an uncatchable error, walking parts", "err", err)
 		names, cerr := w.children(ctx, nil)
 		if ctx.Err() != nil {
 			return Result{Evaluator: "builtin"}, ctx.Err()
@@ -72,7 +72,7 @@ func (b *Builtin) Eval(ctx context.Context, installable string) (Result, error) 
 		if names == nil {
 			return Result{Evaluator: "builtin"}, &Failure{Msg: "evaluate hydraJobs: " + nixMessage(err)}
 		}
-		recs = w.levels(ctx, nil, names)
+		recs = w.split(ctx, nil, names, 0, len(names), true)
 		if ctx.Err() != nil {
 			return Result{Evaluator: "builtin"}, ctx.Err()
 		}
@@ -110,16 +110,21 @@ type walker struct {
 	slots       chan struct{}
 }
 
-// eval runs `nix eval --json` of walk.nix's fn at path into out, holding
-// a worker slot.
+// eval runs `nix eval --json` of walk.nix's fn at path into out.
 func (w *walker) eval(ctx context.Context, fn string, path []string, out any) error {
+	return w.evalExpr(ctx, fn, AttrPathExpr(path), out)
+}
+
+// evalExpr runs `nix eval --json` of walk.nix's fn applied to args (a Nix
+// expression of constants) into out, holding a worker slot.
+func (w *walker) evalExpr(ctx context.Context, fn, args string, out any) error {
 	select {
 	case w.slots <- struct{}{}:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 	defer func() { <-w.slots }()
-	expr := "(" + walkLib + ")." + fn + " " + AttrPathExpr(path)
+	expr := "(" + walkLib + ")." + fn + " " + args
 	stdout, err := w.b.Nix.Output(ctx, []string{"eval"},
 		"--json", "--no-eval-cache", "--no-write-lock-file", w.installable, "--apply", expr)
 	if err != nil {
@@ -143,38 +148,50 @@ func (w *walker) children(ctx context.Context, path []string) ([]string, error) 
 	return names, err
 }
 
-// levels walks each child of path on its own; a child whose walk dies is
-// split into its own children, or is a failed job if it has none.
-func (w *walker) levels(ctx context.Context, path []string, names []string) []walkRecord {
-	parts := make([][]walkRecord, len(names))
-	var wg sync.WaitGroup
-	for i, name := range names {
-		child := append(append([]string{}, path...), name)
-		wg.Go(func() { parts[i] = w.subtree(ctx, child) })
+// split walks the children of path in index range [from, to) in one nix
+// evaluation, unless tried says that already failed; when it fails on an
+// error tryEval cannot catch, it halves the range, down to single
+// children, which are split into their own children or, with none, are the
+// failed jobs. A broken job among n costs about log2(n) evaluations, and
+// no name goes on a command line.
+func (w *walker) split(ctx context.Context, path, names []string, from, to int, tried bool) []walkRecord {
+	var walkErr error
+	if !tried {
+		var recs []walkRecord
+		expr := fmt.Sprintf("%s %d %d", AttrPathExpr(path), from, to)
+		walkErr = w.evalExpr(ctx, "walkRange", expr, &recs)
+		if walkErr == nil || ctx.Err() != nil {
+			return recs
+		}
 	}
-	wg.Wait()
-	var recs []walkRecord
-	for _, p := range parts {
-		recs = append(recs, p...)
+	if to-from > 1 {
+		mid := from + (to-from)/2
+		var left, right []walkRecord
+		var wg sync.WaitGroup
+		wg.Go(func() { left = w.split(ctx, path, names, from, mid, false) })
+		right = w.split(ctx, path, names, mid, to, false)
+		wg.Wait()
+		return append(left, right...)
 	}
-	return recs
-}
-
-func (w *walker) subtree(ctx context.Context, path []string) []walkRecord {
-	recs, err := w.walk(ctx, path)
-	if err == nil || ctx.Err() != nil {
-		return recs
+	child := append(append([]string{}, path...), names[from])
+	if walkErr == nil {
+		// A range of one that was never walked alone.
+		recs, err := w.walk(ctx, child)
+		if err == nil || ctx.Err() != nil {
+			return recs
+		}
+		walkErr = err
 	}
-	names, cerr := w.children(ctx, path)
+	grand, err := w.children(ctx, child)
 	switch {
 	case ctx.Err() != nil:
 		return nil
-	case cerr != nil:
-		return []walkRecord{{AttrPath: path, Failed: true, msg: nixMessage(cerr)}}
-	case names == nil:
-		return []walkRecord{{AttrPath: path, Failed: true, msg: nixMessage(err)}}
+	case err != nil:
+		return []walkRecord{{AttrPath: child, Failed: true, msg: nixMessage(err)}}
+	case grand == nil:
+		return []walkRecord{{AttrPath: child, Failed: true, msg: nixMessage(walkErr)}}
 	default:
-		return w.levels(ctx, path, names)
+		return w.split(ctx, child, grand, 0, len(grand), false)
 	}
 }
 

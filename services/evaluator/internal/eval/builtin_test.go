@@ -145,12 +145,12 @@ func TestBuiltinHostileNames(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name string
-		// A broken attribute tryEval cannot catch forces the level-by-level walk.
+		// A broken attribute tryEval cannot catch makes the walk split the tree.
 		missing, abort string
 		errs           map[string]string
 	}{
 		{name: "one walk", missing: `({ }).x or (job "missing")`, abort: `job "abortsibling"`},
-		{name: "level by level", missing: `({ }).missing`, abort: `abort "hostile abort"`, errs: map[string]string{
+		{name: "split walk", missing: `({ }).missing`, abort: `abort "hostile abort"`, errs: map[string]string{
 			`nested."mi ss"`: "attribute 'missing' missing",
 			`"ab\\ort".z`:    "hostile abort",
 		}},

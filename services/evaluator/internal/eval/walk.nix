@@ -4,7 +4,7 @@
 # that builtins.tryEval catches (throw, assert) become { failed = true; }
 # records whose message the caller asks nix for separately; anything else
 # (abort, missing attributes, type errors) stops the walk, and the caller
-# then walks level by level.
+# then walks smaller parts of the tree.
 let
   isDrv = v: builtins.isAttrs v && (v.type or null) == "derivation";
   info = v: {
@@ -32,6 +32,15 @@ in
 {
   # Every job at or below path.
   walk = path: root: walk path (at path root);
+  # The jobs below the children of path from index `from` (included) to
+  # `to` (excluded), in attrNames order.
+  walkRange = path: from: to: root:
+    let
+      v = at path root;
+      names = builtins.attrNames v;
+    in
+    builtins.concatMap (i: let n = builtins.elemAt names (from + i); in walk (path ++ [ n ]) v.${n})
+      (builtins.genList (i: i) (to - from));
   # The names below path if it is an attribute set that is not a
   # derivation, else null.
   children = path: root:
