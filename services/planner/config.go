@@ -1,0 +1,57 @@
+package planner
+
+import (
+	"errors"
+	"flag"
+	"time"
+)
+
+// Config is the planner's configuration.
+type Config struct {
+	// CheckpointInterval is how often the replay checkpoint (the lowest
+	// stream sequence of any unfinished run) is saved. A restart replays
+	// from the last one saved; replays publish nothing twice, so this only
+	// bounds how much is read again.
+	CheckpointInterval time.Duration
+	// PublishWindow bounds messages published but not yet acknowledged.
+	PublishWindow int
+	// PublishAckTimeout is how long one acknowledgement may take before
+	// the message is published again (same message id, so never twice).
+	PublishAckTimeout time.Duration
+	// VerdictFailedCap bounds the failed jobs listed in one verdict (the
+	// counts stay exact), keeping it far below the bus's 1 MiB limit.
+	VerdictFailedCap int
+}
+
+// DefaultConfig is what RegisterFlags defaults to.
+func DefaultConfig() Config {
+	return Config{
+		CheckpointInterval: time.Second,
+		PublishWindow:      4096,
+		PublishAckTimeout:  10 * time.Second,
+		VerdictFailedCap:   1000,
+	}
+}
+
+// RegisterFlags registers the planner's flags with prefix "planner.".
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	d := DefaultConfig()
+	fs.DurationVar(&c.CheckpointInterval, "planner.checkpoint-interval", d.CheckpointInterval, "how often to save the replay checkpoint")
+	fs.IntVar(&c.PublishWindow, "planner.publish-window", d.PublishWindow, "messages published and awaiting acknowledgement at once")
+	fs.DurationVar(&c.PublishAckTimeout, "planner.publish-ack-timeout", d.PublishAckTimeout, "wait for one acknowledgement before publishing again")
+	fs.IntVar(&c.VerdictFailedCap, "planner.verdict-failed-cap", d.VerdictFailedCap, "failed jobs listed in one run verdict; the rest are counted")
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	if c.CheckpointInterval <= 0 || c.PublishAckTimeout <= 0 {
+		return errors.New("planner.checkpoint-interval and planner.publish-ack-timeout must be positive")
+	}
+	if c.PublishWindow <= 0 {
+		return errors.New("planner.publish-window must be positive")
+	}
+	if c.VerdictFailedCap <= 0 || c.VerdictFailedCap > 5000 {
+		return errors.New("planner.verdict-failed-cap must be in 1..5000")
+	}
+	return nil
+}

@@ -1,0 +1,411 @@
+package planner
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	"nixbus.dev/nixbus/pkg/bus"
+	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
+	"nixbus.dev/nixbus/services/planner/dag"
+)
+
+// Caps that keep messages far below the bus's 1 MiB limit.
+const (
+	maxReasonBytes        = 16 << 10  // one outcome's reason
+	maxVerdictReasonBytes = 2 << 10   // one reason inside a verdict
+	maxVerdictListBytes   = 512 << 10 // all failed jobs listed in a verdict
+)
+
+// state is every unfinished run, owned by the one goroutine that reads the
+// runs stream in order. Everything it publishes follows from the stream's
+// content and order alone, so a replay publishes the same messages with the
+// same ids, which JetStream keeps once.
+type state struct {
+	s       *Service
+	out     *outbox
+	runs    map[string]*run
+	changes map[changeKey]changeRun
+	lastSeq uint64
+	ev      dag.Events
+}
+
+type changeKey struct {
+	project string
+	change  int64
+}
+
+type changeRun struct {
+	patchset int32
+	run      string
+}
+
+type run struct {
+	id        string
+	seq       uint64 // stream sequence of its RunStarted
+	change    *nixbuspb.ChangeEvent
+	startedMs int64
+	hdr       nats.Header // trace context, carried onto everything published
+	jobs      []dag.Job
+	outputs   []map[string]string
+	attrs     map[string]struct{}
+	evalDone  *nixbuspb.EvalDone
+	plan      *dag.Plan
+	building  map[string]int // per system
+	failed    []*nixbuspb.JobOutcome
+	listBytes int
+}
+
+func newState(s *Service, out *outbox) *state {
+	return &state{s: s, out: out, runs: map[string]*run{}, changes: map[changeKey]changeRun{}}
+}
+
+// checkpoint is the lowest stream sequence a restart must read from.
+func (st *state) checkpoint() uint64 {
+	low := st.lastSeq + 1
+	for _, r := range st.runs {
+		low = min(low, r.seq)
+	}
+	return low
+}
+
+// handle acts on one message of the runs stream. It returns an error only
+// when ctx ended; a message that cannot be decoded is logged and skipped.
+func (st *state) handle(ctx context.Context, msg jetstream.Msg) error {
+	meta, err := msg.Metadata()
+	if err != nil {
+		st.s.logger.Error("message metadata", "subject", msg.Subject(), "err", err)
+		return nil
+	}
+	st.lastSeq = meta.Sequence.Stream
+	st.s.metrics.lag.Set(float64(meta.NumPending))
+	runID, kind, err := bus.ParseRunSubject(msg.Subject())
+	if err != nil {
+		st.s.logger.Error("unexpected subject", "subject", msg.Subject(), "err", err)
+		return nil
+	}
+	at := meta.Timestamp
+	switch kind {
+	case bus.RunStartedKind:
+		var m nixbuspb.RunStarted
+		if st.decode(msg, &m) {
+			return st.started(ctx, runID, meta.Sequence.Stream, &m, msg.Headers(), at)
+		}
+	case bus.RunJobKind:
+		var m nixbuspb.Job
+		if st.decode(msg, &m) {
+			return st.job(ctx, runID, &m, at)
+		}
+	case bus.RunEvalKind:
+		var m nixbuspb.EvalDone
+		if st.decode(msg, &m) {
+			return st.evaluated(ctx, runID, &m, at)
+		}
+	case bus.RunResultKind:
+		var m nixbuspb.BuildResult
+		if st.decode(msg, &m) {
+			return st.result(ctx, runID, &m, at)
+		}
+	case bus.RunCancelKind:
+		var m nixbuspb.Cancel
+		if st.decode(msg, &m) {
+			if r, ok := st.runs[runID]; ok {
+				return st.cancel(ctx, r, m.GetSupersededBy(), at)
+			}
+		}
+	}
+	return nil
+}
+
+func (st *state) decode(msg jetstream.Msg, m proto.Message) bool {
+	if err := bus.Decode(msg.Data(), m); err != nil {
+		st.s.logger.Error("drop message", "subject", msg.Subject(), "err", err)
+		return false
+	}
+	return true
+}
+
+func (st *state) started(ctx context.Context, runID string, seq uint64, m *nixbuspb.RunStarted, h nats.Header, at time.Time) error {
+	if _, ok := st.runs[runID]; ok {
+		return nil
+	}
+	r := &run{id: runID, seq: seq, change: m.GetChange(), startedMs: m.GetStartedUnixMs(),
+		attrs: map[string]struct{}{}, building: map[string]int{}}
+	for _, k := range []string{"traceparent", "tracestate"} {
+		if v := h.Get(k); v != "" {
+			if r.hdr == nil {
+				r.hdr = nats.Header{}
+			}
+			r.hdr.Set(k, v)
+		}
+	}
+	st.runs[runID] = r
+	st.s.metrics.activeRuns.Inc()
+	st.s.logger.Info("run started", "run", runID, "change", r.change.GetChange(), "patchset", r.change.GetPatchset())
+	return st.supersede(ctx, r, at)
+}
+
+// supersede cancels the older of two runs of one Gerrit change: a newer
+// patchset cancels an unfinished older one, and a late older patchset is
+// cancelled at once.
+func (st *state) supersede(ctx context.Context, r *run, at time.Time) error {
+	c := r.change
+	if c.GetChange() <= 0 {
+		return nil
+	}
+	key := changeKey{c.GetProject(), c.GetChange()}
+	prev, ok := st.changes[key]
+	switch {
+	case !ok || c.GetPatchset() > prev.patchset:
+		st.changes[key] = changeRun{c.GetPatchset(), r.id}
+		if old, ok := st.runs[prev.run]; ok && old != r {
+			return st.requestCancel(ctx, old, r.id, fmt.Sprintf("superseded by patchset %d", c.GetPatchset()), at)
+		}
+	case c.GetPatchset() < prev.patchset:
+		return st.requestCancel(ctx, r, prev.run, fmt.Sprintf("superseded by patchset %d", prev.patchset), at)
+	}
+	return nil
+}
+
+// requestCancel publishes a Cancel (builders stop the run's builds) and
+// ends the run now; the Cancel read back later finds no run.
+func (st *state) requestCancel(ctx context.Context, r *run, by, reason string, at time.Time) error {
+	m := &nixbuspb.Cancel{RunId: r.id, Reason: reason, SupersededBy: by}
+	if err := st.send(ctx, r, bus.RunSubject(r.id, bus.RunCancelKind), bus.MsgIDCancel(r.id), m); err != nil {
+		return err
+	}
+	return st.cancel(ctx, r, by, at)
+}
+
+func (st *state) job(ctx context.Context, runID string, m *nixbuspb.Job, at time.Time) error {
+	r, ok := st.runs[runID]
+	if !ok || r.plan != nil {
+		return nil // a finished run, or a job after planning began
+	}
+	if _, dup := r.attrs[m.GetAttr()]; dup {
+		return nil
+	}
+	r.attrs[m.GetAttr()] = struct{}{}
+	r.jobs = append(r.jobs, dag.Job{
+		Attr: m.GetAttr(), Drv: m.GetDrvPath(), System: m.GetSystem(), Cached: m.GetCached(),
+		EvalError: m.GetEvalError(), DependsOn: m.GetDependsOn(),
+	})
+	r.outputs = append(r.outputs, m.GetOutputs())
+	if r.evalDone != nil {
+		return st.maybePlan(ctx, r, at)
+	}
+	return nil
+}
+
+func (st *state) evaluated(ctx context.Context, runID string, m *nixbuspb.EvalDone, at time.Time) error {
+	r, ok := st.runs[runID]
+	if !ok || r.evalDone != nil {
+		return nil
+	}
+	r.evalDone = m
+	if m.GetError() != "" {
+		return st.finish(ctx, r, nixbuspb.RunStatus_RUN_STATUS_FAILED, "", at)
+	}
+	return st.maybePlan(ctx, r, at)
+}
+
+// maybePlan plans once every job EvalDone announced has arrived (the
+// evaluator may retry a job's publish after publishing EvalDone).
+func (st *state) maybePlan(ctx context.Context, r *run, at time.Time) error {
+	if int64(len(r.jobs)) < r.evalDone.GetJobCount() {
+		st.s.logger.Warn("waiting for jobs", "run", r.id, "have", len(r.jobs), "want", r.evalDone.GetJobCount())
+		return nil
+	}
+	t0 := time.Now()
+	r.attrs = nil
+	r.plan = dag.New(r.jobs)
+	st.ev.Reset()
+	r.plan.Start(&st.ev)
+	st.s.metrics.planning.Observe(time.Since(t0).Seconds())
+	st.s.logger.Info("run planned", "run", r.id, "jobs", len(r.jobs), "released", len(st.ev.Releases),
+		"duration", time.Since(t0))
+	return st.emit(ctx, r, nil, at)
+}
+
+func (st *state) result(ctx context.Context, runID string, m *nixbuspb.BuildResult, at time.Time) error {
+	t0 := time.Now()
+	r, ok := st.runs[runID]
+	if !ok || r.plan == nil {
+		return nil
+	}
+	st.ev.Reset()
+	var applied bool
+	switch m.GetStatus() {
+	case nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED:
+		applied = r.plan.Succeed(m.GetDrvPath(), &st.ev)
+	case nixbuspb.BuildStatus_BUILD_STATUS_TIMED_OUT:
+		applied = r.plan.Fail(m.GetDrvPath(), dag.TimeoutFailure, reasonOf(m, "build timed out"), &st.ev)
+	default:
+		applied = r.plan.Fail(m.GetDrvPath(), dag.BuildFailure, reasonOf(m, "build failed"), &st.ev)
+	}
+	if !applied {
+		st.s.logger.Debug("ignore result", "run", runID, "drv", m.GetDrvPath())
+		return nil
+	}
+	// The first outcome is the built derivation's own.
+	sys := r.jobs[st.ev.Outcomes[0].Job].System
+	r.building[sys]--
+	st.s.metrics.building.WithLabelValues(sys).Dec()
+	err := st.emit(ctx, r, m, at)
+	st.s.metrics.resultToNext.Observe(time.Since(t0).Seconds())
+	return err
+}
+
+func reasonOf(m *nixbuspb.BuildResult, fallback string) string {
+	if m.GetError() != "" {
+		return m.GetError()
+	}
+	if m.GetStatus() == nixbuspb.BuildStatus_BUILD_STATUS_CANCELLED {
+		return "build cancelled"
+	}
+	return fallback
+}
+
+// emit publishes what the plan produced: outcomes (with the log of the
+// build that decided them), releases, and the verdict when all is done.
+func (st *state) emit(ctx context.Context, r *run, res *nixbuspb.BuildResult, at time.Time) error {
+	for _, o := range st.ev.Outcomes {
+		j := &r.jobs[o.Job]
+		out := &nixbuspb.JobOutcome{
+			RunId: r.id, Attr: j.Attr, DrvPath: j.Drv, System: j.System,
+			Status: jobStatus(o.Status), Failure: failureKind(o.Failure), Reason: truncate(o.Reason, maxReasonBytes),
+		}
+		if res != nil && j.Drv == res.GetDrvPath() && o.Status != dag.Skipped {
+			out.LogKey, out.DurationMs = res.GetLogKey(), res.GetDurationMs()
+		}
+		if err := st.send(ctx, r, bus.OutcomeSubject(r.id), bus.MsgIDOutcome(r.id, j.Attr), out); err != nil {
+			return err
+		}
+		st.s.metrics.outcomes.WithLabelValues(o.Status.String()).Inc()
+		if o.Status == dag.Failed || o.Status == dag.Skipped {
+			st.listFailed(r, out)
+		}
+	}
+	for _, rel := range st.ev.Releases {
+		attrs := make([]string, len(rel.Jobs))
+		for k, j := range rel.Jobs {
+			attrs[k] = r.jobs[j].Attr
+		}
+		req := &nixbuspb.BuildRequest{RunId: r.id, DrvPath: rel.Drv, System: rel.System, Attrs: attrs, Outputs: r.outputs[rel.Jobs[0]]}
+		if err := st.send(ctx, r, bus.BuildSubject(rel.System), bus.MsgIDBuild(r.id, rel.Drv), req); err != nil {
+			return err
+		}
+		r.building[rel.System]++
+		st.s.metrics.building.WithLabelValues(rel.System).Inc()
+		st.s.metrics.released.WithLabelValues(rel.System).Inc()
+	}
+	st.ev.Reset()
+	if !r.plan.Done() {
+		return nil
+	}
+	status := nixbuspb.RunStatus_RUN_STATUS_SUCCEEDED
+	if !r.plan.Succeeded() {
+		status = nixbuspb.RunStatus_RUN_STATUS_FAILED
+	}
+	return st.finish(ctx, r, status, "", at)
+}
+
+// listFailed adds a failed or skipped job to the verdict's list, within caps.
+func (st *state) listFailed(r *run, o *nixbuspb.JobOutcome) {
+	if len(r.failed) >= st.s.cfg.VerdictFailedCap || r.listBytes >= maxVerdictListBytes {
+		return
+	}
+	c := proto.Clone(o).(*nixbuspb.JobOutcome)
+	c.Reason = truncate(c.Reason, maxVerdictReasonBytes)
+	r.failed = append(r.failed, c)
+	r.listBytes += proto.Size(c)
+}
+
+func (st *state) cancel(ctx context.Context, r *run, by string, at time.Time) error {
+	return st.finish(ctx, r, nixbuspb.RunStatus_RUN_STATUS_CANCELLED, by, at)
+}
+
+// finish publishes the run's verdict and forgets the run.
+func (st *state) finish(ctx context.Context, r *run, status nixbuspb.RunStatus, supersededBy string, at time.Time) error {
+	v := &nixbuspb.RunVerdict{RunId: r.id, Change: r.change, Status: status, Failed: r.failed, SupersededBy: supersededBy}
+	if r.plan != nil {
+		c := r.plan.Counts()
+		v.FailedCount, v.SucceededCount = int64(c.Failed), int64(c.Succeeded)
+		v.CachedCount, v.SkippedCount = int64(c.Cached), int64(c.Skipped)
+		v.JobCount = int64(len(r.jobs))
+	}
+	if r.evalDone != nil {
+		v.EvalError = r.evalDone.GetError()
+		if v.JobCount == 0 {
+			v.JobCount = r.evalDone.GetJobCount()
+		}
+	}
+	if !at.IsZero() && r.startedMs > 0 {
+		v.DurationMs = max(0, at.UnixMilli()-r.startedMs)
+	}
+	if err := st.send(ctx, r, bus.VerdictSubject(r.id), bus.MsgIDVerdict(r.id), v); err != nil {
+		return err
+	}
+	for sys, n := range r.building {
+		st.s.metrics.building.WithLabelValues(sys).Sub(float64(n))
+	}
+	delete(st.runs, r.id)
+	st.s.metrics.activeRuns.Dec()
+	st.s.metrics.verdicts.WithLabelValues(status.String()).Inc()
+	st.s.logger.Info("run finished", "run", r.id, "change", r.change.GetChange(), "patchset", r.change.GetPatchset(),
+		"status", status.String(), "jobs", v.JobCount, "failed", v.FailedCount, "skipped", v.SkippedCount)
+	return nil
+}
+
+func (st *state) send(ctx context.Context, r *run, subject, id string, m proto.Message) error {
+	msg, err := bus.NewMsg(subject, id, m, r.hdr)
+	if err != nil {
+		// Only an oversized message gets here; the caps above prevent it.
+		st.s.logger.Error("encode", "run", r.id, "subject", subject, "err", err)
+		return nil
+	}
+	return st.out.publish(ctx, msg)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && s[cut]&0xC0 == 0x80 { // do not split a UTF-8 sequence
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
+func jobStatus(s dag.Status) nixbuspb.JobStatus {
+	switch s {
+	case dag.Succeeded:
+		return nixbuspb.JobStatus_JOB_STATUS_SUCCEEDED
+	case dag.Failed:
+		return nixbuspb.JobStatus_JOB_STATUS_FAILED
+	case dag.Skipped:
+		return nixbuspb.JobStatus_JOB_STATUS_SKIPPED
+	case dag.Cached:
+		return nixbuspb.JobStatus_JOB_STATUS_CACHED
+	}
+	return nixbuspb.JobStatus_JOB_STATUS_UNSPECIFIED
+}
+
+func failureKind(f dag.Failure) nixbuspb.FailureKind {
+	switch f {
+	case dag.BuildFailure:
+		return nixbuspb.FailureKind_FAILURE_KIND_BUILD
+	case dag.EvalFailure:
+		return nixbuspb.FailureKind_FAILURE_KIND_EVAL
+	case dag.DependencyFailure:
+		return nixbuspb.FailureKind_FAILURE_KIND_DEPENDENCY
+	case dag.TimeoutFailure:
+		return nixbuspb.FailureKind_FAILURE_KIND_TIMEOUT
+	}
+	return nixbuspb.FailureKind_FAILURE_KIND_UNSPECIFIED
+}

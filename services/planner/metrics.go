@@ -1,0 +1,52 @@
+package planner
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	activeRuns   prometheus.Gauge
+	building     *prometheus.GaugeVec
+	released     *prometheus.CounterVec
+	outcomes     *prometheus.CounterVec
+	verdicts     *prometheus.CounterVec
+	planning     prometheus.Histogram
+	resultToNext prometheus.Histogram
+	republished  prometheus.Counter
+	lag          prometheus.Gauge
+}
+
+func newMetrics(r prometheus.Registerer) *metrics {
+	m := &metrics{
+		activeRuns: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "nixbus_planner_active_runs", Help: "Runs started and not yet finished.",
+		}),
+		building: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "nixbus_planner_jobs_building",
+			Help: "Derivations released on nix.build.<system> and not yet built: the queue builders of a system work through.",
+		}, []string{"system"}),
+		released: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nixbus_planner_released_total", Help: "Build requests released, by system.",
+		}, []string{"system"}),
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nixbus_planner_job_outcomes_total", Help: "Job outcomes reported, by status.",
+		}, []string{"status"}),
+		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nixbus_planner_verdicts_total", Help: "Run verdicts published, by status.",
+		}, []string{"status"}),
+		planning: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "nixbus_planner_planning_seconds", Help: "Time to build a run's DAG and release its first jobs.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}),
+		resultToNext: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "nixbus_planner_result_handling_seconds", Help: "Time from reading a build result to publishing what it released.",
+			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16),
+		}),
+		republished: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nixbus_planner_republished_total", Help: "Messages published again after a failed or late acknowledgement.",
+		}),
+		lag: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "nixbus_planner_pending_messages", Help: "Messages on the runs stream not yet read by the planner.",
+		}),
+	}
+	r.MustRegister(m.activeRuns, m.building, m.released, m.outcomes, m.verdicts, m.planning, m.resultToNext, m.republished, m.lag)
+	return m
+}

@@ -1,0 +1,151 @@
+// Package planner owns each run's DAG. It reads everything on the runs
+// stream (run started, jobs, evaluation done, build results, cancellations)
+// in order with an ordered consumer, releases each job on nix.build.<system>
+// once the jobs it depends on succeeded, reports one outcome per job and a
+// verdict per run, and cancels runs a newer patchset supersedes.
+//
+// Its durable state is the stream itself plus a checkpoint in KV (the
+// lowest stream sequence of any unfinished run). On start it replays from
+// the checkpoint; what it publishes depends only on the stream, and carries
+// the message ids of pkg/bus, so a replay publishes nothing twice.
+package planner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"nixbus.dev/nixbus/pkg/bus"
+)
+
+// Deps are the planner's collaborators.
+type Deps struct {
+	JS         jetstream.JetStream
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Service is a planner.
+type Service struct {
+	cfg     Config
+	js      jetstream.JetStream
+	logger  *slog.Logger
+	metrics *metrics
+}
+
+// New checks cfg and returns a planner.
+func New(cfg Config, d Deps) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if d.JS == nil || d.Logger == nil {
+		return nil, errors.New("planner: JS and Logger are required")
+	}
+	if d.Registerer == nil {
+		d.Registerer = prometheus.NewRegistry()
+	}
+	return &Service{cfg: cfg, js: d.JS, logger: d.Logger.With("service", "planner"), metrics: newMetrics(d.Registerer)}, nil
+}
+
+// Run plans runs until ctx ends, then returns nil.
+func (s *Service) Run(ctx context.Context) error {
+	err := s.run(ctx)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func (s *Service) run(ctx context.Context) error {
+	if err := bus.EnsureStreams(ctx, s.js, bus.StreamOptions{}); err != nil {
+		return fmt.Errorf("planner: %w", err)
+	}
+	kv, err := s.js.KeyValue(ctx, bus.PlannerBucket)
+	if err != nil {
+		return fmt.Errorf("planner: open %s: %w", bus.PlannerBucket, err)
+	}
+	from, err := loadCheckpoint(ctx, kv)
+	if err != nil {
+		return fmt.Errorf("planner: load checkpoint: %w", err)
+	}
+	cc := jetstream.OrderedConsumerConfig{FilterSubjects: []string{bus.RunAll}, DeliverPolicy: jetstream.DeliverAllPolicy}
+	if from > 1 {
+		cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
+	}
+	cons, err := s.js.OrderedConsumer(ctx, bus.StreamRuns, cc)
+	if err != nil {
+		return fmt.Errorf("planner: consume %s: %w", bus.StreamRuns, err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return fmt.Errorf("planner: consume %s: %w", bus.StreamRuns, err)
+	}
+	s.logger.Info("planner started", "from", from)
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	msgs := make(chan jetstream.Msg, 1024)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer it.Stop()
+		for {
+			msg, err := it.Next(jetstream.NextContext(ctx))
+			if err != nil {
+				if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+					return
+				}
+				s.logger.Warn("read runs stream", "err", err)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+				continue
+			}
+			select {
+			case msgs <- msg:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+
+	out := newOutbox(s.js, kv, s.logger, s.cfg, s.metrics)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		out.run(ctx)
+	}()
+
+	st := newState(s, out)
+	tick := time.NewTicker(s.cfg.CheckpointInterval)
+	defer tick.Stop()
+	saved := from
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case msg := <-msgs:
+			if err := st.handle(ctx, msg); err != nil {
+				return nil // ctx ended
+			}
+		case <-tick.C:
+			if cp := st.checkpoint(); cp != saved && st.lastSeq > 0 {
+				if err := out.checkpoint(ctx, cp); err != nil {
+					return nil
+				}
+				saved = cp
+			}
+		}
+	}
+}

@@ -1,0 +1,261 @@
+package planner
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"nixbus.dev/nixbus/pkg/bus"
+	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
+)
+
+const (
+	x86 = "x86_64-linux"
+	arm = "aarch64-linux"
+)
+
+func drv(name string) string { return "/nix/store/" + strings.Repeat("0", 32) + "-" + name + ".drv" }
+
+func TestPlannerRun(t *testing.T) {
+	e := newEnv(t)
+	e.startPlanner(testConfig())
+	b := e.startBuilder(func(r *nixbuspb.BuildRequest) nixbuspb.BuildStatus {
+		if r.GetDrvPath() == drv("broken") {
+			return nixbuspb.BuildStatus_BUILD_STATUS_FAILED
+		}
+		return nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED
+	})
+
+	const run = "r1"
+	change := &nixbuspb.ChangeEvent{EventId: "e1", Project: "p", Change: 42, Patchset: 3}
+	e.startRun(run, change)
+	jobs := []*nixbuspb.Job{
+		{Attr: "chain1", DrvPath: drv("chain1"), System: x86, Outputs: map[string]string{"out": "/nix/store/o-chain1"}},
+		{Attr: "alias.chain1", DrvPath: drv("chain1"), System: x86},
+		{Attr: "chain2", DrvPath: drv("chain2"), System: x86, DependsOn: []string{drv("chain1")}},
+		{Attr: "chain3", DrvPath: drv("chain3"), System: x86, DependsOn: []string{drv("chain2"), "/nix/store/not-a-job.drv"}},
+		{Attr: "broken", DrvPath: drv("broken"), System: x86},
+		{Attr: "after-broken", DrvPath: drv("after-broken"), System: x86, DependsOn: []string{drv("broken")}},
+		{Attr: "cached-after-broken", DrvPath: drv("cab"), System: x86, Cached: true, DependsOn: []string{drv("after-broken")}},
+		{Attr: "cached", DrvPath: drv("cached"), System: x86, Cached: true, DependsOn: []string{drv("chain1")}},
+		{Attr: "arm", DrvPath: drv("arm"), System: arm},
+		{Attr: "eval-error", EvalError: "error: this job does not evaluate"},
+	}
+	for _, j := range jobs {
+		e.job(run, j)
+	}
+	e.evalDone(run, len(jobs), "")
+
+	v := e.verdict(run)
+	require.Equal(t, nixbuspb.RunStatus_RUN_STATUS_FAILED, v.GetStatus())
+	require.Equal(t, change.GetChange(), v.GetChange().GetChange())
+	require.Equal(t, int64(len(jobs)), v.GetJobCount())
+	require.Equal(t, int64(5), v.GetSucceededCount()) // chain1 (twice), chain2, chain3, arm
+	require.Equal(t, int64(2), v.GetFailedCount())    // broken, eval-error
+	require.Equal(t, int64(2), v.GetSkippedCount())
+	require.Equal(t, int64(1), v.GetCachedCount())
+	var listed []string
+	for _, o := range v.GetFailed() {
+		listed = append(listed, o.GetAttr())
+	}
+	require.ElementsMatch(t, []string{"eval-error", "broken", "after-broken", "cached-after-broken"}, listed)
+
+	got := e.outcomes(run)
+	require.Len(t, got, len(jobs))
+	for attr, want := range map[string]struct {
+		status  nixbuspb.JobStatus
+		failure nixbuspb.FailureKind
+		reason  string
+	}{
+		"chain1":              {nixbuspb.JobStatus_JOB_STATUS_SUCCEEDED, 0, ""},
+		"alias.chain1":        {nixbuspb.JobStatus_JOB_STATUS_SUCCEEDED, 0, ""},
+		"chain3":              {nixbuspb.JobStatus_JOB_STATUS_SUCCEEDED, 0, ""},
+		"arm":                 {nixbuspb.JobStatus_JOB_STATUS_SUCCEEDED, 0, ""},
+		"broken":              {nixbuspb.JobStatus_JOB_STATUS_FAILED, nixbuspb.FailureKind_FAILURE_KIND_BUILD, "failed with exit code 1"},
+		"after-broken":        {nixbuspb.JobStatus_JOB_STATUS_SKIPPED, nixbuspb.FailureKind_FAILURE_KIND_DEPENDENCY, "dependency broken failed"},
+		"cached-after-broken": {nixbuspb.JobStatus_JOB_STATUS_SKIPPED, nixbuspb.FailureKind_FAILURE_KIND_DEPENDENCY, "dependency broken failed"},
+		"cached":              {nixbuspb.JobStatus_JOB_STATUS_CACHED, 0, ""},
+		"eval-error":          {nixbuspb.JobStatus_JOB_STATUS_FAILED, nixbuspb.FailureKind_FAILURE_KIND_EVAL, "this job does not evaluate"},
+	} {
+		require.Equal(t, want.status, got[attr].GetStatus(), attr)
+		require.Equal(t, want.failure, got[attr].GetFailure(), attr)
+		require.Contains(t, got[attr].GetReason(), want.reason, attr)
+	}
+	require.Equal(t, bus.LogKey(run, drv("broken")), got["broken"].GetLogKey())
+	require.Equal(t, bus.LogKey(run, drv("chain1")), got["alias.chain1"].GetLogKey())
+	require.Empty(t, got["after-broken"].GetLogKey())
+
+	// Every derivation was requested once, on its system's subject; cached
+	// and skipped ones never.
+	require.Equal(t, map[string]int{
+		run + "/" + drv("chain1"): 1, run + "/" + drv("chain2"): 1, run + "/" + drv("chain3"): 1,
+		run + "/" + drv("broken"): 1, run + "/" + drv("arm"): 1,
+	}, b.counts())
+	b.mu.Lock()
+	require.Equal(t, bus.BuildSubject(arm), b.systems[drv("arm")])
+	require.Equal(t, bus.BuildSubject(x86), b.systems[drv("chain1")])
+	b.mu.Unlock()
+	require.Zero(t, count(t, e.js, bus.StreamBuilds, bus.BuildSubject(x86)), "the builder acked every request")
+
+	// A redelivered or duplicate result changes nothing.
+	e.publish(bus.RunSubject(run, bus.RunResultKind), "again", &nixbuspb.BuildResult{RunId: run, DrvPath: drv("broken"),
+		Status: nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED})
+	e.startRun("r-next", nil)
+	e.evalDone("r-next", 0, "")
+	require.Equal(t, nixbuspb.RunStatus_RUN_STATUS_SUCCEEDED, e.verdict("r-next").GetStatus())
+	require.Len(t, e.outcomes(run), len(jobs))
+	require.Len(t, all[nixbuspb.RunVerdict](t, e.js, bus.StreamReports, bus.VerdictSubject(run)), 1)
+}
+
+func TestPlannerEvalError(t *testing.T) {
+	e := newEnv(t)
+	e.startPlanner(testConfig())
+	e.startRun("r1", &nixbuspb.ChangeEvent{Project: "p", Change: 1, Patchset: 1})
+	e.evalDone("r1", 0, "error: flake has no hydraJobs")
+	v := e.verdict("r1")
+	require.Equal(t, nixbuspb.RunStatus_RUN_STATUS_FAILED, v.GetStatus())
+	require.Equal(t, "error: flake has no hydraJobs", v.GetEvalError())
+}
+
+func TestPlannerWaitsForLateJobs(t *testing.T) {
+	e := newEnv(t)
+	e.startPlanner(testConfig())
+	e.startBuilder(succeedAll)
+	e.startRun("r1", nil)
+	e.job("r1", &nixbuspb.Job{Attr: "a", DrvPath: drv("a"), System: x86})
+	e.evalDone("r1", 2, "")
+	e.job("r1", &nixbuspb.Job{Attr: "b", DrvPath: drv("b"), System: x86, DependsOn: []string{drv("a")}})
+	v := e.verdict("r1")
+	require.Equal(t, nixbuspb.RunStatus_RUN_STATUS_SUCCEEDED, v.GetStatus())
+	require.Equal(t, int64(2), v.GetSucceededCount())
+}
+
+func TestPlannerSupersede(t *testing.T) {
+	e := newEnv(t)
+	e.startPlanner(testConfig())
+	ch := func(ps int32) *nixbuspb.ChangeEvent {
+		return &nixbuspb.ChangeEvent{Project: "nixpkgs", Change: 7, Patchset: ps}
+	}
+	// Patchset 1 is evaluating; patchset 2 supersedes it.
+	e.startRun("ps1", ch(1))
+	e.job("ps1", &nixbuspb.Job{Attr: "a", DrvPath: drv("a"), System: x86})
+	e.startRun("ps2", ch(2))
+	v := e.verdict("ps1")
+	require.Equal(t, nixbuspb.RunStatus_RUN_STATUS_CANCELLED, v.GetStatus())
+	require.Equal(t, "ps2", v.GetSupersededBy())
+	cancels := all[nixbuspb.Cancel](t, e.js, bus.StreamRuns, bus.RunSubject("ps1", bus.RunCancelKind))
+	require.Len(t, cancels, 1)
+	require.Equal(t, "ps2", cancels[0].GetSupersededBy())
+
+	// The superseded run's late messages change nothing.
+	e.evalDone("ps1", 1, "")
+
+	// A late run of an older patchset is cancelled at once.
+	e.startRun("ps1-late", ch(1))
+	v = e.verdict("ps1-late")
+	require.Equal(t, nixbuspb.RunStatus_RUN_STATUS_CANCELLED, v.GetStatus())
+	require.Equal(t, "ps2", v.GetSupersededBy())
+
+	// Another change, and changes without a number, are left alone.
+	e.startRun("other", &nixbuspb.ChangeEvent{Project: "nixpkgs", Change: 8, Patchset: 1})
+	e.startRun("manual1", &nixbuspb.ChangeEvent{Kind: nixbuspb.ChangeEvent_KIND_MANUAL})
+	e.startRun("manual2", &nixbuspb.ChangeEvent{Kind: nixbuspb.ChangeEvent_KIND_MANUAL})
+	for _, r := range []string{"ps2", "other", "manual1", "manual2"} {
+		e.evalDone(r, 0, "")
+		require.Equal(t, nixbuspb.RunStatus_RUN_STATUS_SUCCEEDED, e.verdict(r).GetStatus(), r)
+	}
+	require.Len(t, all[nixbuspb.RunVerdict](t, e.js, bus.StreamReports, bus.VerdictSubject("ps1")), 1)
+}
+
+func TestPlannerCancel(t *testing.T) {
+	e := newEnv(t)
+	e.startPlanner(testConfig())
+	// No builder: the first job stays building.
+	e.startRun("r1", nil)
+	e.job("r1", &nixbuspb.Job{Attr: "a", DrvPath: drv("a"), System: x86})
+	e.job("r1", &nixbuspb.Job{Attr: "b", DrvPath: drv("b"), System: x86, DependsOn: []string{drv("a")}})
+	e.evalDone("r1", 2, "")
+	require.Eventually(t, func() bool {
+		return count(t, e.js, bus.StreamBuilds, bus.BuildSubject(x86)) == 1
+	}, 10*time.Second, 10*time.Millisecond)
+	e.publish(bus.RunSubject("r1", bus.RunCancelKind), bus.MsgIDCancel("r1"), &nixbuspb.Cancel{RunId: "r1", Reason: "operator"})
+	v := e.verdict("r1")
+	require.Equal(t, nixbuspb.RunStatus_RUN_STATUS_CANCELLED, v.GetStatus())
+	// A result after the cancel releases nothing.
+	e.publish(bus.RunSubject("r1", bus.RunResultKind), bus.MsgIDResult("r1", drv("a")),
+		&nixbuspb.BuildResult{RunId: "r1", DrvPath: drv("a"), Status: nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED})
+	e.startRun("r2", nil)
+	e.evalDone("r2", 0, "")
+	e.verdict("r2")
+	require.Equal(t, 1, count(t, e.js, bus.StreamBuilds, bus.BuildSubject(x86)))
+	require.Empty(t, e.outcomes("r1"))
+}
+
+// TestPlannerRestart stops the planner in the middle of a run while the
+// builder keeps working, starts a new one on the same NATS, and checks the
+// run finishes with every outcome exactly once and the right verdict.
+func TestPlannerRestart(t *testing.T) {
+	e := newEnv(t)
+	cfg := testConfig()
+	stop := e.startPlanner(cfg)
+
+	// A finished run first, so the checkpoint moves past it.
+	e.startRun("done", nil)
+	e.evalDone("done", 0, "")
+	e.verdict("done")
+
+	// A chain of 40 with a fan of 3 at each step, and one failure.
+	const run = "r1"
+	e.startRun(run, nil)
+	var jobs []*nixbuspb.Job
+	for i := range 40 {
+		dep := []string{}
+		if i > 0 {
+			dep = append(dep, drv(fmt.Sprintf("c%d", i-1)))
+		}
+		jobs = append(jobs, &nixbuspb.Job{Attr: fmt.Sprintf("c%d", i), DrvPath: drv(fmt.Sprintf("c%d", i)), System: x86, DependsOn: dep})
+		for k := range 3 {
+			jobs = append(jobs, &nixbuspb.Job{Attr: fmt.Sprintf("f%d-%d", i, k), DrvPath: drv(fmt.Sprintf("f%d-%d", i, k)), System: x86,
+				DependsOn: []string{drv(fmt.Sprintf("c%d", i))}})
+		}
+	}
+	for _, j := range jobs {
+		e.job(run, j)
+	}
+	e.evalDone(run, len(jobs), "")
+	b := e.startBuilder(func(r *nixbuspb.BuildRequest) nixbuspb.BuildStatus {
+		if r.GetDrvPath() == drv("f30-1") {
+			return nixbuspb.BuildStatus_BUILD_STATUS_FAILED
+		}
+		return nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED
+	})
+
+	// Stop once part of the run is done.
+	require.Eventually(t, func() bool { return len(e.outcomes(run)) >= 40 }, 20*time.Second, 5*time.Millisecond)
+	stop()
+	kv, err := e.js.KeyValue(t.Context(), bus.PlannerBucket)
+	require.NoError(t, err)
+	cp, err := loadCheckpoint(t.Context(), kv)
+	require.NoError(t, err)
+	require.Greater(t, cp, uint64(2), "the checkpoint moved past the finished run")
+	partial := len(e.outcomes(run))
+	require.Less(t, partial, len(jobs))
+
+	e.startPlanner(cfg)
+	v := e.verdict(run)
+	require.Equal(t, nixbuspb.RunStatus_RUN_STATUS_FAILED, v.GetStatus())
+	require.Equal(t, int64(len(jobs)-1), v.GetSucceededCount())
+	require.Equal(t, int64(1), v.GetFailedCount())
+	require.Zero(t, v.GetSkippedCount())
+	got := e.outcomes(run)
+	require.Len(t, got, len(jobs))
+	require.Equal(t, nixbuspb.JobStatus_JOB_STATUS_FAILED, got["f30-1"].GetStatus())
+	require.Len(t, all[nixbuspb.RunVerdict](t, e.js, bus.StreamReports, bus.VerdictSubject(run)), 1)
+	for k, n := range b.counts() {
+		require.Equal(t, 1, n, "%s requested %d times", k, n)
+	}
+	require.Len(t, b.counts(), len(jobs))
+}
