@@ -415,3 +415,34 @@ func TestTwoEvaluatorsShareChanges(t *testing.T) {
 	defer mu.Unlock()
 	require.Equal(t, map[string]int{"share-1": 1, "share-2": 1}, calls)
 }
+
+// TestHostileNamesOnTheBus checks names that look alike once joined stay
+// two jobs, and that any name survives the trip.
+func TestHostileNamesOnTheBus(t *testing.T) {
+	ns := natstest.Start(t)
+	_, js := ns.Connect(t)
+	start(t, js, testConfig(t), Deps{})
+	dir := t.TempDir()
+	src := `{
+  outputs = { self }:
+    let job = name: builtins.derivation {
+      inherit name; salt = builtins.readFile ./salt.txt; system = "x86_64-linux";
+      builder = "/bin/sh"; args = [ "-c" "echo > $out" ]; PATH = "/usr/bin:/bin";
+    }; in {
+      hydraJobs = { "a.b" = job "one"; a = { b = job "two"; }; "new\nline \${x} \"q\" ../" = job "three"; };
+    };
+}`
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "flake.nix"), []byte(src), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "salt.txt"), []byte(t.Name()+time.Now().String()), 0o644))
+	ev := &nixbuspb.ChangeEvent{EventId: t.Name(), Project: "p", LocalPath: dir}
+	publishEvent(t, js, ev, bus.MsgIDChange(ev.EventId))
+	r := waitEvaluated(t, js, bus.RunID(ev.EventId))
+	requireOneRun(t, r)
+	require.Len(t, r.jobs, 3)
+	require.Equal(t, []string{"a.b"}, r.jobs[`"a.b"`].AttrPath)
+	require.Equal(t, []string{"a", "b"}, r.jobs["a.b"].AttrPath)
+	weird := r.jobs[`"new\nline \${x} \"q\" ../"`]
+	require.NotNil(t, weird)
+	require.Equal(t, []string{"new\nline ${x} \"q\" ../"}, weird.AttrPath)
+	require.Equal(t, "three", weird.Name)
+}
