@@ -33,7 +33,8 @@ type Config struct {
 	// no roots for the built-in evaluator.
 	GCRootsDir string
 	// WorkDir holds one directory per run (checkouts, scratch), removed
-	// when the run's evaluation ends.
+	// when the run's evaluation ends. Empty: nixbus-evaluator in the
+	// system's temporary directory.
 	WorkDir string
 	// CacheURL is the binary cache whose contents count as cached (for
 	// example file:///var/lib/nixbus/cache). Empty: the local store.
@@ -75,7 +76,6 @@ func DefaultConfig() Config {
 		Systems:           []string{HostSystem()},
 		Workers:           2,
 		MaxMemoryMB:       4096,
-		WorkDir:           filepath.Join(os.TempDir(), "nixbus-evaluator"),
 		PathInfoBatch:     500,
 		Concurrency:       1,
 		EvalTimeout:       time.Hour,
@@ -100,7 +100,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Workers, "evaluator.workers", d.Workers, "nix-eval-jobs --workers; nix processes of the built-in evaluator")
 	fs.IntVar(&c.MaxMemoryMB, "evaluator.max-memory-size", d.MaxMemoryMB, "nix-eval-jobs --max-memory-size, in MiB")
 	fs.StringVar(&c.GCRootsDir, "evaluator.gc-roots-dir", "", "directory for GC roots of evaluated derivations (default: per run, for nix-eval-jobs only)")
-	fs.StringVar(&c.WorkDir, "evaluator.work-dir", d.WorkDir, "directory for per-run checkouts")
+	fs.StringVar(&c.WorkDir, "evaluator.work-dir", "", "directory for per-run checkouts (default: nixbus-evaluator in the temporary directory)")
 	fs.StringVar(&c.CacheURL, "evaluator.cache-url", "", "binary cache whose contents count as cached (default: the local store)")
 	fs.IntVar(&c.PathInfoBatch, "evaluator.path-info-batch", d.PathInfoBatch, "store paths checked per nix path-info call")
 	fs.IntVar(&c.Concurrency, "evaluator.concurrency", d.Concurrency, "changes this process evaluates at once")
@@ -128,10 +128,15 @@ func (c *Config) Validate() error {
 	if c.EvalTimeout <= 0 || c.AckWait <= 0 || c.RetryDelay <= 0 || c.PublishAckTimeout <= 0 {
 		errs = append(errs, errors.New("evaluator.eval-timeout, ack-wait, retry-delay and publish-ack-timeout must be positive"))
 	}
-	if c.WorkDir == "" {
-		errs = append(errs, errors.New("evaluator.work-dir must be set"))
-	}
 	return errors.Join(errs...)
+}
+
+// workDir is WorkDir or its default.
+func (c *Config) workDir() string {
+	if c.WorkDir == "" {
+		return filepath.Join(os.TempDir(), "nixbus-evaluator")
+	}
+	return c.WorkDir
 }
 
 func splitList(s string) []string {

@@ -38,7 +38,6 @@ func TestConfigValidate(t *testing.T) {
 		"no window":       func(c *Config) { c.PublishWindow = 0 },
 		"no timeout":      func(c *Config) { c.EvalTimeout = 0 },
 		"no ack wait":     func(c *Config) { c.AckWait = 0 },
-		"no work dir":     func(c *Config) { c.WorkDir = "" },
 		"no batch":        func(c *Config) { c.PathInfoBatch = -1 },
 		"no concurrency":  func(c *Config) { c.Concurrency = 0 },
 		"no retry delay":  func(c *Config) { c.RetryDelay = 0 },

@@ -104,10 +104,10 @@ func (h *handler) evaluated(ctx context.Context, run string) (bool, error) {
 // change itself is in outcome.failure.
 func (h *handler) evaluate(ctx context.Context, ev *nixbuspb.ChangeEvent, run string, logger *slog.Logger) (outcome, error) {
 	cfg := h.s.cfg
-	if err := os.MkdirAll(cfg.WorkDir, 0o755); err != nil {
+	if err := os.MkdirAll(cfg.workDir(), 0o755); err != nil {
 		return outcome{}, fmt.Errorf("create work dir: %w", err)
 	}
-	workDir, err := os.MkdirTemp(cfg.WorkDir, "run-"+run+"-")
+	workDir, err := os.MkdirTemp(cfg.workDir(), "run-"+run+"-")
 	if err != nil {
 		return outcome{}, fmt.Errorf("create run dir: %w", err)
 	}
