@@ -1,0 +1,19 @@
+// Command planner runs nixbus's planner service alone, against the NATS named by
+// --nats.url: how operators scale it past one machine.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"nixbus.dev/nixbus/internal/app"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := app.Main(ctx, append([]string{"planner"}, os.Args[1:]...), os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}

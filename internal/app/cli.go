@@ -1,0 +1,99 @@
+// Package app wires nixbus's services into one binary: the ordered list of
+// services, the shared flags, the embedded NATS server, and the operator
+// commands (serve, run, plan, trigger). main only calls Main.
+package app
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+)
+
+const usage = `nixbus: Gerrit-driven CI for Nix flakes.
+
+Usage:
+  nixbus serve [flags]              run services (default: all six) until interrupted
+  nixbus <service> [flags]          run one service (same as serve --service=<service>)
+  nixbus run [flags] <flake dir>    evaluate, build, upload and report one local flake, then exit
+  nixbus plan --jobs F --derivations F [--fail F] [--systems S,...]
+                                    replay the planner on a recorded evaluation
+  nixbus trigger --project P (--change N --patchset K | --ref R) [flags]
+                                    publish a change event by hand (like a force build)
+
+Services: %s
+Run "nixbus <command> -h" for flags.
+`
+
+// Main runs the command in args (without the program name) and returns the
+// process exit code.
+func Main(ctx context.Context, args []string, stdout, stderr *os.File) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprintf(stderr, usage, strings.Join(Names(), ", "))
+		return 2
+	}
+	cmd, rest := args[0], args[1:]
+	var err error
+	switch {
+	case cmd == "serve":
+		err = serve(ctx, rest, stdout, stderr, nil)
+	case known(cmd):
+		err = serve(ctx, rest, stdout, stderr, []string{cmd})
+	case cmd == "run":
+		var ok bool
+		ok, err = runCommand(ctx, rest, stdout, stderr)
+		if err == nil && !ok {
+			return 1
+		}
+	case cmd == "plan":
+		err = planCommand(ctx, rest, stdout, stderr)
+	case cmd == "trigger":
+		err = triggerCommand(ctx, rest, stdout, stderr)
+	default:
+		fmt.Fprintf(stderr, "nixbus: unknown command %q\n", cmd)
+		fmt.Fprintf(stderr, usage, strings.Join(Names(), ", "))
+		return 2
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "nixbus %s: %v\n", cmd, err)
+		return 1
+	}
+	return 0
+}
+
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("nixbus "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func serve(ctx context.Context, args []string, stdout, stderr *os.File, only []string) error {
+	fs := newFlagSet("serve", stderr)
+	var o Options
+	var c Configs
+	o.RegisterFlags(fs)
+	c.RegisterFlags(fs)
+	fs.Lookup("http.address").DefValue = ":9464"
+	o.HTTPAddress = ":9464"
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if only != nil {
+		o.Services = only
+	}
+	logger := o.Logger(stderr)
+	inst, err := Start(ctx, o, &c, stdout, logger)
+	if err != nil {
+		return err
+	}
+	return inst.Wait()
+}

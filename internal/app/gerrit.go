@@ -1,0 +1,141 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"nixbus.dev/nixbus/pkg/gerrit"
+	"nixbus.dev/nixbus/services/evaluator"
+	gerritingest "nixbus.dev/nixbus/services/gerrit-ingest"
+	"nixbus.dev/nixbus/services/reporter"
+)
+
+// GerritConfig is how every service that talks to Gerrit reaches it:
+// gerrit-ingest streams events, the evaluator fetches, the reporter votes.
+type GerritConfig struct {
+	SSH  gerrit.SSHConfig
+	HTTP gerrit.HTTPConfig
+	// ReviewVia picks how votes are posted: "ssh", "rest", or "" for SSH
+	// when an SSH address is set, else REST when a URL is set.
+	ReviewVia string
+}
+
+// RegisterFlags registers --gerrit.ssh.*, --gerrit.http.* and --gerrit.review-via.
+func (g *GerritConfig) RegisterFlags(fs *flag.FlagSet) {
+	g.SSH.RegisterFlags(fs, "gerrit.ssh.")
+	g.HTTP.RegisterFlags(fs, "gerrit.http.")
+	fs.StringVar(&g.ReviewVia, "gerrit.review-via", "", `how votes are posted: "ssh" or "rest" (default: ssh if configured, else rest)`)
+}
+
+// Validate checks the Gerrit settings.
+func (g *GerritConfig) Validate() error {
+	switch g.ReviewVia {
+	case "", "ssh", "rest":
+	default:
+		return fmt.Errorf("--gerrit.review-via %q: want ssh or rest", g.ReviewVia)
+	}
+	if g.ReviewVia == "ssh" && !g.SSH.Enabled() {
+		return errors.New("--gerrit.review-via=ssh needs --gerrit.ssh.address")
+	}
+	if g.ReviewVia == "rest" && !g.HTTP.Enabled() {
+		return errors.New("--gerrit.review-via=rest needs --gerrit.http.url")
+	}
+	return errors.Join(g.SSH.Validate(), g.HTTP.Validate())
+}
+
+func (g *GerritConfig) ssh() gerrit.SSHConfig { return g.SSH }
+
+// reviewer builds the configured Gerrit reviewer, or nil when votes are
+// printed instead.
+func (g *GerritConfig) reviewer() (gerrit.Reviewer, error) {
+	via := g.ReviewVia
+	if via == "" && g.SSH.Enabled() {
+		via = "ssh"
+	} else if via == "" && g.HTTP.Enabled() {
+		via = "rest"
+	}
+	switch via {
+	case "ssh":
+		return gerrit.NewSSHReviewer(g.SSH, gerrit.DefaultRetry())
+	case "rest":
+		return gerrit.NewRESTReviewer(g.HTTP, &http.Client{Timeout: g.HTTP.Timeout}, gerrit.DefaultRetry())
+	}
+	return nil, nil
+}
+
+// poster adapts a Gerrit reviewer to what the reporter consumes.
+func (g *GerritConfig) poster() (reporter.Poster, error) {
+	r, err := g.reviewer()
+	if err != nil || r == nil {
+		return nil, err
+	}
+	return reviewPoster{r}, nil
+}
+
+type reviewPoster struct{ r gerrit.Reviewer }
+
+func (p reviewPoster) Post(ctx context.Context, post reporter.Post) error {
+	ch := post.Change
+	return p.r.Review(ctx, gerrit.Review{
+		Project: ch.GetProject(), Change: ch.GetChange(), Patchset: ch.GetPatchset(), Revision: ch.GetRevision(),
+		Message: post.Message, Tag: post.Tag, Verified: post.Verified,
+	})
+}
+
+// fetcher is the evaluator's way to get a change's source, or nil (a true
+// nil interface) when no Gerrit is configured.
+func (g *GerritConfig) fetcher() (evaluator.Fetcher, error) {
+	return nil, nil
+}
+
+func triggerCommand(ctx context.Context, args []string, stdout, stderr *os.File) error {
+	fs := newFlagSet("trigger", stderr)
+	var o Options
+	var g GerritConfig
+	var t gerritingest.TriggerOptions
+	o.RegisterFlags(fs)
+	g.RegisterFlags(fs)
+	fs.StringVar(&t.Project, "project", "", "Gerrit project")
+	fs.Int64Var(&t.Change, "change", 0, "change number")
+	var ps int
+	fs.IntVar(&ps, "patchset", 0, "patchset number")
+	fs.StringVar(&t.Ref, "ref", "", "ref to evaluate instead of a patchset (refs/heads/<branch> or refs/changes/…)")
+	fs.StringVar(&t.Branch, "branch", "", "branch to evaluate instead of a patchset")
+	fs.StringVar(&t.LocalPath, "local-path", "", "evaluate this local checkout instead of fetching")
+	fs.StringVar(&t.RepoURL, "repo-url", "", "where to fetch from (default: the Gerrit SSH URL of the project)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	t.Patchset = int32(ps)
+	if o.NATSURL == "" {
+		return errors.New("--nats.url is required: trigger publishes to a running nixbus")
+	}
+	if t.RepoURL == "" && t.LocalPath == "" && g.SSH.Enabled() {
+		t.RepoURL = g.SSH.RepoURL(t.Project)
+	}
+	ev, err := gerritingest.NewTriggerEvent(t)
+	if err != nil {
+		return err
+	}
+	inst := &Instance{url: o.NATSURL, logger: o.Logger(stderr)}
+	defer inst.close()
+	nc, err := inst.connect("trigger")
+	if err != nil {
+		return err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	if err := gerritingest.PublishEvent(ctx, js, ev); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "triggered %s (event %s)\n", ev.GetRef(), ev.GetEventId())
+	return nil
+}

@@ -1,0 +1,132 @@
+package app
+
+import (
+	"context"
+	"flag"
+	"path/filepath"
+	"runtime"
+
+	"nixbus.dev/nixbus/services/builder"
+	cacheuploader "nixbus.dev/nixbus/services/cache-uploader"
+	"nixbus.dev/nixbus/services/evaluator"
+	gerritingest "nixbus.dev/nixbus/services/gerrit-ingest"
+	"nixbus.dev/nixbus/services/planner"
+	"nixbus.dev/nixbus/services/reporter"
+)
+
+// Service is what every nixbus service is once constructed.
+type Service interface {
+	Run(ctx context.Context) error
+}
+
+// Configs holds every service's configuration.
+type Configs struct {
+	GerritIngest  gerritingest.Config
+	Evaluator     evaluator.Config
+	Planner       planner.Config
+	Builder       builder.Config
+	CacheUploader cacheuploader.Config
+	Reporter      reporter.Config
+	Gerrit        GerritConfig
+}
+
+// RegisterFlags registers every service's flags.
+func (c *Configs) RegisterFlags(fs *flag.FlagSet) {
+	c.GerritIngest.RegisterFlags(fs)
+	c.Evaluator.RegisterFlags(fs)
+	c.Planner.RegisterFlags(fs)
+	c.Builder.RegisterFlags(fs)
+	c.CacheUploader.RegisterFlags(fs)
+	c.Reporter.RegisterFlags(fs)
+	c.Gerrit.RegisterFlags(fs)
+}
+
+// defaults fills what depends on the state dir and the host.
+func (c *Configs) defaults(stateDir string) {
+	if c.Evaluator.WorkDir == "" {
+		c.Evaluator.WorkDir = filepath.Join(stateDir, "evaluator")
+	}
+	if c.CacheUploader.CacheURL == "" {
+		c.CacheUploader.CacheURL = "file://" + filepath.Join(stateDir, "cache")
+	}
+	if c.Evaluator.CacheURL == "" {
+		c.Evaluator.CacheURL = c.CacheUploader.CacheURL
+	}
+	if c.CacheUploader.SecretKeyFile == "" {
+		c.CacheUploader.SecretKeyFile = filepath.Join(stateDir, "keys", "nixbus-cache.sec")
+		c.CacheUploader.GenerateKey = true
+	}
+	if c.Builder.WorkDir == "" {
+		c.Builder.WorkDir = filepath.Join(stateDir, "builder")
+	}
+	if c.Builder.System == "" {
+		c.Builder.System = HostSystem()
+	}
+}
+
+// HostSystem is this machine's Nix system double.
+func HostSystem() string {
+	arch := map[string]string{"amd64": "x86_64", "arm64": "aarch64", "386": "i686", "riscv64": "riscv64"}[runtime.GOARCH]
+	if arch == "" {
+		arch = runtime.GOARCH
+	}
+	return arch + "-" + runtime.GOOS
+}
+
+// entry is one service: its name and how to build it. The slice order is
+// start order: upstream first; they stop in reverse.
+type entry struct {
+	name      string
+	construct func(c *Configs, d deps) (Service, error)
+}
+
+var registry = []entry{
+	{"gerrit-ingest", func(c *Configs, d deps) (Service, error) {
+		return gerritingest.New(c.GerritIngest, gerritingest.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg, SSH: c.Gerrit.ssh()})
+	}},
+	{"evaluator", func(c *Configs, d deps) (Service, error) {
+		f, err := c.Gerrit.fetcher()
+		if err != nil {
+			return nil, err
+		}
+		return evaluator.New(c.Evaluator, evaluator.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg, Nix: d.nix, Fetcher: f})
+	}},
+	{"planner", func(c *Configs, d deps) (Service, error) {
+		return planner.New(c.Planner, planner.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg})
+	}},
+	{"builder", func(c *Configs, d deps) (Service, error) {
+		return builder.New(c.Builder, builder.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg, Nix: d.nix})
+	}},
+	{"cache-uploader", func(c *Configs, d deps) (Service, error) {
+		return cacheuploader.New(c.CacheUploader, cacheuploader.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg, Nix: d.nix})
+	}},
+	{"reporter", func(c *Configs, d deps) (Service, error) {
+		p, err := c.Gerrit.poster()
+		if err != nil {
+			return nil, err
+		}
+		s, err := reporter.New(c.Reporter, reporter.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg, Gerrit: p, Out: d.out})
+		if err == nil && d.mux != nil {
+			d.mux.Handle("/logs/", stripPrefix("/logs", s.LogHandler()))
+		}
+		return s, err
+	}},
+}
+
+// Names lists the services in start order.
+func Names() []string {
+	names := make([]string, len(registry))
+	for i, e := range registry {
+		names[i] = e.name
+	}
+	return names
+}
+
+func known(name string) bool {
+	for _, e := range registry {
+		if e.name == name {
+			return true
+		}
+	}
+	return false
+}
