@@ -1,0 +1,116 @@
+package gerritingest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"nixbus.dev/nixbus/pkg/bus"
+	"nixbus.dev/nixbus/pkg/gerrit"
+	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
+)
+
+// TriggerOptions name what a manual run (`nixbus trigger`) evaluates: a
+// patchset (Change and Patchset, or its Ref), or a branch (Branch, or Ref
+// refs/heads/<branch>), of Project fetched from RepoURL.
+type TriggerOptions struct {
+	Project  string
+	Change   int64
+	Patchset int32
+	Ref      string
+	Branch   string
+	Revision string
+	// RepoURL is where to fetch from, e.g. gerrit.SSHConfig.RepoURL(project).
+	RepoURL string
+	// LocalPath names a local flake checkout instead of a fetch.
+	LocalPath string
+	// EventID makes the trigger idempotent; empty: a fresh id, so every
+	// trigger is a new run.
+	EventID string
+}
+
+// NewTriggerEvent checks o and returns the change event it publishes.
+func NewTriggerEvent(o TriggerOptions) (*nixbuspb.ChangeEvent, error) {
+	if o.Project == "" && o.LocalPath == "" {
+		return nil, errors.New("trigger: a project (or a local path) is required")
+	}
+	if o.Change < 0 || o.Patchset < 0 {
+		return nil, errors.New("trigger: change and patchset must be positive")
+	}
+	if o.Revision != "" && !isCommit(o.Revision) {
+		return nil, fmt.Errorf("trigger: revision %q is not a full commit id", o.Revision)
+	}
+	switch {
+	case strings.HasPrefix(o.Ref, "refs/changes/"):
+		change, ps, err := gerrit.ParseChangeRef(o.Ref)
+		if err != nil {
+			return nil, fmt.Errorf("trigger: %w", err)
+		}
+		if (o.Change != 0 && o.Change != change) || (o.Patchset != 0 && o.Patchset != ps) {
+			return nil, fmt.Errorf("trigger: ref %s is not change %d patchset %d", o.Ref, o.Change, o.Patchset)
+		}
+		o.Change, o.Patchset = change, ps
+	case o.Ref != "":
+		if err := gerrit.CheckRef(o.Ref); err != nil {
+			return nil, fmt.Errorf("trigger: %w", err)
+		}
+		o.Branch = strings.TrimPrefix(o.Ref, "refs/heads/")
+	case o.Change > 0 && o.Patchset > 0:
+		o.Ref = gerrit.ChangeRef(o.Change, o.Patchset)
+	case o.Change > 0:
+		return nil, errors.New("trigger: a change needs its patchset")
+	case o.Branch != "":
+		ref, err := gerrit.BranchRef(o.Branch)
+		if err != nil {
+			return nil, fmt.Errorf("trigger: %w", err)
+		}
+		o.Ref, o.Branch = ref, strings.TrimPrefix(ref, "refs/heads/")
+	case o.LocalPath == "":
+		return nil, errors.New("trigger: name a change and patchset, a ref or a branch")
+	}
+	if o.RepoURL == "" && o.LocalPath == "" {
+		return nil, errors.New("trigger: a repository URL (or a local path) is required")
+	}
+	id := o.EventID
+	if id == "" {
+		var b [10]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return nil, fmt.Errorf("trigger: event id: %w", err)
+		}
+		id = "manual-" + hex.EncodeToString(b[:])
+	}
+	return &nixbuspb.ChangeEvent{
+		EventId: id, Kind: nixbuspb.ChangeEvent_KIND_MANUAL, Project: o.Project, Change: o.Change, Patchset: o.Patchset,
+		Ref: o.Ref, Revision: o.Revision, Branch: o.Branch, RepoUrl: o.RepoURL, LocalPath: o.LocalPath,
+		CreatedUnix: time.Now().Unix(),
+	}, nil
+}
+
+// Trigger publishes the change event o describes, like a Gerrit event
+// would be, and returns once JetStream has it (or ctx ends).
+func Trigger(ctx context.Context, js jetstream.JetStream, o TriggerOptions) error {
+	ev, err := NewTriggerEvent(o)
+	if err != nil {
+		return err
+	}
+	return PublishEvent(ctx, js, ev)
+}
+
+// PublishEvent publishes a change event made by NewTriggerEvent.
+func PublishEvent(ctx context.Context, js jetstream.JetStream, ev *nixbuspb.ChangeEvent) error {
+	if err := bus.EnsureStreams(ctx, js, bus.StreamOptions{}); err != nil {
+		return fmt.Errorf("trigger: %w", err)
+	}
+	pub := bus.NewPublisher(js, slog.New(slog.DiscardHandler))
+	if err := pub.Publish(ctx, bus.ChangeSubject(ev.GetProject()), bus.MsgIDChange(ev.GetEventId()), ev, nil); err != nil {
+		return fmt.Errorf("trigger: %w", err)
+	}
+	return nil
+}
