@@ -105,7 +105,8 @@ func New(cfg Config) (*Fetcher, error) {
 	return f, nil
 }
 
-// shellQuote quotes s for sh: single quotes, with each ' written '\''.
+// shellQuote quotes s for sh: in single quotes, where each single quote
+// of s closes the quotes, is escaped with a backslash, and reopens them.
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 var commitRe = regexp.MustCompile(`^[0-9a-f]{40}([0-9a-f]{24})?$`)
