@@ -43,11 +43,16 @@ func Main(ctx context.Context, args []string, stdout, stderr *os.File) int {
 	case known(cmd):
 		err = serve(ctx, rest, stdout, stderr, []string{cmd})
 	case cmd == "run":
-		var ok bool
-		ok, err = runCommand(ctx, rest, stdout, stderr)
-		if err == nil && !ok {
+		// 0: the run succeeded; 1: it ran and failed; 2: it could not run.
+		ok, err := runCommand(ctx, rest, stdout, stderr)
+		if err != nil {
+			fmt.Fprintf(stderr, "nixbus run: %v\n", err)
+			return 2
+		}
+		if !ok {
 			return 1
 		}
+		return 0
 	case cmd == "plan":
 		err = planCommand(ctx, rest, stdout, stderr)
 	case cmd == "trigger":

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -51,6 +52,12 @@ func (o *Options) Validate() error {
 	if o.StateDir == "" {
 		return fmt.Errorf("--state-dir must be set")
 	}
+	// Paths derived from it become URLs (file://…) and nix arguments.
+	abs, err := filepath.Abs(o.StateDir)
+	if err != nil {
+		return fmt.Errorf("--state-dir: %w", err)
+	}
+	o.StateDir = abs
 	if len(o.Services) == 0 {
 		if env := os.Getenv("NIXBUS_SERVICES"); env != "" {
 			o.Services = strings.Split(env, ",")

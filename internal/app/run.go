@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -86,7 +87,36 @@ func followManual(ctx context.Context, inst *Instance, dir string, out io.Writer
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	return Follow(ctx, js, ManualEvent(dir), out, inst.logger)
+	res, err := Follow(ctx, js, ManualEvent(dir), out, inst.logger)
+	if err != nil {
+		return res, err
+	}
+	// No log server outlives a one-shot run: show the end of each failed
+	// build's log here instead.
+	logs, err := js.ObjectStore(ctx, bus.LogBucket)
+	if err != nil {
+		return res, fmt.Errorf("open logs: %w", err)
+	}
+	for _, o := range res.Outcomes {
+		if o.GetLogKey() == "" || o.GetStatus() != nixbuspb.JobStatus_JOB_STATUS_FAILED {
+			continue
+		}
+		data, err := logs.GetBytes(ctx, o.GetLogKey())
+		if err != nil {
+			fmt.Fprintf(out, "\n(no log for %s: %v)\n", o.GetAttr(), err)
+			continue
+		}
+		fmt.Fprintf(out, "\nlast lines of the log of %s:\n%s", o.GetAttr(), tail(string(data), 15))
+	}
+	return res, nil
+}
+
+func tail(s string, n int) string {
+	lines := strings.SplitAfter(strings.TrimRight(s, "\n")+"\n", "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return "  | " + strings.Join(lines, "  | ")
 }
 
 // Follow publishes ev and follows the run it starts until its review is
