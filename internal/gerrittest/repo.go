@@ -56,6 +56,17 @@ func (r *Repo) PushChange(t testing.TB, change int64, ps int32, srcDir string) s
 	return rev
 }
 
+// UploadPatchset is what `git push origin HEAD:refs/for/main` does: it
+// stores srcDir as patchset ps of change (PushChange) and returns the
+// patchset-created event for it, with the real revision. Push it to
+// announce the patchset.
+func (r *Repo) UploadPatchset(t testing.TB, change int64, ps int32, srcDir string) Event {
+	t.Helper()
+	ev := PatchsetCreated(r.Project, change, ps)
+	ev.Revision = r.PushChange(t, change, ps, srcDir)
+	return ev
+}
+
 // PushBranch stores the files of srcDir as the new tip of branch and
 // returns the commit id.
 func (r *Repo) PushBranch(t testing.TB, branch, srcDir string) string {

@@ -5,6 +5,15 @@
 // every `gerrit review` command verbatim; plus an http.Handler for the REST
 // review endpoint (see REST).
 //
+// A typical end-to-end test:
+//
+//	srv := gerrittest.Start(t, gerrittest.Options{})
+//	repo := srv.CreateProject(t, "nixbus")
+//	src := gerrittest.CopyDir(t, "../examples/flake") // add a salt.txt
+//	srv.Push(repo.UploadPatchset(t, 1, 1, src))
+//	// run nixbus with srv.SSHConfig() (Addr, User, ClientKeyFile, KnownHostsFile)
+//	r := srv.WaitReviews(t, 1)[0] // r.Labels["Verified"], r.Message
+//
 // Stream sessions behave like Gerrit with an events log: a session starts
 // with the first event no earlier session delivered, so an event pushed
 // while nobody listens is not lost (tests need not race the connect), and
