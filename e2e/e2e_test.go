@@ -61,7 +61,7 @@ func testConfigs(t *testing.T) *app.Configs {
 	return &c
 }
 
-func logger(t *testing.T) *slog.Logger {
+func logger(testing.TB) *slog.Logger {
 	if testing.Verbose() {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
