@@ -23,7 +23,11 @@ func JobDeps(ctx context.Context, g Graph, jobs []string) (map[string][]string, 
 	if len(js) > 0 && js[0] == "" {
 		js = js[1:]
 	}
-	w := &walker{g: g, nj: int32(len(js)), index: make(map[string]int32, 2*len(js)), nodes: make([]node, len(js), 2*len(js))}
+	hint := 2 * len(js)
+	if mg, ok := g.(MapGraph); ok {
+		hint = max(hint, len(mg))
+	}
+	w := &walker{g: g, nj: int32(len(js)), index: make(map[string]int32, hint), nodes: make([]node, len(js), hint)}
 	w.mark = make([]int32, len(js))
 	for i, j := range js {
 		w.index[j] = int32(i)

@@ -253,3 +253,14 @@ func FuzzParseShowDerivation(f *testing.F) {
 		}
 	})
 }
+
+func TestParseShowDerivationManyEscapes(t *testing.T) {
+	// Long env values full of escapes (build scripts) are scanned once.
+	script := strings.Repeat(`echo \"x\"\n`, 100_000)
+	in := `{"/nix/store/a.drv": {"env": {"buildPhase": "` + script + `"}, "inputDrvs": {"/nix/store/b.drv": ["out"]}}}`
+	for _, r := range []io.Reader{strings.NewReader(in), iotest.HalfReader(strings.NewReader(in))} {
+		g, err := ParseShowDerivation(r)
+		require.NoError(t, err)
+		require.Equal(t, MapGraph{"/nix/store/a.drv": {"/nix/store/b.drv"}}, g)
+	}
+}

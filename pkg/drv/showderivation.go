@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -18,7 +19,15 @@ import (
 // and the input is read as a stream, so memory stays proportional to the
 // graph, not to the JSON.
 func ParseShowDerivation(r io.Reader) (MapGraph, error) {
-	p := &showParser{s: scanner{r: r, buf: make([]byte, 0, 64<<10)}, intern: make(map[string]string)}
+	// A file's size gives a fair guess of the derivation count (a few
+	// hundred bytes to a few KiB each), which saves growing the maps.
+	hint := 1 << 12
+	if f, ok := r.(interface{ Stat() (os.FileInfo, error) }); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+			hint = int(min(max(fi.Size()/1024, int64(hint)), 1<<22))
+		}
+	}
+	p := &showParser{s: scanner{r: r, buf: make([]byte, 0, 256<<10), quoteAt: -1}, intern: make(map[string]string, 2*hint), hint: hint}
 	g, err := p.parse()
 	if err != nil {
 		return nil, fmt.Errorf("parse derivations JSON at byte %d: %w", p.s.offset(), err)
@@ -29,11 +38,13 @@ func ParseShowDerivation(r io.Reader) (MapGraph, error) {
 type showParser struct {
 	s       scanner
 	scratch []byte
+	inputs  []string // reused while reading one inputDrvs
 	intern  map[string]string
+	hint    int
 }
 
 func (p *showParser) parse() (MapGraph, error) {
-	g := MapGraph{}
+	g := make(MapGraph, p.hint)
 	if err := p.s.expect('{'); err != nil {
 		return nil, err
 	}
@@ -138,7 +149,7 @@ func (p *showParser) inputDrvs() ([]string, error) {
 	if ok, err := p.s.consumeIf('}'); err != nil || ok {
 		return nil, err
 	}
-	var inputs []string
+	p.inputs = p.inputs[:0]
 	for {
 		path, err := p.path()
 		if err != nil {
@@ -150,13 +161,14 @@ func (p *showParser) inputDrvs() ([]string, error) {
 		if err := p.s.skipValue(); err != nil {
 			return nil, err
 		}
-		inputs = append(inputs, path)
+		p.inputs = append(p.inputs, path)
 		more, err := p.s.next('}')
 		if err != nil {
 			return nil, err
 		}
 		if !more {
-			return inputs, nil
+			// One exact allocation per derivation.
+			return append([]string(nil), p.inputs...), nil
 		}
 	}
 }
@@ -168,6 +180,7 @@ type scanner struct {
 	buf      []byte
 	pos      int
 	consumed int64 // bytes dropped from buf before pos 0
+	quoteAt  int64 // offset of the next '"' special found, or -1
 	err      error
 }
 
@@ -285,7 +298,7 @@ func (s *scanner) str(dst []byte) ([]byte, error) {
 		return dst, err
 	}
 	for {
-		i := bytes.IndexAny(s.buf[s.pos:], "\"\\")
+		i := s.special()
 		if i < 0 {
 			dst = append(dst, s.buf[s.pos:]...)
 			s.pos = len(s.buf)
@@ -409,7 +422,7 @@ func (s *scanner) skipValue() error {
 func (s *scanner) skipString() error {
 	s.pos++
 	for {
-		i := bytes.IndexAny(s.buf[s.pos:], "\"\\")
+		i := s.special()
 		if i < 0 {
 			s.pos = len(s.buf)
 			if !s.fill() {
@@ -459,4 +472,27 @@ func (s *scanner) skipNested() error {
 			return s.readErr()
 		}
 	}
+}
+
+// special returns the offset from pos of the next '"' or '\\' in the
+// buffer, or -1. It remembers where the next quote is, so that a long
+// string with many escapes is still scanned once, and uses vectorised
+// IndexByte rather than IndexAny, which goes byte by byte.
+func (s *scanner) special() int {
+	rest := s.buf[s.pos:]
+	q := -1
+	if off := s.offset(); s.quoteAt >= off {
+		q = int(s.quoteAt - off)
+	} else if i := bytes.IndexByte(rest, '"'); i >= 0 {
+		q = i
+		s.quoteAt = off + int64(i)
+	}
+	end := len(rest)
+	if q >= 0 {
+		end = q
+	}
+	if e := bytes.IndexByte(rest[:end], '\\'); e >= 0 {
+		return e
+	}
+	return q
 }
