@@ -91,7 +91,7 @@ func (p reviewPoster) Post(ctx context.Context, post reporter.Post) error {
 // fetcher is the evaluator's way to get a change's source, or nil (a true
 // nil interface) when no Gerrit is configured.
 func (g *GerritConfig) fetcher() (evaluator.Fetcher, error) {
-	return nil, nil
+	return evaluator.NewGitFetcher(g.SSH, g.HTTP)
 }
 
 func triggerCommand(ctx context.Context, args []string, stdout, stderr *os.File) error {

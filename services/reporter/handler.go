@@ -82,7 +82,8 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 func (h *handler) give(ctx context.Context, p Post) (string, error) {
 	s := h.s
 	ch := p.Change
-	if s.gerrit != nil && ch.GetChange() > 0 && ch.GetPatchset() > 0 && ch.GetKind() != nixbuspb.ChangeEvent_KIND_MANUAL {
+	// A patchset gets a vote, whether Gerrit or `nixbus trigger` started it.
+	if s.gerrit != nil && ch.GetChange() > 0 && ch.GetPatchset() > 0 {
 		start := time.Now()
 		err := s.gerrit.Post(ctx, p)
 		s.metrics.postSeconds.Observe(time.Since(start).Seconds())

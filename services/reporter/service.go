@@ -77,10 +77,16 @@ func New(cfg Config, d Deps) (*Service, error) {
 // Run reports verdicts until ctx ends.
 func (s *Service) Run(ctx context.Context) error {
 	if err := bus.EnsureStreams(ctx, s.js, bus.StreamOptions{}); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting
+		}
 		return fmt.Errorf("reporter: %w", err)
 	}
 	votes, err := s.js.KeyValue(ctx, bus.VotesBucket)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return fmt.Errorf("reporter: open %s: %w", bus.VotesBucket, err)
 	}
 	h := &handler{s: s, votes: votes}
