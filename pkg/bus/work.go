@@ -96,6 +96,9 @@ func Work(ctx context.Context, js jetstream.JetStream, o WorkOptions, logger *sl
 	o.defaults()
 	cons, err := EnsureConsumer(ctx, js, o)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting: not a failure
+		}
 		return err
 	}
 	var wg sync.WaitGroup
