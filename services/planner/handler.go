@@ -106,6 +106,7 @@ func (st *state) handle(ctx context.Context, msg jetstream.Msg) error {
 			return st.evaluated(ctx, runID, &m, at)
 		}
 	case bus.RunResultKind:
+		st.s.metrics.readDelay.Observe(time.Since(at).Seconds())
 		var m nixbuspb.BuildResult
 		if st.decode(msg, &m) {
 			return st.result(ctx, runID, &m, at)
@@ -270,9 +271,23 @@ func reasonOf(m *nixbuspb.BuildResult, fallback string) string {
 	return fallback
 }
 
-// emit publishes what the plan produced: outcomes (with the log of the
-// build that decided them), releases, and the verdict when all is done.
+// emit publishes what the plan produced: releases, outcomes (with the log
+// of the build that decided them), and the verdict when all is done.
 func (st *state) emit(ctx context.Context, r *run, res *nixbuspb.BuildResult, at time.Time) error {
+	// Releases first: builders wait for them, nobody waits for outcomes.
+	for _, rel := range st.ev.Releases {
+		attrs := make([]string, len(rel.Jobs))
+		for k, j := range rel.Jobs {
+			attrs[k] = r.jobs[j].Attr
+		}
+		req := &nixbuspb.BuildRequest{RunId: r.id, DrvPath: rel.Drv, System: rel.System, Attrs: attrs, Outputs: r.outputs[rel.Jobs[0]]}
+		if err := st.send(ctx, r, bus.BuildSubject(rel.System), bus.MsgIDBuild(r.id, rel.Drv), req); err != nil {
+			return err
+		}
+		r.building[rel.System]++
+		st.s.metrics.building.WithLabelValues(rel.System).Inc()
+		st.s.metrics.released.WithLabelValues(rel.System).Inc()
+	}
 	for _, o := range st.ev.Outcomes {
 		j := &r.jobs[o.Job]
 		out := &nixbuspb.JobOutcome{
@@ -289,19 +304,6 @@ func (st *state) emit(ctx context.Context, r *run, res *nixbuspb.BuildResult, at
 		if o.Status == dag.Failed || o.Status == dag.Skipped {
 			st.listFailed(r, out)
 		}
-	}
-	for _, rel := range st.ev.Releases {
-		attrs := make([]string, len(rel.Jobs))
-		for k, j := range rel.Jobs {
-			attrs[k] = r.jobs[j].Attr
-		}
-		req := &nixbuspb.BuildRequest{RunId: r.id, DrvPath: rel.Drv, System: rel.System, Attrs: attrs, Outputs: r.outputs[rel.Jobs[0]]}
-		if err := st.send(ctx, r, bus.BuildSubject(rel.System), bus.MsgIDBuild(r.id, rel.Drv), req); err != nil {
-			return err
-		}
-		r.building[rel.System]++
-		st.s.metrics.building.WithLabelValues(rel.System).Inc()
-		st.s.metrics.released.WithLabelValues(rel.System).Inc()
 	}
 	st.ev.Reset()
 	if !r.plan.Done() {

@@ -12,6 +12,7 @@ type metrics struct {
 	resultToNext prometheus.Histogram
 	republished  prometheus.Counter
 	lag          prometheus.Gauge
+	readDelay    prometheus.Histogram
 }
 
 func newMetrics(r prometheus.Registerer) *metrics {
@@ -43,10 +44,14 @@ func newMetrics(r prometheus.Registerer) *metrics {
 		republished: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nixbus_planner_republished_total", Help: "Messages published again after a failed or late acknowledgement.",
 		}),
+		readDelay: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "nixbus_planner_read_delay_seconds", Help: "Time from a build result being stored to the planner reading it.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
 		lag: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "nixbus_planner_pending_messages", Help: "Messages on the runs stream not yet read by the planner.",
 		}),
 	}
-	r.MustRegister(m.activeRuns, m.building, m.released, m.outcomes, m.verdicts, m.planning, m.resultToNext, m.republished, m.lag)
+	r.MustRegister(m.activeRuns, m.building, m.released, m.outcomes, m.verdicts, m.planning, m.resultToNext, m.republished, m.lag, m.readDelay)
 	return m
 }
