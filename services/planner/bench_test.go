@@ -162,3 +162,77 @@ func BenchmarkDispatch(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkLargeRun has the planner plan a 100,000-job run (a fifth of the
+// jobs waiting for nothing, a tenth cached) and reports how long planning
+// and publishing its first releases took: the time the results of other
+// runs wait behind it.
+func BenchmarkLargeRun(b *testing.B) {
+	const n = 100_000
+	srv := natstest.Start(b)
+	_, js := srv.Connect(b)
+	require.NoError(b, bus.EnsureStreams(b.Context(), js, bus.StreamOptions{}))
+	pub := bus.NewPublisher(js, slog.New(slog.DiscardHandler))
+	reg := prometheus.NewRegistry()
+	p, err := New(DefaultConfig(), Deps{JS: js, Logger: slog.New(slog.DiscardHandler), Registerer: reg})
+	require.NoError(b, err)
+	ctx, cancel := context.WithCancel(b.Context())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_ = p.Run(ctx)
+	}()
+	defer func() { cancel(); wg.Wait() }()
+
+	const run = "large"
+	require.NoError(b, pub.Publish(ctx, bus.RunSubject(run, bus.RunStartedKind), bus.MsgIDStarted(run),
+		&nixbuspb.RunStarted{RunId: run, StartedUnixMs: time.Now().UnixMilli()}, nil))
+	rng := rand.New(rand.NewPCG(1, 2))
+	name := func(i int) string { return drv(fmt.Sprintf("job%d", i)) }
+	roots := 0
+	for i := range n {
+		var dd []string
+		if i > 0 && rng.IntN(5) != 0 {
+			for range 1 + rng.IntN(4) {
+				dd = append(dd, name(i-1-rng.IntN(min(i, 300))))
+			}
+		} else {
+			roots++
+		}
+		msg, err := bus.NewMsg(bus.RunSubject(run, bus.RunJobKind), bus.MsgIDJob(run, fmt.Sprint(i)),
+			&nixbuspb.Job{RunId: run, Attr: fmt.Sprint(i), DrvPath: name(i), System: x86, DependsOn: dd,
+				Cached: rng.IntN(10) == 0, Outputs: map[string]string{"out": name(i) + "-out"}}, nil)
+		require.NoError(b, err)
+		for {
+			if _, err = js.PublishMsgAsync(msg); err == nil {
+				break
+			}
+			<-js.PublishAsyncComplete()
+		}
+	}
+	<-js.PublishAsyncComplete()
+	planned := func() (float64, bool) {
+		mfs, err := reg.Gather()
+		require.NoError(b, err)
+		for _, mf := range mfs {
+			if mf.GetName() == "nixbus_planner_planning_seconds" {
+				h := mf.GetMetric()[0].GetHistogram()
+				return h.GetSampleSum(), h.GetSampleCount() > 0
+			}
+		}
+		return 0, false
+	}
+	b.ResetTimer()
+	require.NoError(b, pub.Publish(ctx, bus.RunSubject(run, bus.RunEvalKind), bus.MsgIDEvalDone(run),
+		&nixbuspb.EvalDone{RunId: run, JobCount: n}, nil))
+	var secs float64
+	require.Eventually(b, func() bool {
+		var ok bool
+		secs, ok = planned()
+		return ok
+	}, 2*time.Minute, time.Millisecond, "the run was not planned")
+	b.StopTimer()
+	b.ReportMetric(secs*1000, "plan-and-release-ms")
+	b.ReportMetric(float64(roots), "first-releases")
+}

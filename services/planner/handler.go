@@ -224,12 +224,18 @@ func (st *state) maybePlan(ctx context.Context, r *run, at time.Time) error {
 	t0 := time.Now()
 	r.attrs = nil
 	r.plan = dag.New(r.jobs)
+	for i := range r.jobs {
+		r.jobs[i].DependsOn = nil // only New reads them
+	}
 	st.ev.Reset()
 	r.plan.Start(&st.ev)
+	released := len(st.ev.Releases)
+	err := st.emit(ctx, r, nil, at)
+	// Planning and publishing the first releases is the time other runs'
+	// results wait behind this one.
 	st.s.metrics.planning.Observe(time.Since(t0).Seconds())
-	st.s.logger.Info("run planned", "run", r.id, "jobs", len(r.jobs), "released", len(st.ev.Releases),
-		"duration", time.Since(t0))
-	return st.emit(ctx, r, nil, at)
+	st.s.logger.Info("run planned", "run", r.id, "jobs", len(r.jobs), "released", released, "duration", time.Since(t0))
+	return err
 }
 
 func (st *state) result(ctx context.Context, runID string, m *nixbuspb.BuildResult, at time.Time) error {

@@ -34,7 +34,7 @@ func newMetrics(r prometheus.Registerer) *metrics {
 			Name: "nixbus_planner_verdicts_total", Help: "Run verdicts published, by status.",
 		}, []string{"status"}),
 		planning: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "nixbus_planner_planning_seconds", Help: "Time to build a run's DAG and release its first jobs.",
+			Name: "nixbus_planner_planning_seconds", Help: "Time to build a run's DAG and publish its first releases and outcomes.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}),
 		resultToNext: prometheus.NewHistogram(prometheus.HistogramOpts{

@@ -74,11 +74,20 @@ func (s *Service) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("planner: load checkpoint: %w", err)
 	}
+	stream, err := s.js.Stream(ctx, bus.StreamRuns)
+	if err != nil {
+		return fmt.Errorf("planner: open %s: %w", bus.StreamRuns, err)
+	}
+	if last := stream.CachedInfo().State.LastSeq; from > last+1 {
+		// The stream was recreated: its sequences started again.
+		s.logger.Warn("checkpoint beyond the runs stream, replaying it all", "checkpoint", from, "last", last)
+		from = 0
+	}
 	cc := jetstream.OrderedConsumerConfig{FilterSubjects: []string{bus.RunAll}, DeliverPolicy: jetstream.DeliverAllPolicy}
 	if from > 1 {
 		cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
 	}
-	cons, err := s.js.OrderedConsumer(ctx, bus.StreamRuns, cc)
+	cons, err := stream.OrderedConsumer(ctx, cc)
 	if err != nil {
 		return fmt.Errorf("planner: consume %s: %w", bus.StreamRuns, err)
 	}

@@ -259,3 +259,16 @@ func TestPlannerRestart(t *testing.T) {
 	}
 	require.Len(t, b.counts(), len(jobs))
 }
+
+func TestPlannerCheckpointBeyondStream(t *testing.T) {
+	e := newEnv(t)
+	// A checkpoint from a runs stream that has since been recreated.
+	kv, err := e.js.KeyValue(t.Context(), bus.PlannerBucket)
+	require.NoError(t, err)
+	_, err = kv.Put(t.Context(), checkpointKey, []byte("100000"))
+	require.NoError(t, err)
+	e.startRun("r1", nil)
+	e.evalDone("r1", 0, "")
+	e.startPlanner(testConfig())
+	require.Equal(t, nixbuspb.RunStatus_RUN_STATUS_SUCCEEDED, e.verdict("r1").GetStatus())
+}

@@ -127,7 +127,8 @@ type Plan struct {
 }
 
 // New builds the plan of jobs, in time linear in jobs plus edges. The plan
-// keeps jobs; the caller must not change them.
+// keeps jobs; the caller must not change them, except that DependsOn is only
+// read here and may be dropped afterwards to free memory.
 func New(jobs []Job) *Plan {
 	p := &Plan{jobs: jobs, index: make(map[string]int32, len(jobs))}
 	jobNode := make([]int32, len(jobs))
