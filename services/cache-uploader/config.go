@@ -3,6 +3,8 @@ package cacheuploader
 import (
 	"errors"
 	"flag"
+	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -31,6 +33,19 @@ type Config struct {
 	AckWait time.Duration
 	// RetryDelay is the wait before a failed upload is tried again.
 	RetryDelay time.Duration
+
+	// DefaultBranch is the branch whose post-merge builds get gc roots
+	// and output links.
+	DefaultBranch string
+	// GCRootsDir holds a gc root per attribute and output of the latest
+	// post-merge build of the default branch; empty turns gc roots off.
+	GCRootsDir string
+	// OutputsDir holds a symlink per attribute and output to the latest
+	// post-merge build of the default branch; empty turns it off.
+	OutputsDir string
+	// RootsForManual treats manual runs of the default branch as
+	// post-merge runs.
+	RootsForManual bool
 }
 
 // RegisterFlags registers the cache-uploader's flags with prefix "cache-uploader.".
@@ -44,6 +59,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxAttempts, "cache-uploader.max-attempts", 5, "tries of one upload before it is reported as failed")
 	fs.DurationVar(&c.AckWait, "cache-uploader.ack-wait", 30*time.Second, "time without a heartbeat before an upload is handed to another uploader")
 	fs.DurationVar(&c.RetryDelay, "cache-uploader.retry-delay", 10*time.Second, "wait before a failed upload is tried again")
+	fs.StringVar(&c.DefaultBranch, "cache-uploader.default-branch", "main", "branch whose post-merge builds get gc roots and output links")
+	fs.StringVar(&c.GCRootsDir, "cache-uploader.gcroots-dir", "", "directory of gc roots <project>/<attr>[-<output>] for the default branch's post-merge builds (empty: off)")
+	fs.StringVar(&c.OutputsDir, "cache-uploader.outputs-dir", "", "directory of symlinks <project>/<attr>[-<output>] to the default branch's latest post-merge outputs (empty: off)")
+	fs.BoolVar(&c.RootsForManual, "cache-uploader.roots-for-manual", false, "give manual runs of the default branch gc roots and output links too")
 }
 
 // Validate checks the configuration.
@@ -67,5 +86,19 @@ func (c *Config) Validate() error {
 	if c.AckWait <= 0 || c.RetryDelay <= 0 {
 		errs = append(errs, errors.New("cache-uploader.ack-wait and cache-uploader.retry-delay must be positive"))
 	}
+	for _, d := range []struct{ flag, dir string }{{"gcroots-dir", c.GCRootsDir}, {"outputs-dir", c.OutputsDir}} {
+		if d.dir != "" && !filepath.IsAbs(d.dir) {
+			errs = append(errs, fmt.Errorf("cache-uploader.%s must be absolute", d.flag))
+		}
+	}
+	if c.GCRootsDir != "" && filepath.Clean(c.GCRootsDir) == filepath.Clean(c.OutputsDir) {
+		errs = append(errs, errors.New("cache-uploader.gcroots-dir and cache-uploader.outputs-dir must differ"))
+	}
+	if c.linksOn() && strings.TrimPrefix(c.DefaultBranch, "refs/heads/") == "" {
+		errs = append(errs, errors.New("cache-uploader.default-branch is required with gcroots-dir or outputs-dir"))
+	}
 	return errors.Join(errs...)
 }
+
+// linksOn reports whether post-merge builds get gc roots or output links.
+func (c *Config) linksOn() bool { return c.GCRootsDir != "" || c.OutputsDir != "" }

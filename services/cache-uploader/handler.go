@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"path/filepath"
 	"regexp"
@@ -19,7 +20,11 @@ import (
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
 )
 
-type handler struct{ s *Service }
+type handler struct {
+	s *Service
+	// runs is the runs stream, where a run's RunStarted names its change.
+	runs jetstream.Stream
+}
 
 // A store path's base name: 32 hash characters, a dash, a name.
 var storeBaseRe = regexp.MustCompile(`^[0-9a-z]{32}-[A-Za-z0-9+\-_?=][A-Za-z0-9+\-._?=]*$`)
@@ -50,19 +55,24 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 	logger := s.logger.With("run", run, "drv", res.GetDrvPath())
 	paths := slices.Sorted(maps.Values(res.GetOutputs()))
 	up := &nixbuspb.UploadResult{RunId: run, DrvPath: res.GetDrvPath(), StorePaths: paths, CacheUrl: s.cfg.CacheURL}
-	start := time.Now()
+	var start time.Time
 	if err := h.check(paths); err != nil {
 		up.Error = err.Error()
-	} else if err := h.upload(ctx, paths); err != nil {
-		if ctx.Err() != nil {
-			return err
-		}
-		if md, merr := msg.Metadata(); merr == nil && md.NumDelivered < uint64(s.cfg.MaxAttempts) {
-			return err
-		}
-		up.Error = errorLine(err)
 	} else {
-		up.Ok = true
+		// Links first: a gc root also keeps the outputs through the upload.
+		h.link(ctx, logger, &res)
+		start = time.Now()
+		if err := h.upload(ctx, paths); err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			if md, merr := msg.Metadata(); merr == nil && md.NumDelivered < uint64(s.cfg.MaxAttempts) {
+				return err
+			}
+			up.Error = errorLine(err)
+		} else {
+			up.Ok = true
+		}
 	}
 	if err := h.publish(ctx, msg, up); err != nil {
 		return err
@@ -87,6 +97,73 @@ func (h *handler) check(paths []string) error {
 		}
 	}
 	return nil
+}
+
+// link gives the outputs of a post-merge build of the default branch
+// their gc roots and output links. Nothing here may cost the upload: a
+// failure is logged and counted, and the upload goes on.
+func (h *handler) link(ctx context.Context, logger *slog.Logger, res *nixbuspb.BuildResult) {
+	s := h.s
+	if !s.cfg.linksOn() || len(res.GetAttrs()) == 0 {
+		return
+	}
+	dirs := []struct {
+		kind, path string
+		root       bool
+	}{{"gcroots", s.cfg.GCRootsDir, true}, {"outputs", s.cfg.OutputsDir, false}}
+	ev, order, err := h.runChange(ctx, res.GetRunId())
+	if err != nil {
+		if ctx.Err() == nil {
+			logger.Warn("run change lookup", "err", err)
+			for _, d := range dirs {
+				if d.path != "" {
+					s.metrics.links.WithLabelValues(d.kind, "failed").Add(float64(len(res.GetAttrs())))
+				}
+			}
+		}
+		return
+	}
+	if !s.cfg.postMerge(ev) {
+		return
+	}
+	for _, d := range dirs {
+		if d.path == "" {
+			continue
+		}
+		for _, attr := range res.GetAttrs() {
+			placed, err := s.links.place(ctx, d.path, d.root, ev.GetProject(), attr, res.GetOutputs(), order)
+			switch {
+			case err != nil && ctx.Err() != nil:
+				return
+			case err != nil:
+				s.metrics.links.WithLabelValues(d.kind, "failed").Inc()
+				logger.Warn("post-merge links failed", "links", d.kind, "attr", attr, "err", err)
+			case !placed:
+				s.metrics.links.WithLabelValues(d.kind, "older").Inc()
+				logger.Info("post-merge links kept for a newer run", "links", d.kind, "attr", attr)
+			default:
+				s.metrics.links.WithLabelValues(d.kind, "placed").Inc()
+				logger.Info("post-merge links updated", "links", d.kind, "attr", attr)
+			}
+		}
+	}
+}
+
+// runChange is the change a run builds, from the run's RunStarted, and
+// the stream sequence of that message, which orders runs.
+func (h *handler) runChange(ctx context.Context, run string) (*nixbuspb.ChangeEvent, uint64, error) {
+	msg, err := h.runs.GetLastMsgForSubject(ctx, bus.RunSubject(run, bus.RunStartedKind))
+	if err != nil {
+		return nil, 0, fmt.Errorf("get the start of run %s: %w", run, err)
+	}
+	var rs nixbuspb.RunStarted
+	if err := bus.Decode(msg.Data, &rs); err != nil {
+		return nil, 0, fmt.Errorf("decode the start of run %s: %w", run, err)
+	}
+	if rs.GetChange() == nil {
+		return nil, 0, fmt.Errorf("the start of run %s names no change", run)
+	}
+	return rs.GetChange(), msg.Sequence, nil
 }
 
 // upload signs the outputs and their closure with the key, then copies

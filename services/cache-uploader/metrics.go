@@ -5,6 +5,7 @@ import "github.com/prometheus/client_golang/prometheus"
 type metrics struct {
 	uploads  *prometheus.CounterVec
 	duration prometheus.Histogram
+	links    *prometheus.CounterVec
 }
 
 func newMetrics(r prometheus.Registerer) *metrics {
@@ -16,7 +17,11 @@ func newMetrics(r prometheus.Registerer) *metrics {
 			Name: "nixbus_cache_uploader_upload_seconds", Help: "Time to sign and copy one build's outputs.",
 			Buckets: prometheus.ExponentialBuckets(0.05, 3, 10),
 		}),
+		links: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nixbus_cache_uploader_post_merge_links_total",
+			Help: "Attributes of post-merge builds given gc roots or output links, by links (gcroots, outputs) and result (placed, older: a newer run's are kept, failed).",
+		}, []string{"links", "result"}),
 	}
-	r.MustRegister(m.uploads, m.duration)
+	r.MustRegister(m.uploads, m.duration, m.links)
 	return m
 }

@@ -1,5 +1,7 @@
 // Package cacheuploader signs the outputs of successful builds and copies
-// them to the binary cache, one upload result per build.
+// them to the binary cache, one upload result per build. The outputs of
+// post-merge builds of the default branch also get gc roots and links in
+// an outputs directory, as buildbot-nix gives them.
 package cacheuploader
 
 import (
@@ -33,6 +35,7 @@ type Service struct {
 	pub       *bus.Publisher
 	metrics   *metrics
 	publicKey string
+	links     *linker
 }
 
 // New checks cfg, creates the signing key if asked to, and returns a
@@ -62,6 +65,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 	return &Service{
 		cfg: cfg, js: d.JS, logger: logger, nix: d.Nix,
 		pub: bus.NewPublisher(d.JS, logger), metrics: newMetrics(d.Registerer), publicKey: pub,
+		links: &linker{nix: d.Nix},
 	}, nil
 }
 
@@ -74,7 +78,14 @@ func (s *Service) Run(ctx context.Context) error {
 	if err := bus.EnsureStreams(ctx, s.js, bus.StreamOptions{}); err != nil {
 		return fmt.Errorf("cache-uploader: %w", err)
 	}
-	h := &handler{s: s}
+	runs, err := s.js.Stream(ctx, bus.StreamRuns)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("cache-uploader: %w", err)
+	}
+	h := &handler{s: s, runs: runs}
 	return bus.Work(ctx, s.js, bus.WorkOptions{
 		Stream: bus.StreamRuns, Durable: bus.ConsumerCacheUploader, Filter: bus.RunResults,
 		Concurrency: s.cfg.Concurrency, AckWait: s.cfg.AckWait, RetryDelay: s.cfg.RetryDelay,

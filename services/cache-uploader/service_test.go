@@ -51,6 +51,7 @@ func buildChain(t *testing.T) (dep, top built) {
 	var drvs struct{ Dep, Top string }
 	require.NoError(t, json.Unmarshal(out, &drvs))
 	links := t.TempDir()
+	unregisterRoots(t, links)
 	res := map[string]built{}
 	for name, drv := range map[string]string{"dep": drvs.Dep, "top": drvs.Top} {
 		out, err := testNix().Output(t.Context(), []string{"build"}, "--json", "--out-link", filepath.Join(links, name), drv)
@@ -67,7 +68,7 @@ func testConfig(t *testing.T) Config {
 	return Config{
 		CacheURL: "file://" + filepath.Join(dir, "cache"), SecretKeyFile: filepath.Join(dir, "keys", "cache.sec"),
 		GenerateKey: true, KeyName: "nixbus-test-1", Concurrency: 2, StoreDir: "/nix/store", MaxAttempts: 2,
-		AckWait: 5 * time.Second, RetryDelay: 50 * time.Millisecond,
+		AckWait: 5 * time.Second, RetryDelay: 50 * time.Millisecond, DefaultBranch: "main",
 	}
 }
 
@@ -114,9 +115,16 @@ func uploads(t *testing.T, js jetstream.JetStream, run string) []*nixbuspb.Uploa
 	return out
 }
 
-// drained waits until the uploader has acked everything on the stream.
+// drained waits until the uploader has acked every build result on the
+// stream. The ack floor is checked against the last result, not only the
+// pending counts: a consumer created while a message is stored can report
+// nothing pending for a moment.
 func drained(t *testing.T, js jetstream.JetStream) {
 	t.Helper()
+	st, err := js.Stream(t.Context(), bus.StreamRuns)
+	require.NoError(t, err)
+	last, err := st.GetLastMsgForSubject(t.Context(), bus.RunResults)
+	require.NoError(t, err)
 	require.Eventually(t, func() bool {
 		c, err := js.Consumer(t.Context(), bus.StreamRuns, bus.ConsumerCacheUploader)
 		if err != nil {
@@ -124,7 +132,7 @@ func drained(t *testing.T, js jetstream.JetStream) {
 		}
 		info, err := c.Info(t.Context())
 		require.NoError(t, err)
-		return info.NumPending == 0 && info.NumAckPending == 0
+		return info.NumPending == 0 && info.NumAckPending == 0 && info.AckFloor.Stream >= last.Sequence
 	}, 60*time.Second, 50*time.Millisecond, "the uploader did not work through the results")
 }
 
