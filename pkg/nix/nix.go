@@ -24,9 +24,8 @@ type Nix struct {
 	// Env is appended to the process environment.
 	Env []string
 
-	versionOnce sync.Once
-	version     Version
-	versionErr  error
+	versionMu sync.Mutex
+	version   *Version
 }
 
 // Version is nix's version.
@@ -130,17 +129,24 @@ func ErrorMessage(stderr string) string {
 
 var ansi = regexp.MustCompile(`\x1b\[[0-9;]*[A-Za-z]`)
 
-// Version returns nix's version, asked once.
+// Version returns nix's version. A successful answer is kept; a failed one
+// (a cancelled ctx, nix briefly missing) is not, so the next call asks again.
 func (n *Nix) Version(ctx context.Context) (Version, error) {
-	n.versionOnce.Do(func() {
-		out, err := exec.CommandContext(ctx, n.bin(), "--version").Output()
-		if err != nil {
-			n.versionErr = fmt.Errorf("nix --version: %w", err)
-			return
-		}
-		n.version, n.versionErr = ParseVersion(string(out))
-	})
-	return n.version, n.versionErr
+	n.versionMu.Lock()
+	defer n.versionMu.Unlock()
+	if n.version != nil {
+		return *n.version, nil
+	}
+	out, err := exec.CommandContext(ctx, n.bin(), "--version").Output()
+	if err != nil {
+		return Version{}, fmt.Errorf("nix --version: %w", err)
+	}
+	v, err := ParseVersion(string(out))
+	if err != nil {
+		return Version{}, err
+	}
+	n.version = &v
+	return v, nil
 }
 
 var versionRe = regexp.MustCompile(`(\d+)\.(\d+)(?:\.(\d+))?`)
