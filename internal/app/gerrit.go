@@ -84,7 +84,7 @@ func (p reviewPoster) Post(ctx context.Context, post reporter.Post) error {
 	ch := post.Change
 	return p.r.Review(ctx, gerrit.Review{
 		Project: ch.GetProject(), Change: ch.GetChange(), Patchset: ch.GetPatchset(), Revision: ch.GetRevision(),
-		Message: post.Message, Tag: post.Tag, Verified: post.Verified,
+		Message: post.Message, Tag: post.Tag, Verified: post.Verified, NoVote: post.NoVote,
 	})
 }
 

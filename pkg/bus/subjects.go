@@ -41,6 +41,8 @@ const (
 	ConsumerEvaluator     = "evaluator"
 	ConsumerCacheUploader = "cache-uploader"
 	ConsumerReporter      = "reporter"
+	// ConsumerReporterStarted posts the optional "build started" messages.
+	ConsumerReporterStarted = "reporter-started"
 )
 
 // ConsumerBuilder names the durable consumer shared by all builders of a system.
@@ -81,6 +83,7 @@ const (
 	ChangeAll  = changePrefix + ">"
 	RunAll     = runPrefix + ">"
 	RunResults = runPrefix + "*." + RunResultKind
+	RunStarts  = runPrefix + "*." + RunStartedKind
 	RunCancels = runPrefix + "*." + RunCancelKind
 	BuildAll   = buildPrefix + ">"
 	OutcomeAll = outcomePrefix + ">"

@@ -97,7 +97,7 @@ func NewRESTReviewer(cfg HTTPConfig, client *http.Client, retry Retry) (*RESTRev
 // reviewInput is Gerrit's ReviewInput entity, the part nixbus sets.
 type reviewInput struct {
 	Message string         `json:"message,omitempty"`
-	Labels  map[string]int `json:"labels"`
+	Labels  map[string]int `json:"labels,omitempty"`
 	Tag     string         `json:"tag,omitempty"`
 }
 
@@ -116,11 +116,11 @@ func (s *RESTReviewer) Review(ctx context.Context, r Review) error {
 	if err := r.validate(); err != nil {
 		return err
 	}
-	body, err := json.Marshal(reviewInput{
-		Message: TruncateMessage(r.Message, MaxMessageBytes),
-		Labels:  map[string]int{"Verified": r.Verified},
-		Tag:     r.tag(),
-	})
+	in := reviewInput{Message: TruncateMessage(r.Message, MaxMessageBytes), Tag: r.tag()}
+	if !r.NoVote {
+		in.Labels = map[string]int{"Verified": r.Verified}
+	}
+	body, err := json.Marshal(in)
 	if err != nil {
 		return fmt.Errorf("encode review: %w", err)
 	}

@@ -30,6 +30,9 @@ type Review struct {
 	Tag string
 	// Verified is the Verified label's value: -1, 0 or +1.
 	Verified int
+	// NoVote posts the message alone and leaves the label as it is (the
+	// "build started" message).
+	NoVote bool
 }
 
 // Reviewer gives a review on Gerrit.
@@ -104,7 +107,10 @@ func ReviewCommand(r Review) (string, error) {
 		b.WriteString(" --message ")
 		b.WriteString(Quote(msg))
 	}
-	fmt.Fprintf(&b, " --label Verified=%d --tag %s ", r.Verified, Quote(r.tag()))
+	if !r.NoVote {
+		fmt.Fprintf(&b, " --label Verified=%d", r.Verified)
+	}
+	fmt.Fprintf(&b, " --tag %s ", Quote(r.tag()))
 	if r.Patchset > 0 {
 		fmt.Fprintf(&b, "%d,%d", r.Change, r.Patchset)
 	} else {

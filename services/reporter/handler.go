@@ -18,6 +18,49 @@ const (
 	markPosted  = "posted"
 )
 
+// errClaimed says another reporter is posting this review right now; the
+// message is retried later, when it has either finished or gone stale.
+var errClaimed = errors.New("review is being posted by another reporter")
+
+// claim takes the right to post the review under key, atomically, so two
+// deliveries of one verdict (a redelivery, a second reporter, a replay)
+// never both post. It reports false when the review was already given. A
+// "posting" marker older than StaleClaim is a reporter that died between
+// claiming and finishing: the claim is taken over, and that one review may
+// be given twice rather than never.
+func (h *handler) claim(ctx context.Context, key string) (bool, error) {
+	_, err := h.votes.Create(ctx, key, []byte(markPosting))
+	if err == nil {
+		return true, nil
+	}
+	if !errors.Is(err, jetstream.ErrKeyExists) {
+		return false, fmt.Errorf("claim %s: %w", key, err)
+	}
+	entry, err := h.votes.Get(ctx, key)
+	if err != nil {
+		return false, fmt.Errorf("read claim %s: %w", key, err)
+	}
+	if string(entry.Value()) == markPosted {
+		return false, nil
+	}
+	if time.Since(entry.Created()) < h.s.cfg.StaleClaim {
+		return false, errClaimed
+	}
+	if _, err := h.votes.Update(ctx, key, []byte(markPosting), entry.Revision()); err != nil {
+		return false, errClaimed // someone else took it over first
+	}
+	h.s.logger.Warn("taking over a stale review claim", "run", key)
+	return true, nil
+}
+
+// release gives a claim back after a post that failed, so the retry can
+// take it at once.
+func (h *handler) release(ctx context.Context, key string) {
+	if err := h.votes.Delete(ctx, key); err != nil {
+		h.s.logger.Warn("release review claim", "run", key, "err", err)
+	}
+}
+
 type handler struct {
 	s     *Service
 	votes jetstream.KeyValue
@@ -39,19 +82,13 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 		logger.Info("run cancelled, no vote", "superseded_by", v.GetSupersededBy())
 		return nil
 	}
-	// The marker is written before the post, so a redelivered verdict (a
-	// second reporter, a restart) never posts a second vote once one went
-	// out. The one gap: a crash after Gerrit took the post and before the
-	// marker says "posted"; the retry then posts again rather than lose it.
 	key := v.GetRunId()
-	if entry, err := h.votes.Get(ctx, key); err == nil && string(entry.Value()) == markPosted {
-		logger.Info("verdict already reported")
-		return nil
-	} else if err != nil && !bus.IsNotFound(err) {
-		return fmt.Errorf("read vote marker: %w", err)
-	}
-	if _, err := h.votes.Put(ctx, key, []byte(markPosting)); err != nil {
-		return fmt.Errorf("write vote marker: %w", err)
+	owned, err := h.claim(ctx, key)
+	if err != nil || !owned {
+		if err == nil {
+			logger.Info("verdict already reported")
+		}
+		return err
 	}
 	post := Post{
 		Change:   v.GetChange(),
@@ -63,6 +100,7 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 	via, err := h.give(ctx, post)
 	if err != nil {
 		s.metrics.posts.WithLabelValues(via, "error").Inc()
+		h.release(ctx, key)
 		return fmt.Errorf("post review: %w", err)
 	}
 	s.metrics.posts.WithLabelValues(via, "ok").Inc()
@@ -102,4 +140,35 @@ func describe(ch *nixbuspb.ChangeEvent, runID string) string {
 	default:
 		return fmt.Sprintf("%s %s (run %s)", ch.GetProject(), ch.GetRef(), runID)
 	}
+}
+
+// started posts the optional "build started" message of a patchset's run,
+// once: the votes bucket remembers it like a vote.
+func (h *handler) started(ctx context.Context, msg jetstream.Msg) error {
+	var rs nixbuspb.RunStarted
+	if err := bus.Decode(msg.Data(), &rs); err != nil {
+		return bus.Permanent(err)
+	}
+	ch := rs.GetChange()
+	if ch.GetChange() <= 0 || ch.GetPatchset() <= 0 || rs.GetRunId() == "" {
+		return nil // post-merge and local runs have no patchset to talk to
+	}
+	key := rs.GetRunId() + "-started"
+	if owned, err := h.claim(ctx, key); err != nil || !owned {
+		return err
+	}
+	post := Post{
+		Change: ch, RunID: rs.GetRunId(), Tag: h.s.cfg.Tag, NoVote: true,
+		Message: fmt.Sprintf("nixbus started building patchset %d (run %s).", ch.GetPatchset(), rs.GetRunId()),
+	}
+	if err := h.s.gerrit.Post(ctx, post); err != nil {
+		h.s.metrics.posts.WithLabelValues("gerrit-started", "error").Inc()
+		h.release(ctx, key)
+		return fmt.Errorf("post started message: %w", err)
+	}
+	h.s.metrics.posts.WithLabelValues("gerrit-started", "ok").Inc()
+	if _, err := h.votes.Put(ctx, key, []byte(markPosted)); err != nil {
+		return fmt.Errorf("write started marker: %w", err)
+	}
+	return nil
 }

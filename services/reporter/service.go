@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 
 	"nixbus.dev/nixbus/pkg/bus"
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
@@ -23,6 +24,8 @@ type Post struct {
 	Verified int
 	Message  string
 	Tag      string
+	// NoVote posts the message and leaves the Verified label alone.
+	NoVote bool
 }
 
 // Poster gives a review on a Gerrit change (over SSH or REST).
@@ -90,8 +93,20 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("reporter: open %s: %w", bus.VotesBucket, err)
 	}
 	h := &handler{s: s, votes: votes}
-	return bus.Work(ctx, s.js, bus.WorkOptions{
-		Stream: bus.StreamReports, Durable: bus.ConsumerReporter, Filter: bus.VerdictAll,
-		Concurrency: 4, AckWait: s.cfg.AckWait, RetryDelay: s.cfg.RetryDelay,
-	}, s.logger, h.handle)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		return bus.Work(gctx, s.js, bus.WorkOptions{
+			Stream: bus.StreamReports, Durable: bus.ConsumerReporter, Filter: bus.VerdictAll,
+			Concurrency: 4, AckWait: s.cfg.AckWait, RetryDelay: s.cfg.RetryDelay,
+		}, s.logger, h.handle)
+	})
+	if s.cfg.StartedMessage && s.gerrit != nil {
+		g.Go(func() error {
+			return bus.Work(gctx, s.js, bus.WorkOptions{
+				Stream: bus.StreamRuns, Durable: bus.ConsumerReporterStarted, Filter: bus.RunStarts,
+				Concurrency: 2, AckWait: s.cfg.AckWait, RetryDelay: s.cfg.RetryDelay,
+			}, s.logger, h.started)
+		})
+	}
+	return g.Wait()
 }
