@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
 
 	"nixbus.dev/nixbus/pkg/natsembed"
 )
@@ -50,4 +51,14 @@ func (s *Server) Connect(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 		t.Fatalf("jetstream: %v", err)
 	}
 	return nc, js
+}
+
+// LeakOptions are the goleak options for packages whose tests use NATS:
+// nats.go starts a goroutine for its first async publish that waits on a
+// channel which, when the connection closes at the wrong moment, is nil,
+// so it never ends. It is the client library's, not ours.
+func LeakOptions() []goleak.Option {
+	return []goleak.Option{
+		goleak.IgnoreTopFunction("github.com/nats-io/nats.go/jetstream.(*jetStream).resetPendingAcksOnReconnect"),
+	}
 }

@@ -22,7 +22,7 @@ import (
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, natstest.LeakOptions()...) }
 
 func testNix() *nix.Nix { return &nix.Nix{Options: map[string]string{"substituters": ""}} }
 

@@ -23,7 +23,7 @@ import (
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, natstest.LeakOptions()...) }
 
 type syncBuffer struct {
 	mu sync.Mutex

@@ -18,7 +18,7 @@ import (
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, natstest.LeakOptions()...) }
 
 func testConfig() Config {
 	c := DefaultConfig()
