@@ -34,6 +34,7 @@ type Options struct {
 // RegisterFlags registers the shared flags, once, in main's flag set.
 func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.NATSURL, "nats.url", os.Getenv("NIXBUS_NATS_URL"), "external NATS server URL; empty starts an embedded one with JetStream under the state dir")
+	fs.StringVar(&o.NATSURL, "nats", os.Getenv("NIXBUS_NATS_URL"), "short for --nats.url")
 	fs.StringVar(&o.NATSListen, "nats.listen", "", "host:port on which the embedded NATS accepts outside clients (default: in-process only)")
 	fs.StringVar(&o.StateDir, "state-dir", envOr("NIXBUS_STATE_DIR", ".nixbus"), "directory for JetStream data, the file binary cache, keys and work dirs")
 	fs.StringVar(&o.HTTPAddress, "http.address", "", "address serving /metrics and /logs/ (empty: none)")
