@@ -124,6 +124,11 @@ func tail(s string, n int) string {
 func Follow(ctx context.Context, js jetstream.JetStream, ev *nixbuspb.ChangeEvent, out io.Writer, logger *slog.Logger) (*RunResult, error) {
 	res := &RunResult{RunID: bus.RunID(ev.GetEventId())}
 	fmt.Fprintf(out, "run %s: evaluating %s\n", res.RunID, ev.GetLocalPath())
+	// The services may still be coming up: make sure there is a stream to
+	// follow and one to publish to.
+	if err := bus.EnsureStreams(ctx, js, bus.StreamOptions{}); err != nil {
+		return nil, err
+	}
 
 	cons, err := js.OrderedConsumer(ctx, bus.StreamReports, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{bus.OutcomeSubject(res.RunID), bus.VerdictSubject(res.RunID), bus.UploadSubject(res.RunID), bus.ReviewSubject(res.RunID)},
