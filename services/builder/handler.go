@@ -119,15 +119,8 @@ func (h *handler) check(req *nixbuspb.BuildRequest) error {
 
 // runCancelled looks for a cancellation of run on the runs stream.
 func (h *handler) runCancelled(ctx context.Context, run string) (bool, error) {
-	_, err := h.runs.GetLastMsgForSubject(ctx, bus.RunSubject(run, bus.RunCancelKind))
-	switch {
-	case err == nil:
-		return true, nil
-	case bus.IsNotFound(err):
-		return false, nil
-	default:
-		return false, fmt.Errorf("look up cancellation of %s: %w", run, err)
-	}
+	found, _, err := bus.LastRunMessage(ctx, h.runs, run, bus.RunCancelKind, nil)
+	return found, err
 }
 
 // build runs the executor with the time limit, the log going to a file in

@@ -152,18 +152,15 @@ func (h *handler) link(ctx context.Context, logger *slog.Logger, res *nixbuspb.B
 // runChange is the change a run builds, from the run's RunStarted, and
 // the stream sequence of that message, which orders runs.
 func (h *handler) runChange(ctx context.Context, run string) (*nixbuspb.ChangeEvent, uint64, error) {
-	msg, err := h.runs.GetLastMsgForSubject(ctx, bus.RunSubject(run, bus.RunStartedKind))
-	if err != nil {
-		return nil, 0, fmt.Errorf("get the start of run %s: %w", run, err)
-	}
 	var rs nixbuspb.RunStarted
-	if err := bus.Decode(msg.Data, &rs); err != nil {
-		return nil, 0, fmt.Errorf("decode the start of run %s: %w", run, err)
+	found, seq, err := bus.LastRunMessage(ctx, h.runs, run, bus.RunStartedKind, &rs)
+	if err != nil {
+		return nil, 0, err
 	}
-	if rs.GetChange() == nil {
-		return nil, 0, fmt.Errorf("the start of run %s names no change", run)
+	if !found || rs.GetChange() == nil {
+		return nil, 0, fmt.Errorf("run %s has no start naming its change", run)
 	}
-	return rs.GetChange(), msg.Sequence, nil
+	return rs.GetChange(), seq, nil
 }
 
 // upload signs the outputs and their closure with the key, then copies

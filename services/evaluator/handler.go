@@ -88,15 +88,8 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 
 // evaluated reports whether run's EvalDone is already on the runs stream.
 func (h *handler) evaluated(ctx context.Context, run string) (bool, error) {
-	_, err := h.runs.GetLastMsgForSubject(ctx, bus.RunSubject(run, bus.RunEvalKind))
-	switch {
-	case err == nil:
-		return true, nil
-	case bus.IsNotFound(err):
-		return false, nil
-	default:
-		return false, fmt.Errorf("look up evaluation of %s: %w", run, err)
-	}
+	found, _, err := bus.LastRunMessage(ctx, h.runs, run, bus.RunEvalKind, nil)
+	return found, err
 }
 
 // evaluate finds the flake and evaluates it. A returned error is the
