@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs what nixbus needs on a Debian machine with Go: Nix (Debian's
-# nix-bin, single-user, sandbox off) and protoc. Does nothing when they exist.
+# nix-bin, single-user, sandbox off), protoc, git and ssh. Does nothing when
+# they exist.
 set -euo pipefail
 
 need=()
 command -v nix >/dev/null 2>&1 || need+=(nix-bin)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 command -v git >/dev/null 2>&1 || need+=(git)
+# git fetches Gerrit changes over ssh (the evaluator, and its tests).
+command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
 
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then
