@@ -56,6 +56,14 @@ func (c *Configs) defaults(stateDir string) {
 		c.CacheUploader.SecretKeyFile = filepath.Join(stateDir, "keys", "nixbus-cache.sec")
 		c.CacheUploader.GenerateKey = true
 	}
+	// The default branch's post-merge builds get gc roots and an outputs
+	// directory, as buildbot-nix gives them.
+	if c.CacheUploader.GCRootsDir == "" {
+		c.CacheUploader.GCRootsDir = filepath.Join(stateDir, "gcroots")
+	}
+	if c.CacheUploader.OutputsDir == "" {
+		c.CacheUploader.OutputsDir = filepath.Join(stateDir, "outputs")
+	}
 	if c.Builder.WorkDir == "" {
 		c.Builder.WorkDir = filepath.Join(stateDir, "builder")
 	}
