@@ -20,11 +20,13 @@ import (
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
 )
 
-// startWithGerrit runs all six services against the test Gerrit.
-func startWithGerrit(t *testing.T, natsURL string, g *gerrittest.Server) {
+// startWithGerrit runs all six services against the test Gerrit and
+// returns their state dir.
+func startWithGerrit(t *testing.T, natsURL string, g *gerrittest.Server) string {
 	t.Helper()
 	ssh := g.SSHConfig()
-	o := testOptions(t, natsURL, t.TempDir())
+	state := t.TempDir()
+	o := testOptions(t, natsURL, state)
 	c := testConfigs(t)
 	fs := newFlagSet()
 	c.RegisterFlags(fs)
@@ -41,6 +43,7 @@ func startWithGerrit(t *testing.T, natsURL string, g *gerrittest.Server) {
 		cancel()
 		require.NoError(t, inst.Wait())
 	})
+	return state
 }
 
 // flake writes a salted flake whose hydraJobs are the given Nix attributes,
@@ -163,4 +166,38 @@ func waitConsumerIdle(t *testing.T, js jetstream.JetStream, stream, durable stri
 		info, err := c.Info(t.Context())
 		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
 	}, time.Minute, 20*time.Millisecond)
+}
+
+func TestGerritMergeOnMainGetsRootsAndOutputs(t *testing.T) {
+	g := gerrittest.Start(t, gerrittest.Options{})
+	repo := g.CreateProject(t, "demo")
+	rev := repo.PushBranch(t, "main", flake(t, map[string]string{"tool": "echo tool > $out"}))
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	state := startWithGerrit(t, srv.URL, g)
+	g.Push(gerrittest.RefUpdated("demo", "refs/heads/main", "0000000000000000000000000000000000000000", rev))
+
+	// The post-merge run ends without a vote, its output linked on main.
+	verdicts, err := js.OrderedConsumer(t.Context(), bus.StreamReports, jetstream.OrderedConsumerConfig{FilterSubjects: []string{bus.VerdictAll}})
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	msg, err := verdicts.Next(jetstream.FetchContext(ctx))
+	require.NoError(t, err)
+	var v nixbuspb.RunVerdict
+	require.NoError(t, bus.Decode(msg.Data(), &v))
+	require.Equal(t, nixbuspb.RunStatus_RUN_STATUS_SUCCEEDED, v.GetStatus())
+	require.Equal(t, "refs/heads/main", v.GetChange().GetRef())
+
+	link := filepath.Join(state, "outputs", "demo", "tool")
+	require.Eventually(t, func() bool {
+		target, err := os.Readlink(link)
+		return err == nil && strings.HasPrefix(target, "/nix/store/") && strings.HasSuffix(target, "-tool")
+	}, time.Minute, 50*time.Millisecond, "outputs link %s", link)
+	root := filepath.Join(state, "gcroots", "demo", "tool")
+	target, err := os.Readlink(root)
+	require.NoError(t, err)
+	require.True(t, strings.HasSuffix(target, "-tool"), target)
+	waitConsumerIdle(t, js, bus.StreamReports, bus.ConsumerReporter)
+	require.Empty(t, g.Reviews(), "a post-merge run gets no vote")
 }
