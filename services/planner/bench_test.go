@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
@@ -18,6 +19,7 @@ import (
 	"nixbus.dev/nixbus/pkg/bus"
 	"nixbus.dev/nixbus/pkg/natstest"
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
+	"nixbus.dev/nixbus/services/planner/dag"
 )
 
 // BenchmarkDispatch measures the planner on the bus with a builder that
@@ -164,11 +166,14 @@ func BenchmarkDispatch(b *testing.B) {
 }
 
 // BenchmarkLargeRun has the planner plan a 100,000-job run (a fifth of the
-// jobs waiting for nothing, a tenth cached) and reports how long planning
-// and publishing its first releases took: the time the results of other
-// runs wait behind it.
+// jobs waiting for nothing, a tenth cached) while a small run on another
+// system builds a chain of jobs one after another with an instant builder.
+// It reports how long the large run took to plan and to publish its first
+// releases, and how long each step of the small chain waited meanwhile
+// between its dependency's result and its own release: how much one run
+// holds up another.
 func BenchmarkLargeRun(b *testing.B) {
-	const n = 100_000
+	const n, chain = 100_000, 20_000
 	srv := natstest.Start(b)
 	_, js := srv.Connect(b)
 	require.NoError(b, bus.EnsureStreams(b.Context(), js, bus.StreamOptions{}))
@@ -185,54 +190,146 @@ func BenchmarkLargeRun(b *testing.B) {
 	}()
 	defer func() { cancel(); wg.Wait() }()
 
-	const run = "large"
-	require.NoError(b, pub.Publish(ctx, bus.RunSubject(run, bus.RunStartedKind), bus.MsgIDStarted(run),
-		&nixbuspb.RunStarted{RunId: run, StartedUnixMs: time.Now().UnixMilli()}, nil))
+	publishAsync := func(msg *nats.Msg) {
+		for {
+			if _, err := js.PublishMsgAsync(msg); err == nil {
+				return
+			}
+			<-js.PublishAsyncComplete()
+		}
+	}
+	publishJobs := func(run string, jobs []*nixbuspb.Job) {
+		require.NoError(b, pub.Publish(ctx, bus.RunSubject(run, bus.RunStartedKind), bus.MsgIDStarted(run),
+			&nixbuspb.RunStarted{RunId: run, StartedUnixMs: time.Now().UnixMilli()}, nil))
+		for _, j := range jobs {
+			msg, err := bus.NewMsg(bus.RunSubject(run, bus.RunJobKind), bus.MsgIDJob(run, j.GetAttr()), j, nil)
+			require.NoError(b, err)
+			publishAsync(msg)
+		}
+		<-js.PublishAsyncComplete()
+	}
+	evalDone := func(run string, count int) {
+		require.NoError(b, pub.Publish(ctx, bus.RunSubject(run, bus.RunEvalKind), bus.MsgIDEvalDone(run),
+			&nixbuspb.EvalDone{RunId: run, JobCount: int64(count)}, nil))
+	}
+
+	// The large run, and how many releases its start makes.
+	const large = "large"
 	rng := rand.New(rand.NewPCG(1, 2))
 	name := func(i int) string { return drv(fmt.Sprintf("job%d", i)) }
-	roots := 0
+	jobs := make([]*nixbuspb.Job, n)
+	planJobs := make([]dag.Job, n)
 	for i := range n {
 		var dd []string
 		if i > 0 && rng.IntN(5) != 0 {
 			for range 1 + rng.IntN(4) {
 				dd = append(dd, name(i-1-rng.IntN(min(i, 300))))
 			}
-		} else {
-			roots++
 		}
-		msg, err := bus.NewMsg(bus.RunSubject(run, bus.RunJobKind), bus.MsgIDJob(run, fmt.Sprint(i)),
-			&nixbuspb.Job{RunId: run, Attr: fmt.Sprint(i), DrvPath: name(i), System: x86, DependsOn: dd,
-				Cached: rng.IntN(10) == 0, Outputs: map[string]string{"out": name(i) + "-out"}}, nil)
-		require.NoError(b, err)
-		for {
-			if _, err = js.PublishMsgAsync(msg); err == nil {
-				break
-			}
-			<-js.PublishAsyncComplete()
+		jobs[i] = &nixbuspb.Job{RunId: large, Attr: fmt.Sprint(i), DrvPath: name(i), System: x86, DependsOn: dd,
+			Cached: rng.IntN(10) == 0, Outputs: map[string]string{"out": name(i) + "-out"}}
+		planJobs[i] = dag.Job{Attr: jobs[i].Attr, Drv: jobs[i].DrvPath, System: x86, Cached: jobs[i].Cached, DependsOn: dd}
+	}
+	var first dag.Events
+	dag.New(planJobs).Start(&first)
+	publishJobs(large, jobs)
+
+	// The small run: a chain on another system, built instantly, step by
+	// step; each step's wait is recorded with the time it ended.
+	const small = "small"
+	type step struct {
+		at   time.Time
+		wait time.Duration
+	}
+	var mu sync.Mutex
+	var steps []step
+	var lastResult time.Time
+	cons, err := js.CreateOrUpdateConsumer(ctx, bus.StreamBuilds, jetstream.ConsumerConfig{
+		Durable: "bench-chain", FilterSubject: bus.BuildSubject(arm), AckPolicy: jetstream.AckExplicitPolicy,
+	})
+	require.NoError(b, err)
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		var req nixbuspb.BuildRequest
+		if bus.Decode(m.Data(), &req) != nil {
+			return
+		}
+		now := time.Now()
+		mu.Lock()
+		if !lastResult.IsZero() {
+			steps = append(steps, step{now, now.Sub(lastResult)})
+		}
+		lastResult = time.Now()
+		mu.Unlock()
+		_ = pub.Publish(ctx, bus.RunSubject(small, bus.RunResultKind), bus.MsgIDResult(small, req.GetDrvPath()),
+			&nixbuspb.BuildResult{RunId: small, DrvPath: req.GetDrvPath(), System: arm, Status: nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED}, nil)
+		_ = m.Ack()
+	})
+	require.NoError(b, err)
+	defer cc.Stop()
+	chainJobs := make([]*nixbuspb.Job, chain)
+	for i := range chain {
+		chainJobs[i] = &nixbuspb.Job{RunId: small, Attr: fmt.Sprintf("c%d", i), DrvPath: drv(fmt.Sprintf("c%d", i)), System: arm}
+		if i > 0 {
+			chainJobs[i].DependsOn = []string{chainJobs[i-1].DrvPath}
 		}
 	}
-	<-js.PublishAsyncComplete()
-	planned := func() (float64, bool) {
+	publishJobs(small, chainJobs)
+	evalDone(small, chain)
+	require.Eventually(b, func() bool { mu.Lock(); defer mu.Unlock(); return len(steps) >= 100 }, time.Minute, time.Millisecond)
+
+	metric := func(name string) (float64, bool) {
 		mfs, err := reg.Gather()
 		require.NoError(b, err)
 		for _, mf := range mfs {
-			if mf.GetName() == "nixbus_planner_planning_seconds" {
-				h := mf.GetMetric()[0].GetHistogram()
-				return h.GetSampleSum(), h.GetSampleCount() > 0
+			if mf.GetName() != name {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				if h := m.GetHistogram(); h != nil {
+					return h.GetSampleSum(), h.GetSampleCount() > 0
+				}
+				for _, l := range m.GetLabel() {
+					if l.GetValue() == x86 {
+						return m.GetCounter().GetValue(), true
+					}
+				}
 			}
 		}
 		return 0, false
 	}
 	b.ResetTimer()
-	require.NoError(b, pub.Publish(ctx, bus.RunSubject(run, bus.RunEvalKind), bus.MsgIDEvalDone(run),
-		&nixbuspb.EvalDone{RunId: run, JobCount: n}, nil))
-	var secs float64
+	t0 := time.Now()
+	evalDone(large, n)
 	require.Eventually(b, func() bool {
-		var ok bool
-		secs, ok = planned()
-		return ok
-	}, 2*time.Minute, time.Millisecond, "the run was not planned")
+		v, _ := metric("nixbus_planner_released_total")
+		return int(v) == len(first.Releases)
+	}, 2*time.Minute, time.Millisecond, "the large run's first releases were not published")
+	released := time.Since(t0)
 	b.StopTimer()
-	b.ReportMetric(secs*1000, "plan-and-release-ms")
-	b.ReportMetric(float64(roots), "first-releases")
+	planned, ok := metric("nixbus_planner_planning_seconds")
+	require.True(b, ok)
+	// Every step that waited during the window counts, the one the window
+	// held up included: wait for a step to end after it.
+	end := t0.Add(released)
+	require.Eventually(b, func() bool { mu.Lock(); defer mu.Unlock(); return steps[len(steps)-1].at.After(end) },
+		time.Minute, time.Millisecond, "the small run stopped")
+
+	mu.Lock()
+	var waits []time.Duration
+	for _, s := range steps {
+		if s.at.After(t0) && s.at.Add(-s.wait).Before(end) {
+			waits = append(waits, s.wait)
+		}
+	}
+	mu.Unlock()
+	require.NotEmpty(b, waits, "the small run made no step while the large one was planned")
+	slices.Sort(waits)
+	q := func(f float64) float64 { return float64(waits[int(f*float64(len(waits)-1))].Microseconds()) / 1000 }
+	b.ReportMetric(planned*1000, "plan-ms")
+	b.ReportMetric(float64(released.Milliseconds()), "first-releases-ms")
+	b.ReportMetric(float64(len(first.Releases)), "first-releases")
+	b.ReportMetric(float64(len(waits)), "small-steps")
+	b.ReportMetric(q(0.5), "small-p50-ms")
+	b.ReportMetric(q(0.99), "small-p99-ms")
+	b.ReportMetric(q(1), "small-max-ms")
 }

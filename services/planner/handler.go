@@ -22,9 +22,14 @@ const (
 )
 
 // state is every unfinished run, owned by the one goroutine that reads the
-// runs stream in order. Everything it publishes follows from the stream's
-// content and order alone, so a replay publishes the same messages with the
-// same ids, which JetStream keeps once.
+// runs stream in order. Everything it publishes for a run follows from that
+// run's messages and their order alone, so a replay publishes the same
+// messages with the same ids, which JetStream keeps once.
+//
+// Planning a large run takes long enough (about 0.1 s per 100,000 jobs, and
+// as long again to publish its first releases) to hold up every other run,
+// so a run's DAG is built in the background and what it produces is
+// published in chunks, taking turns with the other runs' messages.
 type state struct {
 	s       *Service
 	out     *outbox
@@ -32,6 +37,9 @@ type state struct {
 	changes map[changeKey]changeRun
 	lastSeq uint64
 	ev      dag.Events
+	planned chan planned // plans built in the background
+	spawn   func(func()) // runs a background task the service waits for
+	busy    []*run       // runs with a backlog, served in turn
 }
 
 type changeKey struct {
@@ -49,19 +57,57 @@ type run struct {
 	seq       uint64 // stream sequence of its RunStarted
 	change    *nixbuspb.ChangeEvent
 	startedMs int64
+	lastAt    time.Time   // time of the last message that moved the run on
 	hdr       nats.Header // trace context, carried onto everything published
 	jobs      []dag.Job
 	outputs   []map[string]string
 	attrs     map[string]struct{}
 	evalDone  *nixbuspb.EvalDone
+	planning  bool          // the plan is being built in the background
+	early     []earlyResult // results read while planning, applied after
 	plan      *dag.Plan
+	backlog   backlog        // produced by the plan, not yet published
+	busy      bool           // in state.busy
 	building  map[string]int // per system
 	failed    []*nixbuspb.JobOutcome
 	listBytes int
 }
 
-func newState(s *Service, out *outbox) *state {
-	return &state{s: s, out: out, runs: map[string]*run{}, changes: map[changeKey]changeRun{}}
+type earlyResult struct {
+	m  *nixbuspb.BuildResult
+	at time.Time
+}
+
+// backlog is what a run's plan produced and the planner has yet to publish,
+// in order: releases before outcomes, as builders wait for the former and
+// nobody waits for the latter.
+type backlog struct {
+	releases []dag.Release
+	outcomes []queuedOutcome
+}
+
+type queuedOutcome struct {
+	dag.Outcome
+	logKey     string // of the build that decided it, if any
+	durationMs int64
+}
+
+func (b *backlog) len() int { return len(b.releases) + len(b.outcomes) }
+
+// planned is a plan built in the background with what its start produced.
+type planned struct {
+	r    *run
+	plan *dag.Plan
+	ev   dag.Events
+	took time.Duration
+}
+
+// emitChunk bounds the messages one turn of a run's backlog publishes.
+const emitChunk = 256
+
+func newState(s *Service, out *outbox, spawn func(func())) *state {
+	return &state{s: s, out: out, runs: map[string]*run{}, changes: map[changeKey]changeRun{},
+		planned: make(chan planned, 16), spawn: spawn}
 }
 
 // checkpoint is the lowest stream sequence a restart must read from.
@@ -184,7 +230,7 @@ func (st *state) requestCancel(ctx context.Context, r *run, by, reason string, a
 
 func (st *state) job(ctx context.Context, runID string, m *nixbuspb.Job, at time.Time) error {
 	r, ok := st.runs[runID]
-	if !ok || r.plan != nil {
+	if !ok || r.planning || r.plan != nil {
 		return nil // a finished run, or a job after planning began
 	}
 	if _, dup := r.attrs[m.GetAttr()]; dup {
@@ -197,7 +243,8 @@ func (st *state) job(ctx context.Context, runID string, m *nixbuspb.Job, at time
 	})
 	r.outputs = append(r.outputs, m.GetOutputs())
 	if r.evalDone != nil {
-		return st.maybePlan(ctx, r, at)
+		r.lastAt = at
+		st.maybePlan(ctx, r)
 	}
 	return nil
 }
@@ -207,43 +254,80 @@ func (st *state) evaluated(ctx context.Context, runID string, m *nixbuspb.EvalDo
 	if !ok || r.evalDone != nil {
 		return nil
 	}
-	r.evalDone = m
+	r.evalDone, r.lastAt = m, at
 	if m.GetError() != "" {
 		return st.finish(ctx, r, nixbuspb.RunStatus_RUN_STATUS_FAILED, "", at)
 	}
-	return st.maybePlan(ctx, r, at)
+	st.maybePlan(ctx, r)
+	return nil
 }
 
-// maybePlan plans once every job EvalDone announced has arrived (the
-// evaluator may retry a job's publish after publishing EvalDone).
-func (st *state) maybePlan(ctx context.Context, r *run, at time.Time) error {
+// maybePlan starts planning once every job EvalDone announced has arrived
+// (the evaluator may retry a job's publish after publishing EvalDone). The
+// background task owns r.jobs until the plan comes back to install.
+func (st *state) maybePlan(ctx context.Context, r *run) {
 	if int64(len(r.jobs)) < r.evalDone.GetJobCount() {
 		st.s.logger.Warn("waiting for jobs", "run", r.id, "have", len(r.jobs), "want", r.evalDone.GetJobCount())
-		return nil
+		return
 	}
-	t0 := time.Now()
-	r.attrs = nil
-	r.plan = dag.New(r.jobs)
-	for i := range r.jobs {
-		r.jobs[i].DependsOn = nil // only New reads them
+	r.planning, r.attrs = true, nil
+	jobs := r.jobs
+	st.spawn(func() {
+		if st.s.beforePlan != nil {
+			st.s.beforePlan(ctx, r.id)
+		}
+		t0 := time.Now()
+		p := planned{r: r, plan: dag.New(jobs)}
+		for i := range jobs {
+			jobs[i].DependsOn = nil // only New reads them
+		}
+		p.plan.Start(&p.ev)
+		p.took = time.Since(t0)
+		select {
+		case st.planned <- p:
+		case <-ctx.Done():
+		}
+	})
+}
+
+// install adopts a plan built in the background, applies the results read
+// meanwhile (only a replay has any), and starts publishing.
+func (st *state) install(ctx context.Context, p planned) error {
+	r := p.r
+	if st.runs[r.id] != r {
+		return nil // cancelled while planning; its memory goes with p
 	}
-	st.ev.Reset()
-	r.plan.Start(&st.ev)
-	released := len(st.ev.Releases)
-	err := st.emit(ctx, r, nil, at)
-	// Planning and publishing the first releases is the time other runs'
-	// results wait behind this one.
-	st.s.metrics.planning.Observe(time.Since(t0).Seconds())
-	st.s.logger.Info("run planned", "run", r.id, "jobs", len(r.jobs), "released", released, "duration", time.Since(t0))
-	return err
+	r.planning, r.plan = false, p.plan
+	st.s.metrics.planning.Observe(p.took.Seconds())
+	st.s.logger.Info("run planned", "run", r.id, "jobs", len(r.jobs), "released", len(p.ev.Releases), "duration", p.took)
+	st.enqueue(r, &p.ev, nil)
+	for _, e := range r.early {
+		st.apply(r, e.m, e.at)
+	}
+	r.early = nil
+	return st.flush(ctx, r)
 }
 
 func (st *state) result(ctx context.Context, runID string, m *nixbuspb.BuildResult, at time.Time) error {
 	t0 := time.Now()
 	r, ok := st.runs[runID]
-	if !ok || r.plan == nil {
+	switch {
+	case !ok:
+		return nil
+	case r.planning:
+		r.early = append(r.early, earlyResult{m, at})
+		return nil
+	case r.plan == nil || !st.apply(r, m, at):
 		return nil
 	}
+	err := st.flush(ctx, r)
+	st.s.metrics.resultToNext.Observe(time.Since(t0).Seconds())
+	return err
+}
+
+// apply records a build result in r's plan and queues what follows from it.
+// It reports false for a result that changes nothing (a duplicate).
+func (st *state) apply(r *run, m *nixbuspb.BuildResult, at time.Time) bool {
 	st.ev.Reset()
 	var applied bool
 	switch m.GetStatus() {
@@ -255,16 +339,16 @@ func (st *state) result(ctx context.Context, runID string, m *nixbuspb.BuildResu
 		applied = r.plan.Fail(m.GetDrvPath(), dag.BuildFailure, reasonOf(m, "build failed"), &st.ev)
 	}
 	if !applied {
-		st.s.logger.Debug("ignore result", "run", runID, "drv", m.GetDrvPath())
-		return nil
+		st.s.logger.Debug("ignore result", "run", r.id, "drv", m.GetDrvPath())
+		return false
 	}
+	r.lastAt = at
 	// The first outcome is the built derivation's own.
 	sys := r.jobs[st.ev.Outcomes[0].Job].System
 	r.building[sys]--
 	st.s.metrics.building.WithLabelValues(sys).Dec()
-	err := st.emit(ctx, r, m, at)
-	st.s.metrics.resultToNext.Observe(time.Since(t0).Seconds())
-	return err
+	st.enqueue(r, &st.ev, m)
+	return true
 }
 
 func reasonOf(m *nixbuspb.BuildResult, fallback string) string {
@@ -277,11 +361,34 @@ func reasonOf(m *nixbuspb.BuildResult, fallback string) string {
 	return fallback
 }
 
-// emit publishes what the plan produced: releases, outcomes (with the log
-// of the build that decided them), and the verdict when all is done.
-func (st *state) emit(ctx context.Context, r *run, res *nixbuspb.BuildResult, at time.Time) error {
-	// Releases first: builders wait for them, nobody waits for outcomes.
-	for _, rel := range st.ev.Releases {
+// enqueue adds what a step of r's plan produced to r's backlog; res is the
+// build result that caused it, whose log goes with the outcomes it decided.
+func (st *state) enqueue(r *run, ev *dag.Events, res *nixbuspb.BuildResult) {
+	for _, rel := range ev.Releases {
+		r.building[rel.System]++
+		st.s.metrics.building.WithLabelValues(rel.System).Inc()
+	}
+	r.backlog.releases = append(r.backlog.releases, ev.Releases...)
+	for _, o := range ev.Outcomes {
+		q := queuedOutcome{Outcome: o}
+		if res != nil && r.jobs[o.Job].Drv == res.GetDrvPath() && o.Status != dag.Skipped {
+			q.logKey, q.durationMs = res.GetLogKey(), res.GetDurationMs()
+		}
+		r.backlog.outcomes = append(r.backlog.outcomes, q)
+	}
+}
+
+// flush publishes up to emitChunk messages of r's backlog, leaving the rest
+// for later turns, and the verdict once the plan is done and all is out.
+func (st *state) flush(ctx context.Context, r *run) error {
+	b := &r.backlog
+	n := 0
+	for ; n < emitChunk && len(b.releases) > 0; n++ {
+		rel := b.releases[0]
+		b.releases = b.releases[1:]
+		if r.plan.Status(int(rel.Jobs[0])) != dag.Building {
+			continue // a replayed result finished it already
+		}
 		attrs := make([]string, len(rel.Jobs))
 		for k, j := range rel.Jobs {
 			attrs[k] = r.jobs[j].Attr
@@ -290,18 +397,15 @@ func (st *state) emit(ctx context.Context, r *run, res *nixbuspb.BuildResult, at
 		if err := st.send(ctx, r, bus.BuildSubject(rel.System), bus.MsgIDBuild(r.id, rel.Drv), req); err != nil {
 			return err
 		}
-		r.building[rel.System]++
-		st.s.metrics.building.WithLabelValues(rel.System).Inc()
 		st.s.metrics.released.WithLabelValues(rel.System).Inc()
 	}
-	for _, o := range st.ev.Outcomes {
+	for ; n < emitChunk && len(b.outcomes) > 0; n++ {
+		o := b.outcomes[0]
+		b.outcomes = b.outcomes[1:]
 		j := &r.jobs[o.Job]
 		out := &nixbuspb.JobOutcome{
-			RunId: r.id, Attr: j.Attr, DrvPath: j.Drv, System: j.System,
+			RunId: r.id, Attr: j.Attr, DrvPath: j.Drv, System: j.System, LogKey: o.logKey, DurationMs: o.durationMs,
 			Status: jobStatus(o.Status), Failure: failureKind(o.Failure), Reason: truncate(o.Reason, maxReasonBytes),
-		}
-		if res != nil && j.Drv == res.GetDrvPath() && o.Status != dag.Skipped {
-			out.LogKey, out.DurationMs = res.GetLogKey(), res.GetDurationMs()
 		}
 		if err := st.send(ctx, r, bus.OutcomeSubject(r.id), bus.MsgIDOutcome(r.id, j.Attr), out); err != nil {
 			return err
@@ -311,7 +415,14 @@ func (st *state) emit(ctx context.Context, r *run, res *nixbuspb.BuildResult, at
 			st.listFailed(r, out)
 		}
 	}
-	st.ev.Reset()
+	if b.len() > 0 {
+		if !r.busy {
+			r.busy = true
+			st.busy = append(st.busy, r)
+		}
+		return nil
+	}
+	*b = backlog{} // let a large first backlog's arrays go
 	if !r.plan.Done() {
 		return nil
 	}
@@ -319,7 +430,19 @@ func (st *state) emit(ctx context.Context, r *run, res *nixbuspb.BuildResult, at
 	if !r.plan.Succeeded() {
 		status = nixbuspb.RunStatus_RUN_STATUS_FAILED
 	}
-	return st.finish(ctx, r, status, "", at)
+	return st.finish(ctx, r, status, "", r.lastAt)
+}
+
+// drain gives the run first in line one turn at publishing its backlog.
+func (st *state) drain(ctx context.Context) error {
+	r := st.busy[0]
+	st.busy[0] = nil
+	st.busy = st.busy[1:]
+	r.busy = false
+	if st.runs[r.id] != r {
+		return nil // finished meanwhile
+	}
+	return st.flush(ctx, r)
 }
 
 // listFailed adds a failed or skipped job to the verdict's list, within caps.
@@ -362,6 +485,7 @@ func (st *state) finish(ctx context.Context, r *run, status nixbuspb.RunStatus, 
 		st.s.metrics.building.WithLabelValues(sys).Sub(float64(n))
 	}
 	delete(st.runs, r.id)
+	r.backlog, r.early, r.jobs, r.outputs, r.plan = backlog{}, nil, nil, nil, nil
 	st.s.metrics.activeRuns.Dec()
 	st.s.metrics.verdicts.WithLabelValues(status.String()).Inc()
 	st.s.logger.Info("run finished", "run", r.id, "change", r.change.GetChange(), "patchset", r.change.GetPatchset(),

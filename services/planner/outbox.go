@@ -63,6 +63,14 @@ func (o *outbox) publish(ctx context.Context, msg *nats.Msg) error {
 	}
 }
 
+// backlogInFlight is how many unacknowledged messages the outbox may hold
+// before backlogs wait: enough to keep JetStream busy, few enough that a
+// message published next is stored within milliseconds.
+const backlogInFlight = 512
+
+// inFlight is how many published messages await their acknowledgement.
+func (o *outbox) inFlight() int { return len(o.queue) }
+
 // checkpoint saves seq once everything published before it is stored.
 func (o *outbox) checkpoint(ctx context.Context, seq uint64) error {
 	select {

@@ -37,6 +37,9 @@ type Service struct {
 	js      jetstream.JetStream
 	logger  *slog.Logger
 	metrics *metrics
+	// beforePlan, when set (by tests), runs in the background task before
+	// a run's DAG is built.
+	beforePlan func(ctx context.Context, runID string)
 }
 
 // New checks cfg and returns a planner.
@@ -136,25 +139,50 @@ func (s *Service) run(ctx context.Context) error {
 		out.run(ctx)
 	}()
 
-	st := newState(s, out)
+	st := newState(s, out, func(f func()) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f()
+		}()
+	})
 	tick := time.NewTicker(s.cfg.CheckpointInterval)
 	defer tick.Stop()
+	ready := make(chan struct{})
+	close(ready)
 	saved := from
 	for {
+		// A backlog takes turns with incoming messages, and only while the
+		// outbox is not busy with earlier ones, so that a large run's
+		// releases never queue in front of another run's for long.
+		var turn <-chan struct{}
+		var later <-chan time.Time
+		if len(st.busy) > 0 {
+			if out.inFlight() < backlogInFlight {
+				turn = ready
+			} else {
+				later = time.After(time.Millisecond)
+			}
+		}
+		var err error
 		select {
 		case <-ctx.Done():
 			return nil
 		case msg := <-msgs:
-			if err := st.handle(ctx, msg); err != nil {
-				return nil // ctx ended
-			}
+			err = st.handle(ctx, msg)
+		case p := <-st.planned:
+			err = st.install(ctx, p)
+		case <-turn:
+			err = st.drain(ctx)
+		case <-later:
 		case <-tick.C:
 			if cp := st.checkpoint(); cp != saved && st.lastSeq > 0 {
-				if err := out.checkpoint(ctx, cp); err != nil {
-					return nil
-				}
+				err = out.checkpoint(ctx, cp)
 				saved = cp
 			}
+		}
+		if err != nil {
+			return nil // only when ctx ended
 		}
 	}
 }

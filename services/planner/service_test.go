@@ -1,11 +1,14 @@
 package planner
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"nixbus.dev/nixbus/pkg/bus"
@@ -271,4 +274,93 @@ func TestPlannerCheckpointBeyondStream(t *testing.T) {
 	e.evalDone("r1", 0, "")
 	e.startPlanner(testConfig())
 	require.Equal(t, nixbuspb.RunStatus_RUN_STATUS_SUCCEEDED, e.verdict("r1").GetStatus())
+}
+
+// TestPlannerRunsDoNotWaitForEachOther holds one run's planning and shows
+// that other runs go on meanwhile, that a run cancelled while planning is
+// dropped, and that results read while planning (as on a replay) are
+// applied once the plan is in: a derivation whose result is already known
+// is not released again.
+func TestPlannerRunsDoNotWaitForEachOther(t *testing.T) {
+	e := newEnv(t)
+	_, js := e.srv.Connect(t)
+	reg := prometheus.NewRegistry()
+	p, err := New(testConfig(), Deps{JS: js, Logger: slog.New(slog.DiscardHandler), Registerer: reg})
+	require.NoError(t, err)
+	gate := make(chan struct{})
+	p.beforePlan = func(ctx context.Context, run string) {
+		if run == "held" || run == "held-ps1" {
+			select {
+			case <-gate:
+			case <-ctx.Done():
+			}
+		}
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	b := e.startBuilder(succeedAll)
+
+	// held: a is built already (its result is on the stream, as after a
+	// restart), b waits for a, c waits for nothing.
+	e.startRun("held", nil)
+	e.job("held", &nixbuspb.Job{Attr: "a", DrvPath: drv("a"), System: x86})
+	e.job("held", &nixbuspb.Job{Attr: "b", DrvPath: drv("b"), System: x86, DependsOn: []string{drv("a")}})
+	e.job("held", &nixbuspb.Job{Attr: "c", DrvPath: drv("c"), System: x86})
+	e.evalDone("held", 3, "")
+	e.publish(bus.RunSubject("held", bus.RunResultKind), bus.MsgIDResult("held", drv("a")),
+		&nixbuspb.BuildResult{RunId: "held", DrvPath: drv("a"), System: x86, Status: nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED, LogKey: "held/a"})
+
+	// held-ps1: superseded by its patchset 2 while its plan is held.
+	change := func(ps int32) *nixbuspb.ChangeEvent {
+		return &nixbuspb.ChangeEvent{Project: "p", Change: 7, Patchset: ps}
+	}
+	e.startRun("held-ps1", change(1))
+	e.job("held-ps1", &nixbuspb.Job{Attr: "x", DrvPath: drv("x1"), System: x86})
+	e.evalDone("held-ps1", 1, "")
+
+	// Meanwhile other runs finish.
+	e.startRun("free", nil)
+	e.job("free", &nixbuspb.Job{Attr: "d", DrvPath: drv("d"), System: x86})
+	e.job("free", &nixbuspb.Job{Attr: "e", DrvPath: drv("e"), System: x86, DependsOn: []string{drv("d")}})
+	e.evalDone("free", 2, "")
+	require.Equal(t, nixbuspb.RunStatus_RUN_STATUS_SUCCEEDED, e.verdict("free").GetStatus())
+	e.startRun("held-ps2", change(2))
+	e.job("held-ps2", &nixbuspb.Job{Attr: "x", DrvPath: drv("x2"), System: x86})
+	e.evalDone("held-ps2", 1, "")
+	require.Equal(t, nixbuspb.RunStatus_RUN_STATUS_SUCCEEDED, e.verdict("held-ps2").GetStatus())
+	v := e.verdict("held-ps1")
+	require.Equal(t, nixbuspb.RunStatus_RUN_STATUS_CANCELLED, v.GetStatus())
+	require.Equal(t, "held-ps2", v.GetSupersededBy())
+	require.Equal(t, 1.0, gauge(t, reg, "nixbus_planner_active_runs"), "only the held run is left")
+
+	close(gate)
+	v = e.verdict("held")
+	require.Equal(t, nixbuspb.RunStatus_RUN_STATUS_SUCCEEDED, v.GetStatus())
+	require.Equal(t, int64(3), v.GetSucceededCount())
+	got := e.outcomes("held")
+	require.Len(t, got, 3)
+	require.Equal(t, "held/a", got["a"].GetLogKey(), "a's outcome comes from its replayed result")
+	require.Eventually(t, func() bool { return gauge(t, reg, "nixbus_planner_active_runs") == 0 }, 5*time.Second, 5*time.Millisecond)
+	require.Equal(t, map[string]int{
+		"held/" + drv("b"): 1, "held/" + drv("c"): 1, "free/" + drv("d"): 1, "free/" + drv("e"): 1, "held-ps2/" + drv("x2"): 1,
+	}, b.counts(), "a is not released again; the cancelled run releases nothing")
+	require.Empty(t, e.outcomes("held-ps1"))
+}
+
+func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
 }
