@@ -66,7 +66,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 		}
 	}
 	kvs := []jetstream.KeyValueConfig{
-		{Bucket: PlannerBucket, Description: "planner checkpoints", Storage: storage, Replicas: max(o.Replicas, 1)},
+		{Bucket: PlannerBucket, Description: "planner checkpoints and the newest run of each change", Storage: storage, Replicas: max(o.Replicas, 1)},
 		{Bucket: VotesBucket, Description: "runs the reporter has voted on", Storage: storage, Replicas: max(o.Replicas, 1), TTL: o.MaxAge},
 	}
 	for _, kc := range kvs {

@@ -52,7 +52,8 @@ func ConsumerBuilder(system string) string { return "builder-" + Token(system) }
 const (
 	// LogBucket is the object store holding build logs, keyed by LogKey.
 	LogBucket = "nixbus-logs"
-	// PlannerBucket is the planner's KV (its replay checkpoint).
+	// PlannerBucket is the planner's KV: its replay checkpoint, and the
+	// newest run of each Gerrit change (to cancel older ones).
 	PlannerBucket = "nixbus-planner"
 	// VotesBucket is the reporter's KV: one key per run it has voted on.
 	VotesBucket = "nixbus-votes"

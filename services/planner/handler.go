@@ -47,11 +47,6 @@ type changeKey struct {
 	change  int64
 }
 
-type changeRun struct {
-	patchset int32
-	run      string
-}
-
 type run struct {
 	id        string
 	seq       uint64 // stream sequence of its RunStarted
@@ -197,25 +192,39 @@ func (st *state) started(ctx context.Context, runID string, seq uint64, m *nixbu
 }
 
 // supersede cancels the older of two runs of one Gerrit change: a newer
-// patchset cancels an unfinished older one, and a late older patchset is
-// cancelled at once.
+// patchset (or a later run of the same one) cancels an unfinished older
+// run, and a run older than the newest known is cancelled at once.
 func (st *state) supersede(ctx context.Context, r *run, at time.Time) error {
 	c := r.change
 	if c.GetChange() <= 0 {
-		return nil
+		return nil // branch and local runs get no vote
 	}
 	key := changeKey{c.GetProject(), c.GetChange()}
-	prev, ok := st.changes[key]
+	cur := changeRun{patchset: c.GetPatchset(), seq: r.seq, run: r.id}
+	prev, ok, err := st.latest(ctx, key)
 	switch {
-	case !ok || c.GetPatchset() > prev.patchset:
-		st.changes[key] = changeRun{c.GetPatchset(), r.id}
-		if old, ok := st.runs[prev.run]; ok && old != r {
-			return st.requestCancel(ctx, old, r.id, fmt.Sprintf("superseded by patchset %d", c.GetPatchset()), at)
+	case err != nil:
+		return err
+	case ok && prev.run == r.id: // read again on a replay
+		st.changes[key] = cur
+	case !ok || cur.newerThan(prev):
+		if err := st.setLatest(ctx, key, cur); err != nil {
+			return err
 		}
-	case c.GetPatchset() < prev.patchset:
-		return st.requestCancel(ctx, r, prev.run, fmt.Sprintf("superseded by patchset %d", prev.patchset), at)
+		if old, ok := st.runs[prev.run]; ok && old != r {
+			return st.requestCancel(ctx, old, r.id, supersededReason(old.change.GetPatchset(), cur.patchset), at)
+		}
+	default:
+		return st.requestCancel(ctx, r, prev.run, supersededReason(cur.patchset, prev.patchset), at)
 	}
 	return nil
+}
+
+func supersededReason(old, newer int32) string {
+	if old == newer {
+		return fmt.Sprintf("superseded by a later run of patchset %d", newer)
+	}
+	return fmt.Sprintf("superseded by patchset %d", newer)
 }
 
 // requestCancel publishes a Cancel (builders stop the run's builds) and
@@ -485,6 +494,7 @@ func (st *state) finish(ctx context.Context, r *run, status nixbuspb.RunStatus, 
 		st.s.metrics.building.WithLabelValues(sys).Sub(float64(n))
 	}
 	delete(st.runs, r.id)
+	st.forget(r)
 	r.backlog, r.early, r.jobs, r.outputs, r.plan = backlog{}, nil, nil, nil, nil
 	st.s.metrics.activeRuns.Dec()
 	st.s.metrics.verdicts.WithLabelValues(status.String()).Inc()

@@ -124,22 +124,10 @@ func (o *outbox) run(ctx context.Context) {
 }
 
 func (o *outbox) saveCheckpoint(ctx context.Context, seq uint64) {
-	backoff := 50 * time.Millisecond
-	for attempt := 1; ; attempt++ {
+	_ = retry(ctx, o.logger, "save checkpoint", func() error {
 		_, err := o.kv.Put(ctx, checkpointKey, []byte(strconv.FormatUint(seq, 10)))
-		if err == nil || ctx.Err() != nil {
-			return
-		}
-		o.logger.Warn("save checkpoint", "attempt", attempt, "err", err)
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		backoff = min(2*backoff, 5*time.Second)
-	}
+		return err
+	})
 }
 
 // loadCheckpoint returns the sequence to resume from (0: the beginning).

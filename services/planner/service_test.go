@@ -173,6 +173,65 @@ func TestPlannerSupersede(t *testing.T) {
 	require.Len(t, all[nixbuspb.RunVerdict](t, e.js, bus.StreamReports, bus.VerdictSubject("ps1")), 1)
 }
 
+// TestPlannerSupersedeAfterRestart: the newest run of a change is durable,
+// so a late run of an older patchset is cancelled even when the newer one
+// finished before a planner restart; and a recheck of the same patchset
+// supersedes the run it repeats.
+func TestPlannerSupersedeAfterRestart(t *testing.T) {
+	e := newEnv(t)
+	cfg := testConfig()
+	stop := e.startPlanner(cfg)
+	ch := func(ps int32) *nixbuspb.ChangeEvent {
+		return &nixbuspb.ChangeEvent{Project: "lix/lix", Change: 9, Patchset: ps}
+	}
+	e.startRun("ps2", ch(2))
+	e.evalDone("ps2", 0, "")
+	require.Equal(t, nixbuspb.RunStatus_RUN_STATUS_SUCCEEDED, e.verdict("ps2").GetStatus())
+	// Wait until a restart would not read ps2 again.
+	kv, err := e.js.KeyValue(t.Context(), bus.PlannerBucket)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		cp, err := loadCheckpoint(t.Context(), kv)
+		return err == nil && cp > 2
+	}, 10*time.Second, 10*time.Millisecond)
+	stop()
+
+	e.startPlanner(cfg)
+	e.startRun("ps1-late", ch(1))
+	v := e.verdict("ps1-late")
+	require.Equal(t, nixbuspb.RunStatus_RUN_STATUS_CANCELLED, v.GetStatus())
+	require.Equal(t, "ps2", v.GetSupersededBy())
+
+	// A recheck of patchset 2 while its first recheck evaluates.
+	e.startRun("recheck1", ch(2))
+	e.job("recheck1", &nixbuspb.Job{Attr: "a", DrvPath: drv("a"), System: x86})
+	e.startRun("recheck2", ch(2))
+	v = e.verdict("recheck1")
+	require.Equal(t, nixbuspb.RunStatus_RUN_STATUS_CANCELLED, v.GetStatus())
+	require.Equal(t, "recheck2", v.GetSupersededBy())
+	cancels := all[nixbuspb.Cancel](t, e.js, bus.StreamRuns, bus.RunSubject("recheck1", bus.RunCancelKind))
+	require.Len(t, cancels, 1)
+	require.Equal(t, "superseded by a later run of patchset 2", cancels[0].GetReason())
+	e.evalDone("recheck2", 0, "")
+	require.Equal(t, nixbuspb.RunStatus_RUN_STATUS_SUCCEEDED, e.verdict("recheck2").GetStatus())
+}
+
+func TestChangeRunEncoding(t *testing.T) {
+	c := changeRun{patchset: 3, seq: 1234, run: "gerrit-patchset-0af3"}
+	got, err := decodeChangeRun(c.encode())
+	require.NoError(t, err)
+	require.Equal(t, c, got)
+	for _, bad := range []string{"", "3", "3 x r", "x 1 r", "3 1"} {
+		_, err := decodeChangeRun([]byte(bad))
+		require.Error(t, err, bad)
+	}
+	require.True(t, changeRun{patchset: 2, seq: 1}.newerThan(changeRun{patchset: 1, seq: 9}))
+	require.True(t, changeRun{patchset: 2, seq: 9}.newerThan(changeRun{patchset: 2, seq: 1}))
+	require.False(t, changeRun{patchset: 1, seq: 9}.newerThan(changeRun{patchset: 2, seq: 1}))
+	// Project names KV keys could not hold still give valid keys.
+	require.Regexp(t, `^change\.[0-9a-f]{16}\.42$`, changeKVKey(changeKey{"a b/c*>", 42}))
+}
+
 func TestPlannerCancel(t *testing.T) {
 	e := newEnv(t)
 	e.startPlanner(testConfig())
