@@ -7,9 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -36,32 +34,13 @@ func TestSeparateProcesses(t *testing.T) {
 	bin := buildNixbus(t)
 	srv := natstest.Start(t)
 	state := t.TempDir()
-	var procs []*exec.Cmd
+	var procs []*proc
 	for _, name := range app.Names() {
-		cmd := exec.Command(bin, name, "--nats", srv.URL, "--state-dir", state, "--http.address", "127.0.0.1:0",
-			"--nix.option", "substituters=", "--reporter.log-base-url", "http://ci.example/logs", "--log.level", "warn")
-		logFile, err := os.Create(filepath.Join(t.TempDir(), name+".log"))
-		require.NoError(t, err)
-		cmd.Stdout, cmd.Stderr = logFile, logFile
-		require.NoError(t, cmd.Start())
-		procs = append(procs, cmd)
-		t.Cleanup(func() {
-			_ = cmd.Process.Kill() // only if the test failed before stopping it
-			_ = logFile.Close()
-		})
+		procs = append(procs, startProc(t, bin, name, procArgs(srv.URL, state, "--log.level", "warn")...))
 	}
 	runExample(t, srv, state)
-
-	for i, cmd := range procs {
-		require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case err := <-done:
-			require.NoError(t, err, "%s did not stop cleanly", app.Names()[i])
-		case <-time.After(30 * time.Second):
-			t.Fatalf("%s did not stop within 30s of SIGTERM", app.Names()[i])
-		}
+	for _, p := range procs {
+		p.stop()
 	}
 }
 

@@ -179,27 +179,21 @@ func runExample(t *testing.T, srv *natstest.Server, state string) {
 	require.NoError(t, err, string(vout))
 
 	// No job was built twice: one build result per derivation.
-	results := readRun(t, ctx, js, res.RunID, bus.RunResultKind)
-	seen := map[string]bool{}
-	for _, data := range results {
-		var r nixbuspb.BuildResult
-		require.NoError(t, bus.Decode(data, &r))
-		require.False(t, seen[r.GetDrvPath()], "%s built twice", r.GetDrvPath())
-		seen[r.GetDrvPath()] = true
-	}
-	require.Len(t, seen, 6, "five successes and one failure")
+	require.Len(t, buildResults(t, js, res.RunID), 6, "five successes and one failure")
 }
 
 // readRun returns the bodies of every message of one kind a run has.
 func readRun(t *testing.T, ctx context.Context, js jetstream.JetStream, runID, kind string) [][]byte {
 	t.Helper()
-	subject := bus.RunSubject(runID, kind)
-	stream, err := js.Stream(ctx, bus.StreamRuns)
+	return readSubject(t, ctx, js, bus.StreamRuns, bus.RunSubject(runID, kind))
+}
+
+// readSubject returns the bodies of every message a stream holds on subject.
+func readSubject(t *testing.T, ctx context.Context, js jetstream.JetStream, streamName, subject string) [][]byte {
+	t.Helper()
+	n, err := stored(ctx, js, streamName, subject)
 	require.NoError(t, err)
-	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(subject))
-	require.NoError(t, err)
-	n := int(info.State.Subjects[subject])
-	cons, err := js.OrderedConsumer(ctx, bus.StreamRuns, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+	cons, err := js.OrderedConsumer(ctx, streamName, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
 	require.NoError(t, err)
 	out := make([][]byte, 0, n)
 	for len(out) < n {
@@ -208,4 +202,17 @@ func readRun(t *testing.T, ctx context.Context, js jetstream.JetStream, runID, k
 		out = append(out, msg.Data())
 	}
 	return out
+}
+
+// stored counts the messages a stream holds on subject.
+func stored(ctx context.Context, js jetstream.JetStream, streamName, subject string) (int, error) {
+	stream, err := js.Stream(ctx, streamName)
+	if err != nil {
+		return 0, err
+	}
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		return 0, err
+	}
+	return int(info.State.Subjects[subject]), nil
 }

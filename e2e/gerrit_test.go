@@ -20,22 +20,28 @@ import (
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
 )
 
-// startWithGerrit runs all six services against the test Gerrit and
-// returns their state dir.
-func startWithGerrit(t *testing.T, natsURL string, g *gerrittest.Server) string {
-	t.Helper()
+// gerritFlags point gerrit-ingest, the evaluator and the reporter at the
+// test Gerrit, with short reconnect waits.
+func gerritFlags(g *gerrittest.Server) []string {
 	ssh := g.SSHConfig()
+	return []string{
+		"--gerrit.ssh.address", ssh.Address, "--gerrit.ssh.user", ssh.User,
+		"--gerrit.ssh.key-file", ssh.KeyFile, "--gerrit.ssh.known-hosts-file", ssh.KnownHostsFile,
+		"--gerrit-ingest.reconnect-min", "50ms", "--gerrit-ingest.reconnect-max", "500ms",
+	}
+}
+
+// startWithGerrit runs all six services against the test Gerrit and
+// returns their state dir. extra are more service flags.
+func startWithGerrit(t *testing.T, natsURL string, g *gerrittest.Server, extra ...string) string {
+	t.Helper()
 	state := t.TempDir()
 	o := testOptions(t, natsURL, state)
 	c := testConfigs(t)
 	fs := newFlagSet()
 	c.RegisterFlags(fs)
-	require.NoError(t, fs.Parse([]string{
-		"--reporter.log-base-url", "http://ci.example/logs", "--reporter.retry-delay", "100ms",
-		"--gerrit.ssh.address", ssh.Address, "--gerrit.ssh.user", ssh.User,
-		"--gerrit.ssh.key-file", ssh.KeyFile, "--gerrit.ssh.known-hosts-file", ssh.KnownHostsFile,
-		"--gerrit-ingest.reconnect-min", "50ms", "--gerrit-ingest.reconnect-max", "500ms",
-	}))
+	args := append([]string{"--reporter.log-base-url", "http://ci.example/logs", "--reporter.retry-delay", "100ms"}, gerritFlags(g)...)
+	require.NoError(t, fs.Parse(append(args, extra...)))
 	ctx, cancel := context.WithCancel(t.Context())
 	inst, err := app.Start(ctx, o, c, io.Discard, logger(t))
 	require.NoError(t, err)

@@ -3,7 +3,10 @@
 package natstest
 
 import (
+	"net"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -18,6 +21,7 @@ type Server struct {
 	*server.Server
 	URL      string
 	StoreDir string
+	port     int
 }
 
 // Start runs a JetStream server on 127.0.0.1 and a random port.
@@ -34,14 +38,39 @@ func StartDir(t testing.TB, dir string) *Server {
 	if err != nil {
 		t.Fatalf("start nats: %v", err)
 	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	return &Server{Server: ns, URL: ns.ClientURL(), StoreDir: dir}
+	addr, ok := ns.Addr().(*net.TCPAddr)
+	if !ok {
+		ns.Shutdown()
+		t.Fatalf("nats listens on %v, not TCP", ns.Addr())
+	}
+	s := &Server{Server: ns, URL: ns.ClientURL(), StoreDir: dir, port: addr.Port}
+	// The server running at cleanup, which StartAgain may have replaced.
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// Stop shuts the server down, like an outage: clients keep trying to
+// reconnect to URL until StartAgain.
+func (s *Server) Stop() {
+	s.Shutdown()
+	s.WaitForShutdown()
+}
+
+// StartAgain starts a stopped server again on the same port and store
+// dir, so clients reconnect to the JetStream state they left.
+func (s *Server) StartAgain(t testing.TB) {
+	t.Helper()
+	ns, err := natsembed.Start(natsembed.Options{StoreDir: s.StoreDir, Listen: net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))})
+	if err != nil {
+		t.Fatalf("start nats again on port %d: %v", s.port, err)
+	}
+	s.Server = ns
 }
 
 // Connect opens a client connection closed at cleanup, and a JetStream handle.
 func (s *Server) Connect(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, err := nats.Connect(s.URL, nats.MaxReconnects(-1))
+	nc, err := nats.Connect(s.URL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {
 		t.Fatalf("connect nats: %v", err)
 	}
