@@ -107,6 +107,14 @@ func (s *Server) FailReviews(n int) {
 	s.failReviews = n
 }
 
+// LoseReviewAnswers makes the next n `gerrit review` commands take effect
+// and then drop the connection before the exit status is sent.
+func (s *Server) LoseReviewAnswers(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.loseAnswers = n
+}
+
 // Reviews returns the `gerrit review` commands that succeeded, in order.
 func (s *Server) Reviews() []ReviewCommand {
 	s.mu.Lock()

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,6 +44,7 @@ type REST struct {
 	reviews []RESTReview
 	fail    int
 	status  int
+	lose    int
 }
 
 // NewREST returns a handler accepting user and password.
@@ -70,6 +72,14 @@ func (r *REST) Fail(n, status int) {
 	r.fail, r.status = n, status
 }
 
+// LoseAnswers makes the next n reviews take effect and then drops the
+// connection without an answer.
+func (r *REST) LoseAnswers(n int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lose = n
+}
+
 // Reviews returns the accepted reviews in order.
 func (r *REST) Reviews() []RESTReview {
 	r.mu.Lock()
@@ -94,6 +104,10 @@ func (r *REST) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	// /a/changes/<id>/revisions/<rev>/review, on the escaped path so that
 	// a project's %2F stays inside the id.
 	parts := strings.Split(strings.TrimPrefix(req.URL.EscapedPath(), "/"), "/")
+	if len(parts) == 4 && parts[0] == "a" && parts[1] == "changes" && parts[3] == "messages" {
+		r.messages(w, req, parts[2])
+		return
+	}
 	if len(parts) != 6 || parts[0] != "a" || parts[1] != "changes" || parts[3] != "revisions" || parts[5] != "review" {
 		http.NotFound(w, req)
 		return
@@ -142,8 +156,76 @@ func (r *REST) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		Path: req.URL.EscapedPath(), Project: project, Change: change, Revision: parts[4], User: user,
 		Body: body, Message: in.Message, Labels: in.Labels, Tag: in.Tag,
 	})
+	lose := r.lose > 0
+	if lose {
+		r.lose--
+	}
 	r.mu.Unlock()
+	if lose {
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			_ = conn.Close()
+		}
+		return
+	}
 	labels, _ := json.Marshal(in.Labels)
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	_, _ = fmt.Fprintf(w, ")]}'\n{\"labels\":%s,\"ready\":true}\n", labels)
+}
+
+// messages answers GET /a/changes/<id>/messages with the change's messages
+// (ChangeMessageInfo), one per accepted review, worded as Gerrit words them.
+func (r *REST) messages(w http.ResponseWriter, req *http.Request, escapedID string) {
+	if req.Method != http.MethodGet {
+		http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	id, err := url.PathUnescape(escapedID)
+	project, num, ok := strings.Cut(id, "~")
+	change, cerr := strconv.ParseInt(num, 10, 64)
+	if err != nil || !ok || cerr != nil {
+		http.Error(w, "Not Found: "+id, http.StatusNotFound)
+		return
+	}
+	type messageInfo struct {
+		ID       string `json:"id"`
+		Tag      string `json:"tag,omitempty"`
+		Message  string `json:"message"`
+		Revision int    `json:"_revision_number,omitempty"`
+	}
+	out := []messageInfo{}
+	for i, rv := range r.Reviews() {
+		if rv.Project != project || rv.Change != change {
+			continue
+		}
+		labels := map[string]string{}
+		for k, v := range rv.Labels {
+			labels[k] = strconv.Itoa(v)
+		}
+		ps, _ := strconv.Atoi(rv.Revision)
+		out = append(out, messageInfo{ID: fmt.Sprintf("m%d", i), Tag: rv.Tag, Message: ChangeMessage(rv.Revision, labels, rv.Message), Revision: ps})
+	}
+	data, _ := json.Marshal(out)
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	_, _ = fmt.Fprintf(w, ")]}'\n%s\n", data)
+}
+
+// ChangeMessage is the change message Gerrit makes of a review: the
+// patchset and votes on the first line, then the reviewer's message.
+func ChangeMessage(patchset string, labels map[string]string, message string) string {
+	var votes []string
+	for l, v := range labels {
+		if !strings.HasPrefix(v, "-") && v != "0" {
+			v = "+" + v
+		}
+		votes = append(votes, l+v)
+	}
+	slices.Sort(votes)
+	head := "Patch Set " + patchset + ":"
+	if len(votes) > 0 {
+		head += " " + strings.Join(votes, " ")
+	}
+	if message == "" {
+		return head
+	}
+	return head + "\n\n" + message
 }

@@ -24,12 +24,14 @@ package gerrittest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -75,6 +77,7 @@ type Server struct {
 	streamsStarted int
 	streamsActive  int
 	dropMid        bool
+	loseAnswers    int // reviews applied whose connection then dies
 	failReviews    int
 	reviews        []ReviewCommand
 	commands       []string
@@ -279,7 +282,9 @@ func (s *Server) exec(ctx context.Context, c *conn, ch ssh.Channel, gone <-chan 
 	case len(args) >= 2 && args[0] == "gerrit" && args[1] == "stream-events":
 		return s.streamEvents(c, ch, gone, args[2:])
 	case len(args) >= 2 && args[0] == "gerrit" && args[1] == "review":
-		return s.review(ch, command, args)
+		return s.review(c, ch, command, args)
+	case len(args) >= 2 && args[0] == "gerrit" && args[1] == "query":
+		return s.query(ch, args[2:])
 	case len(args) == 2 && args[0] == "gerrit" && args[1] == "version":
 		_, _ = io.WriteString(ch, "gerrit version 3.10.0\n")
 		return 0
@@ -359,7 +364,7 @@ func (s *Server) streamEvents(c *conn, ch ssh.Channel, gone <-chan struct{}, arg
 	}
 }
 
-func (s *Server) review(ch ssh.Channel, command string, args []string) uint32 {
+func (s *Server) review(c *conn, ch ssh.Channel, command string, args []string) uint32 {
 	rc, err := ParseReview(args)
 	rc.Raw = command
 	s.mu.Lock()
@@ -370,8 +375,15 @@ func (s *Server) review(ch ssh.Channel, command string, args []string) uint32 {
 	if err == nil && !fail {
 		s.reviews = append(s.reviews, rc)
 	}
+	lose := err == nil && !fail && s.loseAnswers > 0
+	if lose {
+		s.loseAnswers--
+	}
 	s.mu.Unlock()
 	switch {
+	case lose:
+		_ = c.sc.Close() // applied, but the client never learns it
+		return 0
 	case err != nil:
 		_, _ = fmt.Fprintf(ch.Stderr(), "fatal: %v\n", err)
 		return 1
@@ -379,6 +391,63 @@ func (s *Server) review(ch ssh.Channel, command string, args []string) uint32 {
 		_, _ = io.WriteString(ch.Stderr(), "fatal: internal server error (injected by the test)\n")
 		return 1
 	}
+	return 0
+}
+
+// query answers `gerrit query --format=JSON --comments` for queries of
+// change:N and project:P (or project:{P}): the change, if it has reviews,
+// with them as comments, then the stats line.
+func (s *Server) query(ch ssh.Channel, args []string) uint32 {
+	var project string
+	var change int64
+	format, comments := "", false
+	for i := 0; i < len(args); i++ {
+		switch a := args[i]; {
+		case a == "--format" && i+1 < len(args):
+			format = args[i+1]
+			i++
+		case strings.HasPrefix(a, "--format="):
+			format = strings.TrimPrefix(a, "--format=")
+		case a == "--comments":
+			comments = true
+		case strings.HasPrefix(a, "change:"):
+			n, err := strconv.ParseInt(strings.TrimPrefix(a, "change:"), 10, 64)
+			if err != nil {
+				_, _ = fmt.Fprintf(ch, `{"type":"error","message":"invalid change %q"}`+"\n", a)
+				return 0
+			}
+			change = n
+		case strings.HasPrefix(a, "project:"):
+			project = strings.TrimSuffix(strings.TrimPrefix(strings.TrimPrefix(a, "project:"), "{"), "}")
+		default:
+			_, _ = fmt.Fprintf(ch.Stderr(), "fatal: the test Gerrit does not know %q\n", a)
+			return 1
+		}
+	}
+	if format != "JSON" || !comments || change == 0 {
+		_, _ = io.WriteString(ch.Stderr(), "fatal: the test Gerrit answers only --format=JSON --comments change:N queries\n")
+		return 1
+	}
+	type comment struct {
+		Timestamp int64             `json:"timestamp"`
+		Reviewer  map[string]string `json:"reviewer"`
+		Message   string            `json:"message"`
+	}
+	var cs []comment
+	for _, rc := range s.Reviews() {
+		if rc.Change == change && (project == "" || rc.Project == project) {
+			cs = append(cs, comment{Timestamp: time.Now().Unix(), Reviewer: map[string]string{"username": "nixbus"},
+				Message: ChangeMessage(strconv.Itoa(int(rc.Patchset)), rc.Labels, rc.Message)})
+			project = rc.Project
+		}
+	}
+	rows := 0
+	if len(cs) > 0 {
+		line, _ := json.Marshal(map[string]any{"project": project, "number": change, "comments": cs})
+		_, _ = fmt.Fprintf(ch, "%s\n", line)
+		rows = 1
+	}
+	_, _ = fmt.Fprintf(ch, `{"type":"stats","rowCount":%d,"runTimeMilliseconds":1,"moreChanges":false}`+"\n", rows)
 	return 0
 }
 

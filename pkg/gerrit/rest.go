@@ -111,12 +111,20 @@ func ReviewURL(base string, r Review) string {
 	return strings.TrimRight(base, "/") + "/a/changes/" + id + "/revisions/" + rev + "/review"
 }
 
-// Review posts r, retrying failures other than refusals (4xx).
+// MessagesURL lists the messages of r's change under Gerrit's web root base.
+func MessagesURL(base string, r Review) string {
+	id := url.PathEscape(r.Project + "~" + strconv.FormatInt(r.Change, 10))
+	return strings.TrimRight(base, "/") + "/a/changes/" + id + "/messages"
+}
+
+// Review posts r, retrying failures other than refusals (4xx). A post whose
+// answer was lost may have been applied: with a Marker, the change's
+// messages are searched for it before the next attempt.
 func (s *RESTReviewer) Review(ctx context.Context, r Review) error {
 	if err := r.validate(); err != nil {
 		return err
 	}
-	in := reviewInput{Message: TruncateMessage(r.Message, MaxMessageBytes), Tag: r.tag()}
+	in := reviewInput{Message: r.message(), Tag: r.tag()}
 	if !r.NoVote {
 		in.Labels = map[string]int{"Verified": r.Verified}
 	}
@@ -129,54 +137,102 @@ func (s *RESTReviewer) Review(ctx context.Context, r Review) error {
 		return err
 	}
 	target := ReviewURL(s.cfg.URL, r)
-	err = s.retry.do(ctx, func(ctx context.Context) error { return s.post(ctx, target, body, password) })
+	look := r.MaybePosted
+	err = s.retry.do(ctx, func(ctx context.Context) error {
+		if look {
+			found, err := s.hasReview(ctx, r, password)
+			if err != nil || found {
+				return err
+			}
+		}
+		err := s.post(ctx, target, body, password)
+		look = err != nil && r.Marker != "" && !IsPermanent(err)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("review %d,%s over rest: %w", r.Change, psOrRev(r), err)
 	}
 	return nil
 }
 
-func (s *RESTReviewer) post(ctx context.Context, target string, body []byte, password string) error {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
+// hasReview searches r's change messages for r.Marker.
+func (s *RESTReviewer) hasReview(ctx context.Context, r Review, password string) (bool, error) {
+	data, err := s.do(ctx, http.MethodGet, MessagesURL(s.cfg.URL, r), nil, password)
 	if err != nil {
-		return permanentError{fmt.Errorf("build request: %w", err)}
+		return false, fmt.Errorf("look for an earlier review: %w", err)
 	}
-	req.Header.Set("Content-Type", "application/json; charset=UTF-8")
-	req.Header.Set("Accept", "application/json")
-	if s.cfg.User != "" {
-		req.SetBasicAuth(s.cfg.User, password)
+	var msgs []struct {
+		Message string `json:"message"`
+		Tag     string `json:"tag"`
 	}
-	resp, err := s.client.Do(req)
+	if err := json.Unmarshal(data, &msgs); err != nil {
+		return false, fmt.Errorf("look for an earlier review: decode messages: %w", err)
+	}
+	for _, m := range msgs {
+		if m.Tag == r.tag() && hasMarker(m.Message, r.Marker) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+func (s *RESTReviewer) post(ctx context.Context, target string, body []byte, password string) error {
+	data, err := s.do(ctx, http.MethodPost, target, body, password)
 	if err != nil {
 		return fmt.Errorf("post review: %w", err)
-	}
-	data, rerr := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if cerr := resp.Body.Close(); cerr != nil && rerr == nil {
-		rerr = cerr
-	}
-	if resp.StatusCode != http.StatusOK {
-		err := fmt.Errorf("post review: %s: %s", resp.Status, strings.TrimSpace(string(StripXSSI(data))))
-		if resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != http.StatusRequestTimeout &&
-			resp.StatusCode != http.StatusTooManyRequests {
-			return permanentError{err}
-		}
-		return err
-	}
-	if rerr != nil {
-		return fmt.Errorf("read review answer: %w", rerr)
 	}
 	var res struct {
 		Error string `json:"error"`
 	}
-	if err := json.Unmarshal(StripXSSI(data), &res); err != nil {
+	if err := json.Unmarshal(data, &res); err != nil {
 		return fmt.Errorf("decode review answer: %w", err)
 	}
 	if res.Error != "" {
 		return permanentError{fmt.Errorf("gerrit refused the review: %s", res.Error)}
 	}
 	return nil
+}
+
+// do sends one request and returns the answer's JSON (without the XSSI
+// prefix). A 4xx answer other than 408 and 429 is a permanent error.
+func (s *RESTReviewer) do(ctx context.Context, method, target string, body []byte, password string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, target, rd)
+	if err != nil {
+		return nil, permanentError{fmt.Errorf("build request: %w", err)}
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json; charset=UTF-8")
+	}
+	req.Header.Set("Accept", "application/json")
+	if s.cfg.User != "" {
+		req.SetBasicAuth(s.cfg.User, password)
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	data, rerr := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if cerr := resp.Body.Close(); cerr != nil && rerr == nil {
+		rerr = cerr
+	}
+	if resp.StatusCode != http.StatusOK {
+		err := fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(StripXSSI(data))))
+		if resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != http.StatusRequestTimeout &&
+			resp.StatusCode != http.StatusTooManyRequests {
+			return nil, permanentError{err}
+		}
+		return nil, err
+	}
+	if rerr != nil {
+		return nil, fmt.Errorf("read answer: %w", rerr)
+	}
+	return StripXSSI(data), nil
 }
 
 // StripXSSI removes the )]}' line Gerrit puts before JSON answers.

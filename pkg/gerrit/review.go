@@ -2,6 +2,7 @@ package gerrit
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -33,6 +34,14 @@ type Review struct {
 	// NoVote posts the message alone and leaves the label as it is (the
 	// "build started" message).
 	NoVote bool
+	// Marker, when set, identifies this review: it goes on the message's
+	// last line, and before a post is sent again after one whose outcome is
+	// unknown (the answer was lost, Gerrit may have applied it) the change's
+	// messages are searched for it, so that a review is never given twice.
+	Marker string
+	// MaybePosted says an earlier post of this review, by another process,
+	// may have been applied: look for Marker before the first post too.
+	MaybePosted bool
 }
 
 // Reviewer gives a review on Gerrit.
@@ -59,6 +68,10 @@ func (r Review) validate() error {
 		return fmt.Errorf("review: Verified=%d is out of range", r.Verified)
 	case r.Tag != "" && !tagRe.MatchString(r.Tag):
 		return fmt.Errorf("review: tag %q has characters Gerrit does not allow", r.Tag)
+	case strings.ContainsAny(r.Marker, "\r\n") || len(r.Marker) > 200:
+		return errors.New("review: marker must be one line of at most 200 bytes")
+	case r.MaybePosted && r.Marker == "":
+		return errors.New("review: MaybePosted needs a Marker to look for")
 	}
 	return nil
 }
@@ -68,6 +81,29 @@ func (r Review) tag() string {
 		return DefaultTag
 	}
 	return r.Tag
+}
+
+// message is the text posted: the message within MaxMessageBytes, with the
+// marker (never cut off) on its last line.
+func (r Review) message() string {
+	if r.Marker == "" {
+		return TruncateMessage(r.Message, MaxMessageBytes)
+	}
+	msg := TruncateMessage(r.Message, MaxMessageBytes-len(r.Marker)-2)
+	if msg == "" {
+		return r.Marker
+	}
+	return msg + "\n\n" + r.Marker
+}
+
+// hasMarker reports whether a change message has marker on a line of its own.
+func hasMarker(message, marker string) bool {
+	for line := range strings.Lines(message) {
+		if strings.TrimRight(line, "\r\n") == marker {
+			return true
+		}
+	}
+	return false
 }
 
 // TruncateMessage makes msg valid UTF-8 and cuts it to limit bytes on a
@@ -103,7 +139,7 @@ func ReviewCommand(r Review) (string, error) {
 	var b strings.Builder
 	b.WriteString("gerrit review --project ")
 	b.WriteString(Quote(r.Project))
-	if msg := TruncateMessage(r.Message, MaxMessageBytes); msg != "" {
+	if msg := r.message(); msg != "" {
 		b.WriteString(" --message ")
 		b.WriteString(Quote(msg))
 	}
@@ -189,24 +225,76 @@ func NewSSHReviewer(cfg SSHConfig, retry Retry) (*SSHReviewer, error) {
 	return &SSHReviewer{cfg: cfg, retry: retry}, nil
 }
 
-// Review posts r, retrying failures.
+// Review posts r, retrying failures. A post that failed after the command
+// was sent may have been applied: with a Marker, the change is searched for
+// it before the next attempt.
 func (s *SSHReviewer) Review(ctx context.Context, r Review) error {
 	cmd, err := ReviewCommand(r)
 	if err != nil {
 		return err
 	}
+	look := r.MaybePosted
 	err = s.retry.do(ctx, func(ctx context.Context) error {
 		c, err := Dial(ctx, s.cfg)
 		if err != nil {
 			return err
 		}
+		defer func() { _ = c.Close() }()
+		if look {
+			found, err := sshHasReview(ctx, c, r)
+			if err != nil || found {
+				return err
+			}
+		}
 		_, err = c.Run(ctx, cmd)
-		return errors.Join(err, c.Close())
+		var xe *ExitError
+		if err != nil && !errors.As(err, &xe) {
+			look = r.Marker != "" // the connection failed: maybe after Gerrit applied it
+		}
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("review %d,%s over ssh: %w", r.Change, psOrRev(r), err)
 	}
 	return nil
+}
+
+// QueryCommand is the `gerrit query` command line listing the messages of
+// r's change.
+func QueryCommand(r Review) string {
+	return fmt.Sprintf("gerrit query --format=JSON --comments %s change:%d", Quote("project:{"+r.Project+"}"), r.Change)
+}
+
+// sshHasReview searches r's change for a message carrying r.Marker.
+func sshHasReview(ctx context.Context, c *Client, r Review) (bool, error) {
+	out, err := c.Run(ctx, QueryCommand(r))
+	if err != nil {
+		return false, fmt.Errorf("look for an earlier review: %w", err)
+	}
+	found := false
+	for line := range strings.Lines(string(out)) {
+		var row struct {
+			Type     string `json:"type"`
+			Message  string `json:"message"`
+			Project  string `json:"project"`
+			Comments []struct {
+				Message string `json:"message"`
+			} `json:"comments"`
+		}
+		if err := json.Unmarshal([]byte(line), &row); err != nil {
+			return false, fmt.Errorf("look for an earlier review: decode query answer: %w", err)
+		}
+		if row.Type == "error" {
+			return false, fmt.Errorf("look for an earlier review: gerrit: %s", row.Message)
+		}
+		if row.Project != r.Project {
+			continue
+		}
+		for _, cm := range row.Comments {
+			found = found || hasMarker(cm.Message, r.Marker)
+		}
+	}
+	return found, nil
 }
 
 func psOrRev(r Review) string {

@@ -163,3 +163,91 @@ func TestRESTReviewRefusalIsNotRetried(t *testing.T) {
 	require.True(t, gerrit.IsPermanent(err))
 	require.Empty(t, rest.Reviews())
 }
+
+// TestReviewAnswerLost: Gerrit applies a review and the answer is lost.
+// With a marker the reviewer finds its review before posting again, and
+// one that another process may have posted is looked for first; without
+// a marker the retry gives the review twice.
+func TestReviewAnswerLost(t *testing.T) {
+	type gerritSide struct {
+		reviewer gerrit.Reviewer
+		lose     func(n int)
+		messages func() []string
+	}
+	backends := map[string]func(t *testing.T) gerritSide{
+		"ssh": func(t *testing.T) gerritSide {
+			srv := gerrittest.Start(t, gerrittest.Options{})
+			rv, err := gerrit.NewSSHReviewer(srv.SSHConfig(), fastRetry())
+			require.NoError(t, err)
+			return gerritSide{rv, srv.LoseReviewAnswers, func() []string {
+				var out []string
+				for _, r := range srv.Reviews() {
+					out = append(out, r.Message)
+				}
+				return out
+			}}
+		},
+		"rest": func(t *testing.T) gerritSide {
+			rest, cfg := gerrittest.StartREST(t)
+			rv, err := gerrit.NewRESTReviewer(cfg, nil, fastRetry())
+			require.NoError(t, err)
+			return gerritSide{rv, rest.LoseAnswers, func() []string {
+				var out []string
+				for _, r := range rest.Reviews() {
+					out = append(out, r.Message)
+				}
+				return out
+			}}
+		},
+	}
+	for name, start := range backends {
+		t.Run(name, func(t *testing.T) {
+			for _, tc := range []struct {
+				name        string
+				marker      string
+				maybePosted bool
+				lose        int
+				before      int // reviews already there
+				want        int // reviews given in all
+			}{
+				{name: "marked", marker: "nixbus-run: r1", lose: 1, want: 1},
+				{name: "unmarked", lose: 1, want: 2},
+				{name: "maybe posted, was", marker: "nixbus-run: r1", maybePosted: true, before: 1, want: 1},
+				{name: "maybe posted, was not", marker: "nixbus-run: r1", maybePosted: true, want: 1},
+				{name: "other run's review there", marker: "nixbus-run: r2", maybePosted: true, before: 1, want: 2},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					g := start(t)
+					r := gerrit.Review{Project: "lix/lix", Change: 7, Patchset: 2, Message: nasty, Verified: 1, Marker: tc.marker}
+					for range tc.before {
+						prev := r
+						prev.Marker = "nixbus-run: r1"
+						require.NoError(t, g.reviewer.Review(t.Context(), prev))
+					}
+					g.lose(tc.lose)
+					r.MaybePosted = tc.maybePosted
+					require.NoError(t, g.reviewer.Review(t.Context(), r))
+					msgs := g.messages()
+					require.Len(t, msgs, tc.want)
+					if tc.marker != "" {
+						require.True(t, strings.HasSuffix(msgs[len(msgs)-1], nasty+"\n\n"+tc.marker), "the marker ends the message")
+					}
+				})
+			}
+		})
+	}
+}
+
+func TestMarkerSurvivesTruncation(t *testing.T) {
+	long := strings.Repeat("x", 2*gerrit.MaxMessageBytes)
+	cmd, err := gerrit.ReviewCommand(gerrit.Review{Project: "p", Change: 1, Patchset: 1, Message: long, Marker: "nixbus-run: r1"})
+	require.NoError(t, err)
+	rc, err := gerrittest.ParseReview(gerrittest.Split(cmd))
+	require.NoError(t, err)
+	require.LessOrEqual(t, len(rc.Message), gerrit.MaxMessageBytes)
+	require.True(t, strings.HasSuffix(rc.Message, "(message truncated)\n\nnixbus-run: r1"))
+	_, err = gerrit.ReviewCommand(gerrit.Review{Project: "p", Change: 1, Patchset: 1, Marker: "two\nlines"})
+	require.Error(t, err)
+	_, err = gerrit.ReviewCommand(gerrit.Review{Project: "p", Change: 1, Patchset: 1, MaybePosted: true})
+	require.Error(t, err)
+}
