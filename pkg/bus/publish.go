@@ -57,15 +57,22 @@ func NewMsg(subject, msgID string, m proto.Message, hdr nats.Header) (*nats.Msg,
 }
 
 // Publish stores m on subject with msgID, retrying until it is stored.
+// The message carries the trace context in hdr when hdr has one (the
+// caller chose it: a handler publishing for another run than the one it
+// handles), else the span context of ctx (see InjectTrace).
 func (p *Publisher) Publish(ctx context.Context, subject, msgID string, m proto.Message, hdr nats.Header) error {
 	msg, err := NewMsg(subject, msgID, m, hdr)
 	if err != nil {
 		return err
 	}
+	if !TraceOf(msg.Header).IsValid() {
+		InjectTrace(ctx, msg.Header)
+	}
 	return p.PublishMsg(ctx, msg)
 }
 
-// PublishMsg stores msg, retrying with backoff until it is stored or ctx ends.
+// PublishMsg stores msg as it is (headers included), retrying with backoff
+// until it is stored or ctx ends.
 func (p *Publisher) PublishMsg(ctx context.Context, msg *nats.Msg) error {
 	backoff := p.MinBackoff
 	for attempt := 1; ; attempt++ {

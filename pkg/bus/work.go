@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // WorkOptions describe a durable pull consumer shared by every process of a
@@ -31,6 +34,14 @@ type WorkOptions struct {
 	RetryDelay time.Duration
 	// FetchWait bounds one pull request.
 	FetchWait time.Duration
+	// Tracer, when set, gives each handler a consumer span named SpanName
+	// (default "process <Durable>"), the child of the span context in the
+	// message's headers, and ends it failed when the handler fails.
+	// Handlers add their attributes to trace.SpanFromContext(ctx). With no
+	// Tracer the handler's ctx still carries the message's span context, so
+	// what it publishes stays in the trace.
+	Tracer   trace.Tracer
+	SpanName string
 }
 
 func (o *WorkOptions) defaults() {
@@ -48,6 +59,9 @@ func (o *WorkOptions) defaults() {
 	}
 	if o.FetchWait <= 0 {
 		o.FetchWait = 5 * time.Second
+	}
+	if o.SpanName == "" {
+		o.SpanName = "process " + o.Durable
 	}
 }
 
@@ -145,6 +159,10 @@ func pullLoop(ctx context.Context, cons jetstream.Consumer, o WorkOptions, logge
 
 func handle(ctx context.Context, msg jetstream.Msg, o WorkOptions, logger *slog.Logger, h Handler) {
 	hctx, stop := context.WithCancel(ctx)
+	hctx, span := StartSpan(hctx, o.Tracer, o.SpanName, msg, semconv.MessagingConsumerGroupName(o.Durable))
+	// The span ends once the message is settled, so it covers the ack.
+	var err error
+	defer func() { EndSpan(span, err) }()
 	done := make(chan struct{})
 	go func() {
 		// Heartbeats keep a long build from being handed to another process.
@@ -161,13 +179,14 @@ func handle(ctx context.Context, msg jetstream.Msg, o WorkOptions, logger *slog.
 			}
 		}
 	}()
-	err := h(hctx, msg)
+	err = h(hctx, msg)
 	close(done)
 	stop()
 	switch {
 	case err == nil:
 		if aerr := msg.DoubleAck(ctx); aerr != nil {
 			logger.Warn("ack", "subject", msg.Subject(), "err", aerr)
+			span.AddEvent("ack failed", trace.WithAttributes(attribute.String("error", aerr.Error())))
 		}
 	case IsPermanent(err):
 		logger.Error("drop message", "subject", msg.Subject(), "err", err)
