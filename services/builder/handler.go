@@ -11,8 +11,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"nixbus.dev/nixbus/pkg/bus"
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
@@ -31,9 +33,6 @@ var (
 	runIDRe   = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
 )
 
-// traceHeaders are the headers a result inherits from its request.
-var traceHeaders = []string{"traceparent", "tracestate"}
-
 // handle builds one request and publishes its result. It returns nil only
 // once the result is stored. If the builder is shutting down, the build is
 // killed, nothing is published and the request goes back to the queue.
@@ -47,6 +46,10 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 		return bus.Permanent(err)
 	}
 	logger := s.logger.With("run", req.GetRunId(), "drv", req.GetDrvPath())
+	span := trace.SpanFromContext(ctx)
+	span.SetAttributes(bus.AttrRun.String(req.GetRunId()), bus.AttrDrv.String(req.GetDrvPath()),
+		bus.AttrSystem.String(req.GetSystem()), attribute.String("nixbus.builder", s.cfg.Name),
+		attribute.StringSlice("nixbus.attrs", req.GetAttrs()))
 	if len(req.GetAttrs()) > 0 {
 		logger = logger.With("attr", req.GetAttrs()[0])
 	}
@@ -67,7 +70,7 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 	}
 	if cancelled {
 		res.Status, res.Error = nixbuspb.BuildStatus_BUILD_STATUS_CANCELLED, "run cancelled"
-		return h.publish(ctx, msg, res)
+		return h.publish(ctx, res)
 	}
 
 	logger.Info("build started")
@@ -98,7 +101,12 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 		res.LogKey = key
 	}
 	logger.Info("build finished", "status", res.GetStatus().String(), "err", res.GetError(), "duration", time.Duration(res.GetDurationMs())*time.Millisecond)
-	if err := h.publish(ctx, msg, res); err != nil {
+	span.SetAttributes(attribute.Int("nix.exit_code", int(res.GetExitCode())))
+	if st := res.GetStatus(); st == nixbuspb.BuildStatus_BUILD_STATUS_FAILED || st == nixbuspb.BuildStatus_BUILD_STATUS_TIMED_OUT {
+		// The handler did its job, but the build did not: show it red.
+		span.SetStatus(codes.Error, res.GetError())
+	}
+	if err := h.publish(ctx, res); err != nil {
 		return err
 	}
 	s.metrics.duration.WithLabelValues(s.cfg.System, statusLabel(res.GetStatus())).Observe(float64(res.GetDurationMs()) / 1000)
@@ -202,14 +210,10 @@ func (h *handler) removeLog(f *os.File) {
 	}
 }
 
-func (h *handler) publish(ctx context.Context, msg jetstream.Msg, res *nixbuspb.BuildResult) error {
-	hdr := nats.Header{}
-	for _, k := range traceHeaders {
-		if v := msg.Headers().Get(k); v != "" {
-			hdr.Set(k, v)
-		}
-	}
-	if err := h.s.pub.Publish(ctx, bus.RunSubject(res.GetRunId(), bus.RunResultKind), bus.MsgIDResult(res.GetRunId(), res.GetDrvPath()), res, hdr); err != nil {
+// publish stores the result as the child of the build's span (in ctx).
+func (h *handler) publish(ctx context.Context, res *nixbuspb.BuildResult) error {
+	trace.SpanFromContext(ctx).SetAttributes(attribute.String("nixbus.build.status", statusLabel(res.GetStatus())))
+	if err := h.s.pub.Publish(ctx, bus.RunSubject(res.GetRunId(), bus.RunResultKind), bus.MsgIDResult(res.GetRunId(), res.GetDrvPath()), res, nil); err != nil {
 		return fmt.Errorf("publish result of %s: %w", res.GetDrvPath(), err)
 	}
 	h.s.metrics.results.WithLabelValues(h.s.cfg.System, statusLabel(res.GetStatus())).Inc()

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"nixbus.dev/nixbus/pkg/bus"
 	"nixbus.dev/nixbus/pkg/nix"
@@ -30,6 +31,8 @@ type Deps struct {
 	Registerer prometheus.Registerer
 	// Nix runs nix; required unless Config.Instant.
 	Nix *nix.Nix
+	// TracerProvider gets a span per build; nil: no spans.
+	TracerProvider trace.TracerProvider
 }
 
 // Service is a running builder.
@@ -39,6 +42,7 @@ type Service struct {
 	logger  *slog.Logger
 	exec    nixbuild.Executor
 	pub     *bus.Publisher
+	tracer  trace.Tracer
 	metrics *metrics
 	cancels *cancels
 }
@@ -79,8 +83,8 @@ func New(cfg Config, d Deps) (*Service, error) {
 	logger := d.Logger.With("service", "builder")
 	return &Service{
 		cfg: cfg, js: d.JS, logger: logger, exec: exec,
-		pub: bus.NewPublisher(d.JS, logger), metrics: newMetrics(d.Registerer),
-		cancels: newCancels(time.Hour),
+		pub: bus.NewPublisher(d.JS, logger), tracer: bus.Tracer(d.TracerProvider, "nixbus.dev/nixbus/services/builder"),
+		metrics: newMetrics(d.Registerer), cancels: newCancels(time.Hour),
 	}, nil
 }
 
@@ -120,6 +124,7 @@ func (s *Service) Run(ctx context.Context) error {
 	return bus.Work(ctx, s.js, bus.WorkOptions{
 		Stream: bus.StreamBuilds, Durable: bus.ConsumerBuilder(s.cfg.System), Filter: bus.BuildSubject(s.cfg.System),
 		Concurrency: s.cfg.Concurrency, AckWait: s.cfg.AckWait, RetryDelay: s.cfg.RetryDelay,
+		Tracer: s.tracer, SpanName: "build",
 	}, s.logger, h.handle)
 }
 

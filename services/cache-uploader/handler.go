@@ -12,8 +12,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"nixbus.dev/nixbus/pkg/bus"
 	"nixbus.dev/nixbus/pkg/nix"
@@ -29,9 +31,6 @@ type handler struct {
 // A store path's base name: 32 hash characters, a dash, a name.
 var storeBaseRe = regexp.MustCompile(`^[0-9a-z]{32}-[A-Za-z0-9+\-_?=][A-Za-z0-9+\-._?=]*$`)
 
-// traceHeaders are the headers an upload result inherits from its build result.
-var traceHeaders = []string{"traceparent", "tracestate"}
-
 // handle uploads the outputs of one successful build and publishes the
 // upload result. Signing and copying are idempotent, and the result's
 // message id makes a repeated publication a no-op, so a redelivered build
@@ -42,7 +41,10 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 	if err := bus.Decode(msg.Data(), &res); err != nil {
 		return bus.Permanent(err)
 	}
+	span := trace.SpanFromContext(ctx)
+	span.SetAttributes(bus.AttrRun.String(res.GetRunId()), bus.AttrDrv.String(res.GetDrvPath()))
 	if res.GetStatus() != nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED {
+		span.SetAttributes(attribute.String("nixbus.upload.skipped", "build did not succeed"))
 		return nil
 	}
 	run, _, err := bus.ParseRunSubject(msg.Subject())
@@ -55,6 +57,7 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 	logger := s.logger.With("run", run, "drv", res.GetDrvPath())
 	paths := slices.Sorted(maps.Values(res.GetOutputs()))
 	up := &nixbuspb.UploadResult{RunId: run, DrvPath: res.GetDrvPath(), StorePaths: paths, CacheUrl: s.cfg.CacheURL}
+	span.SetAttributes(attribute.StringSlice("nix.store_paths", paths), attribute.String("nix.cache_url", s.cfg.CacheURL))
 	var start time.Time
 	if err := h.check(paths); err != nil {
 		up.Error = err.Error()
@@ -74,8 +77,11 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 			up.Ok = true
 		}
 	}
-	if err := h.publish(ctx, msg, up); err != nil {
+	if err := h.publish(ctx, up); err != nil {
 		return err
+	}
+	if !up.GetOk() {
+		span.SetStatus(codes.Error, up.GetError())
 	}
 	if up.GetOk() {
 		s.metrics.duration.Observe(time.Since(start).Seconds())
@@ -168,14 +174,22 @@ func (h *handler) runChange(ctx context.Context, run string) (*nixbuspb.ChangeEv
 func (h *handler) upload(ctx context.Context, paths []string) error {
 	s := h.s
 	sign := append([]string{"--key-file", s.cfg.SecretKeyFile, "--recursive", "--"}, paths...)
-	if _, err := s.nix.Output(ctx, []string{"store", "sign"}, sign...); err != nil {
+	if err := h.nixStep(ctx, "sign", []string{"store", "sign"}, sign); err != nil {
 		return fmt.Errorf("sign outputs: %w", err)
 	}
 	copyArgs := append([]string{"--to", s.cfg.CacheURL, "--"}, paths...)
-	if _, err := s.nix.Output(ctx, []string{"copy"}, copyArgs...); err != nil {
+	if err := h.nixStep(ctx, "copy", []string{"copy"}, copyArgs); err != nil {
 		return fmt.Errorf("copy outputs to the cache: %w", err)
 	}
 	return nil
+}
+
+// nixStep runs one nix command of an upload in its own span.
+func (h *handler) nixStep(ctx context.Context, name string, cmd, args []string) error {
+	ctx, span := h.s.tracer.Start(ctx, name)
+	_, err := h.s.nix.Output(ctx, cmd, args...)
+	bus.EndSpan(span, err)
+	return err
 }
 
 // errorLine is nix's own first error line, for the upload result.
@@ -190,14 +204,9 @@ func errorLine(err error) string {
 	return err.Error()
 }
 
-func (h *handler) publish(ctx context.Context, msg jetstream.Msg, up *nixbuspb.UploadResult) error {
-	hdr := nats.Header{}
-	for _, k := range traceHeaders {
-		if v := msg.Headers().Get(k); v != "" {
-			hdr.Set(k, v)
-		}
-	}
-	if err := h.s.pub.Publish(ctx, bus.UploadSubject(up.GetRunId()), bus.MsgIDUpload(up.GetRunId(), up.GetDrvPath()), up, hdr); err != nil {
+// publish stores the upload result as the child of the upload's span.
+func (h *handler) publish(ctx context.Context, up *nixbuspb.UploadResult) error {
+	if err := h.s.pub.Publish(ctx, bus.UploadSubject(up.GetRunId()), bus.MsgIDUpload(up.GetRunId(), up.GetDrvPath()), up, nil); err != nil {
 		return fmt.Errorf("publish upload result of %s: %w", up.GetDrvPath(), err)
 	}
 	result := "ok"

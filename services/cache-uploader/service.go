@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"nixbus.dev/nixbus/pkg/bus"
 	"nixbus.dev/nixbus/pkg/nix"
@@ -24,6 +25,8 @@ type Deps struct {
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 	Nix        *nix.Nix
+	// TracerProvider gets a span per upload; nil: no spans.
+	TracerProvider trace.TracerProvider
 }
 
 // Service is a running cache-uploader.
@@ -33,6 +36,7 @@ type Service struct {
 	logger    *slog.Logger
 	nix       *nix.Nix
 	pub       *bus.Publisher
+	tracer    trace.Tracer
 	metrics   *metrics
 	publicKey string
 	links     *linker
@@ -64,7 +68,8 @@ func New(cfg Config, d Deps) (*Service, error) {
 	logger.Info("signing outputs", "public_key", pub, "cache", cfg.CacheURL)
 	return &Service{
 		cfg: cfg, js: d.JS, logger: logger, nix: d.Nix,
-		pub: bus.NewPublisher(d.JS, logger), metrics: newMetrics(d.Registerer), publicKey: pub,
+		pub: bus.NewPublisher(d.JS, logger), tracer: bus.Tracer(d.TracerProvider, "nixbus.dev/nixbus/services/cache-uploader"),
+		metrics: newMetrics(d.Registerer), publicKey: pub,
 		links: &linker{nix: d.Nix},
 	}, nil
 }
@@ -89,5 +94,6 @@ func (s *Service) Run(ctx context.Context) error {
 	return bus.Work(ctx, s.js, bus.WorkOptions{
 		Stream: bus.StreamRuns, Durable: bus.ConsumerCacheUploader, Filter: bus.RunResults,
 		Concurrency: s.cfg.Concurrency, AckWait: s.cfg.AckWait, RetryDelay: s.cfg.RetryDelay,
+		Tracer: s.tracer, SpanName: "upload",
 	}, s.logger, h.handle)
 }

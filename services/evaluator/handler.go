@@ -10,8 +10,10 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"nixbus.dev/nixbus/pkg/bus"
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
@@ -44,7 +46,11 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 	}
 	run := bus.RunID(ev.EventId)
 	logger := h.s.logger.With("run", run, "change", ev.Change, "patchset", ev.Patchset)
-	hdr := traceHeaders(msg.Headers())
+	span := trace.SpanFromContext(ctx)
+	span.SetAttributes(append(bus.ChangeAttrs(&ev), bus.AttrRun.String(run))...)
+	// Every message of the run is the child of this evaluation's span; the
+	// planner carries RunStarted's context on to builds and the verdict.
+	hdr := bus.TraceHeader(ctx)
 
 	done, err := h.evaluated(ctx, run)
 	if err != nil {
@@ -65,7 +71,10 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 	if err != nil {
 		return err
 	}
-	if err := h.publishJobs(ctx, run, out.jobs, hdr); err != nil {
+	pctx, pspan := h.s.tracer.Start(ctx, "publish jobs", trace.WithAttributes(attribute.Int("nixbus.jobs", len(out.jobs))))
+	err = h.publishJobs(pctx, run, out.jobs, hdr)
+	bus.EndSpan(pspan, err)
+	if err != nil {
 		return err
 	}
 	duration := time.Since(begin)
@@ -76,9 +85,11 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 	if err := h.s.pub.Publish(ctx, bus.RunSubject(run, bus.RunEvalKind), bus.MsgIDEvalDone(run), evalDone, hdr); err != nil {
 		return err
 	}
+	span.SetAttributes(attribute.Int("nixbus.jobs", len(out.jobs)), attribute.Int("nixbus.jobs_dropped", out.dropped))
 	result := "ok"
 	if out.failure != "" {
 		result = "error"
+		span.SetStatus(codes.Error, out.failure)
 		logger.Warn("evaluation failed", "err", out.failure)
 	}
 	h.s.metrics.runs.WithLabelValues(result).Inc()
@@ -129,18 +140,31 @@ func (h *handler) evaluateIn(ctx context.Context, ev *nixbuspb.ChangeEvent, run,
 	}
 	installable := "path:" + flakeDir + "#hydraJobs"
 	begin := time.Now()
-	res, err := h.runEvaluator(ctx, installable, workDir, logger)
+	ectx, span := h.s.tracer.Start(ctx, "eval", trace.WithAttributes(attribute.String("nix.installable", installable)))
+	res, err := h.runEvaluator(ectx, installable, workDir, logger)
 	h.s.metrics.garbage.Add(float64(res.Garbage))
-	if ctx.Err() != nil {
-		return outcome{}, ctx.Err()
-	}
+	span.SetAttributes(attribute.String("nixbus.evaluator", res.Evaluator), attribute.Int("nixbus.records", len(res.Records)))
 	// A failed evaluation still reports the jobs it got to.
 	evalFailure, failed := eval.IsFailure(err)
+	if failed {
+		span.SetStatus(codes.Error, evalFailure)
+	}
+	if ctx.Err() != nil {
+		bus.EndSpan(span, ctx.Err())
+		return outcome{}, ctx.Err()
+	}
 	if err != nil && !failed {
+		bus.EndSpan(span, err)
 		return outcome{}, err
 	}
+	span.End()
 	h.s.metrics.evalSeconds.WithLabelValues(res.Evaluator).Observe(time.Since(begin).Seconds())
-	out, err := h.toJobs(ctx, run, res.Records, logger)
+	jctx, jspan := h.s.tracer.Start(ctx, "read jobs")
+	out, err := h.toJobs(jctx, run, res.Records, logger)
+	if out.failure != "" {
+		jspan.SetStatus(codes.Error, out.failure)
+	}
+	bus.EndSpan(jspan, err)
 	if err != nil {
 		return outcome{}, err
 	}
@@ -170,7 +194,9 @@ func (h *handler) flakeDir(ctx context.Context, ev *nixbuspb.ChangeEvent, workDi
 	if err := os.Mkdir(src, 0o755); err != nil {
 		return "", "", fmt.Errorf("create checkout dir: %w", err)
 	}
-	dir, err = h.s.fetcher.Fetch(ctx, ev, src)
+	fctx, span := h.s.tracer.Start(ctx, "fetch", trace.WithAttributes(attribute.String("git.url", ev.RepoUrl), bus.AttrRef.String(ev.Ref)))
+	dir, err = h.s.fetcher.Fetch(fctx, ev, src)
+	bus.EndSpan(span, err)
 	if err != nil {
 		if ctx.Err() != nil {
 			return "", "", ctx.Err()
@@ -206,17 +232,6 @@ func (h *handler) runEvaluator(ctx context.Context, installable, workDir string,
 		Bin: bin, Nix: h.s.nix, Workers: cfg.Workers, MaxMemoryMB: cfg.MaxMemoryMB, GCRootsDir: roots, Logger: logger,
 	}
 	return e.Eval(ctx, installable)
-}
-
-// traceHeaders carries the event's W3C trace context to what it causes.
-func traceHeaders(in nats.Header) nats.Header {
-	out := nats.Header{}
-	for _, k := range []string{"traceparent", "tracestate"} {
-		if v := in.Get(k); v != "" {
-			out.Set(k, v)
-		}
-	}
-	return out
 }
 
 // removeAll removes dir, first making read-only directories writable (a

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"nixbus.dev/nixbus/pkg/bus"
 	"nixbus.dev/nixbus/pkg/nix"
@@ -36,6 +37,9 @@ type Deps struct {
 	// Fetcher fetches changes that are not local checkouts; nil: such
 	// changes fail with an error saying so.
 	Fetcher Fetcher
+	// TracerProvider gets a span per evaluation (with fetch, eval and
+	// publish spans under it); nil: no spans.
+	TracerProvider trace.TracerProvider
 }
 
 // Service is a running evaluator.
@@ -46,6 +50,7 @@ type Service struct {
 	nix     *nix.Nix
 	fetcher Fetcher
 	pub     *bus.Publisher
+	tracer  trace.Tracer
 	metrics *metrics
 }
 
@@ -66,7 +71,8 @@ func New(cfg Config, d Deps) (*Service, error) {
 	logger := d.Logger.With("service", "evaluator")
 	return &Service{
 		cfg: cfg, js: d.JS, logger: logger, nix: d.Nix, fetcher: d.Fetcher,
-		pub: bus.NewPublisher(d.JS, logger), metrics: newMetrics(d.Registerer),
+		pub: bus.NewPublisher(d.JS, logger), tracer: bus.Tracer(d.TracerProvider, "nixbus.dev/nixbus/services/evaluator"),
+		metrics: newMetrics(d.Registerer),
 	}, nil
 }
 
@@ -84,5 +90,6 @@ func (s *Service) Run(ctx context.Context) error {
 	return bus.Work(ctx, s.js, bus.WorkOptions{
 		Stream: bus.StreamChanges, Durable: bus.ConsumerEvaluator, Filter: bus.ChangeAll,
 		Concurrency: s.cfg.Concurrency, AckWait: s.cfg.AckWait, RetryDelay: s.cfg.RetryDelay,
+		Tracer: s.tracer, SpanName: "evaluate",
 	}, s.logger, h.handle)
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"nixbus.dev/nixbus/pkg/bus"
 	"nixbus.dev/nixbus/pkg/gerrit"
@@ -28,7 +29,13 @@ type Deps struct {
 	// SSH reaches Gerrit; the zero value (no address) leaves the service
 	// idle, which is what a machine without Gerrit wants.
 	SSH gerrit.SSHConfig
+	// TracerProvider gets the root span of each change event's trace;
+	// nil: no spans, at no cost.
+	TracerProvider trace.TracerProvider
 }
+
+// tracerName names gerrit-ingest's spans' instrumentation scope.
+const tracerName = "nixbus.dev/nixbus/services/gerrit-ingest"
 
 // Service is a running gerrit-ingest.
 type Service struct {
@@ -37,6 +44,7 @@ type Service struct {
 	js      jetstream.JetStream
 	logger  *slog.Logger
 	pub     *bus.Publisher
+	tracer  trace.Tracer
 	metrics *metrics
 	norm    *normalizer
 	seen    *recent
@@ -60,7 +68,8 @@ func New(cfg Config, d Deps) (*Service, error) {
 	logger := d.Logger.With("service", "gerrit-ingest")
 	s := &Service{
 		cfg: cfg, ssh: d.SSH, js: d.JS, logger: logger,
-		pub: bus.NewPublisher(d.JS, logger), metrics: newMetrics(d.Registerer), seen: newRecent(4096),
+		pub: bus.NewPublisher(d.JS, logger), tracer: bus.Tracer(d.TracerProvider, tracerName),
+		metrics: newMetrics(d.Registerer), seen: newRecent(4096),
 	}
 	s.norm = newNormalizer(cfg, d.SSH.User, s.repoURL)
 	return s, nil

@@ -10,6 +10,9 @@ import (
 	"strings"
 	"sync"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"nixbus.dev/nixbus/pkg/bus"
 	"nixbus.dev/nixbus/pkg/gerrit"
 )
@@ -142,7 +145,13 @@ func (s *Service) handleLine(ctx context.Context, line []byte) error {
 		return nil
 	}
 	subject := bus.ChangeSubject(ce.Project)
-	if err := s.pub.Publish(ctx, subject, bus.MsgIDChange(ce.EventId), ce, nil); err != nil {
+	// The root of the run's trace: everything the event causes is its
+	// descendant, down to the vote.
+	ctx, span := s.tracer.Start(ctx, "change event", trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(EventAttrs(ce, attribute.String("gerrit.event.type", ev.Type))...))
+	err = s.pub.Publish(ctx, subject, bus.MsgIDChange(ce.EventId), ce, nil)
+	bus.EndSpan(span, err)
+	if err != nil {
 		return fmt.Errorf("publish change event: %w", err)
 	}
 	s.seen.add(ce.EventId)

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 
 	"nixbus.dev/nixbus/pkg/bus"
 	"nixbus.dev/nixbus/pkg/gerrit"
@@ -103,7 +105,22 @@ func Trigger(ctx context.Context, js jetstream.JetStream, o TriggerOptions) erro
 	return PublishEvent(ctx, js, ev)
 }
 
-// PublishEvent publishes a change event made by NewTriggerEvent.
+// EventAttrs are the attributes of the root span of ev's run: the span of
+// publishing it here, or of whatever else publishes it (nixbus run).
+func EventAttrs(ev *nixbuspb.ChangeEvent, extra ...attribute.KeyValue) []attribute.KeyValue {
+	attrs := append(bus.ChangeAttrs(ev),
+		bus.AttrRun.String(bus.RunID(ev.GetEventId())),
+		attribute.String("nixbus.event_id", ev.GetEventId()),
+		attribute.String("nixbus.event_kind", ev.GetKind().String()),
+		semconv.MessagingSystemKey.String("nats"),
+		semconv.MessagingDestinationName(bus.ChangeSubject(ev.GetProject())),
+	)
+	return append(attrs, extra...)
+}
+
+// PublishEvent publishes a change event made by NewTriggerEvent. The event
+// carries the span context of ctx, if any: the caller's span is the root
+// of the run's trace.
 func PublishEvent(ctx context.Context, js jetstream.JetStream, ev *nixbuspb.ChangeEvent) error {
 	if err := bus.EnsureStreams(ctx, js, bus.StreamOptions{}); err != nil {
 		return fmt.Errorf("trigger: %w", err)

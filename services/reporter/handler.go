@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"nixbus.dev/nixbus/pkg/bus"
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
@@ -77,6 +79,9 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 	s := h.s
 	s.metrics.verdicts.WithLabelValues(v.GetStatus().String()).Inc()
 	logger := s.logger.With("run", v.GetRunId(), "change", v.GetChange().GetChange(), "patchset", v.GetChange().GetPatchset())
+	span := trace.SpanFromContext(ctx)
+	span.SetAttributes(append(bus.ChangeAttrs(v.GetChange()), bus.AttrRun.String(v.GetRunId()),
+		attribute.String("nixbus.run_status", v.GetStatus().String()))...)
 	if v.GetStatus() == nixbuspb.RunStatus_RUN_STATUS_CANCELLED {
 		// A superseded patchset gets no vote: its successor's run will.
 		logger.Info("run cancelled, no vote", "superseded_by", v.GetSupersededBy())
@@ -86,6 +91,7 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 	owned, err := h.claim(ctx, key)
 	if err != nil || !owned {
 		if err == nil {
+			span.SetAttributes(attribute.Bool("nixbus.already_reported", true))
 			logger.Info("verdict already reported")
 		}
 		return err
@@ -97,6 +103,7 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 		Message:  Message(&v, s.cfg.LogBaseURL, s.cfg.FailedListLimit),
 		Tag:      s.cfg.Tag,
 	}
+	span.SetAttributes(attribute.Int("gerrit.verified", post.Verified))
 	via, err := h.give(ctx, post)
 	if err != nil {
 		s.metrics.posts.WithLabelValues(via, "error").Inc()
@@ -117,17 +124,22 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 
 // give posts to Gerrit when the run is for a patchset and Gerrit is
 // configured; otherwise it prints the review.
-func (h *handler) give(ctx context.Context, p Post) (string, error) {
+func (h *handler) give(ctx context.Context, p Post) (via string, err error) {
 	s := h.s
 	ch := p.Change
+	ctx, span := s.tracer.Start(ctx, "post review")
+	defer func() {
+		span.SetAttributes(attribute.String("nixbus.review_via", via))
+		bus.EndSpan(span, err)
+	}()
 	// A patchset gets a vote, whether Gerrit or `nixbus trigger` started it.
 	if s.gerrit != nil && ch.GetChange() > 0 && ch.GetPatchset() > 0 {
 		start := time.Now()
-		err := s.gerrit.Post(ctx, p)
+		err = s.gerrit.Post(ctx, p)
 		s.metrics.postSeconds.Observe(time.Since(start).Seconds())
 		return "gerrit", err
 	}
-	_, err := fmt.Fprintf(s.out, "Verified %+d for %s\n%s\n", p.Verified, describe(ch, p.RunID), p.Message)
+	_, err = fmt.Fprintf(s.out, "Verified %+d for %s\n%s\n", p.Verified, describe(ch, p.RunID), p.Message)
 	return "stdout", err
 }
 
@@ -150,6 +162,7 @@ func (h *handler) started(ctx context.Context, msg jetstream.Msg) error {
 		return bus.Permanent(err)
 	}
 	ch := rs.GetChange()
+	trace.SpanFromContext(ctx).SetAttributes(append(bus.ChangeAttrs(ch), bus.AttrRun.String(rs.GetRunId()))...)
 	if ch.GetChange() <= 0 || ch.GetPatchset() <= 0 || rs.GetRunId() == "" {
 		return nil // post-merge and local runs have no patchset to talk to
 	}

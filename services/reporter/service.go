@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"nixbus.dev/nixbus/pkg/bus"
@@ -43,6 +44,8 @@ type Deps struct {
 	// Out receives reviews that are printed rather than posted (manual
 	// runs, post-merge runs, or no Gerrit configured). Nil: discarded.
 	Out io.Writer
+	// TracerProvider gets a span per verdict reported; nil: no spans.
+	TracerProvider trace.TracerProvider
 }
 
 // Service is a running reporter.
@@ -53,6 +56,7 @@ type Service struct {
 	gerrit  Poster
 	out     io.Writer
 	pub     *bus.Publisher
+	tracer  trace.Tracer
 	metrics *metrics
 }
 
@@ -73,7 +77,8 @@ func New(cfg Config, d Deps) (*Service, error) {
 	logger := d.Logger.With("service", "reporter")
 	return &Service{
 		cfg: cfg, js: d.JS, logger: logger, gerrit: d.Gerrit, out: d.Out,
-		pub: bus.NewPublisher(d.JS, logger), metrics: newMetrics(d.Registerer),
+		pub: bus.NewPublisher(d.JS, logger), tracer: bus.Tracer(d.TracerProvider, "nixbus.dev/nixbus/services/reporter"),
+		metrics: newMetrics(d.Registerer),
 	}, nil
 }
 
@@ -98,6 +103,7 @@ func (s *Service) Run(ctx context.Context) error {
 		return bus.Work(gctx, s.js, bus.WorkOptions{
 			Stream: bus.StreamReports, Durable: bus.ConsumerReporter, Filter: bus.VerdictAll,
 			Concurrency: 4, AckWait: s.cfg.AckWait, RetryDelay: s.cfg.RetryDelay,
+			Tracer: s.tracer, SpanName: "report",
 		}, s.logger, h.handle)
 	})
 	if s.cfg.StartedMessage && s.gerrit != nil {
@@ -105,6 +111,7 @@ func (s *Service) Run(ctx context.Context) error {
 			return bus.Work(gctx, s.js, bus.WorkOptions{
 				Stream: bus.StreamRuns, Durable: bus.ConsumerReporterStarted, Filter: bus.RunStarts,
 				Concurrency: 2, AckWait: s.cfg.AckWait, RetryDelay: s.cfg.RetryDelay,
+				Tracer: s.tracer, SpanName: "report start",
 			}, s.logger, h.started)
 		})
 	}
