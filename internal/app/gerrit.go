@@ -9,7 +9,9 @@ import (
 	"os"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
+	"nixbus.dev/nixbus/pkg/bus"
 	"nixbus.dev/nixbus/pkg/gerrit"
 	"nixbus.dev/nixbus/services/evaluator"
 	gerritingest "nixbus.dev/nixbus/services/gerrit-ingest"
@@ -119,12 +121,24 @@ func triggerCommand(ctx context.Context, args []string, stdout, stderr *os.File)
 	if t.RepoURL == "" && t.LocalPath == "" && g.SSH.Enabled() {
 		t.RepoURL = g.SSH.RepoURL(t.Project)
 	}
+	if err := validateEndpoint(o.OTelEndpoint); err != nil {
+		return err
+	}
 	ev, err := gerritingest.NewTriggerEvent(t)
 	if err != nil {
 		return err
 	}
-	inst := &Instance{url: o.NATSURL, logger: o.Logger(stderr)}
+	logger := o.Logger(stderr)
+	inst := &Instance{url: o.NATSURL, logger: logger, tracing: newTracing(o.OTelEndpoint, logger)}
 	defer inst.close()
+	tp, err := inst.tracing.provider(ctx, "trigger")
+	if err != nil {
+		return err
+	}
+	// The root of the run's trace, as gerrit-ingest makes for Gerrit's events.
+	ctx, span := bus.Tracer(tp, "nixbus.dev/nixbus/internal/app").Start(ctx, "change event",
+		trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(gerritingest.EventAttrs(ev)...))
+	defer span.End()
 	nc, err := inst.connect("trigger")
 	if err != nil {
 		return err
@@ -134,6 +148,7 @@ func triggerCommand(ctx context.Context, args []string, stdout, stderr *os.File)
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	if err := gerritingest.PublishEvent(ctx, js, ev); err != nil {
+		bus.Fail(span, err)
 		return err
 	}
 	fmt.Fprintf(stdout, "triggered %s (event %s)\n", ev.GetRef(), ev.GetEventId())

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"nixbus.dev/nixbus/pkg/bus"
@@ -34,6 +35,8 @@ type deps struct {
 	nix    *nix.Nix
 	out    io.Writer
 	mux    *http.ServeMux
+	// tp is the service's own TracerProvider, nil with tracing off.
+	tp trace.TracerProvider
 }
 
 // Instance is a set of services running in this process, with the
@@ -44,11 +47,12 @@ type Instance struct {
 	// HTTPAddr is where /metrics and /logs/ are served, if anywhere.
 	HTTPAddr string
 
-	server *server.Server
-	url    string
-	conns  []*nats.Conn
-	group  *errgroup.Group
-	logger *slog.Logger
+	server  *server.Server
+	url     string
+	conns   []*nats.Conn
+	group   *errgroup.Group
+	logger  *slog.Logger
+	tracing *tracing
 }
 
 // Start validates everything, then starts NATS (if embedded) and the
@@ -66,7 +70,7 @@ func Start(ctx context.Context, o Options, c *Configs, out io.Writer, logger *sl
 	if len(selected) == 0 {
 		selected = Names()
 	}
-	inst := &Instance{Registry: prometheus.NewRegistry(), url: o.NATSURL, logger: logger}
+	inst := &Instance{Registry: prometheus.NewRegistry(), url: o.NATSURL, logger: logger, tracing: newTracing(o.OTelEndpoint, logger)}
 	inst.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var mux *http.ServeMux
 	if o.HTTPAddress != "" {
@@ -112,7 +116,12 @@ func Start(ctx context.Context, o Options, c *Configs, out io.Writer, logger *sl
 			inst.close()
 			return nil, fmt.Errorf("jetstream for %s: %w", e.name, err)
 		}
-		svc, err := e.construct(c, deps{js: js, logger: logger, reg: inst.Registry, nix: nixCmd, out: out, mux: mux})
+		tp, err := inst.tracing.provider(ctx, e.name)
+		if err != nil {
+			inst.close()
+			return nil, err
+		}
+		svc, err := e.construct(c, deps{js: js, logger: logger, reg: inst.Registry, nix: nixCmd, out: out, mux: mux, tp: tp})
 		if err != nil {
 			inst.close()
 			return nil, fmt.Errorf("%s: %w", e.name, err)
@@ -203,6 +212,8 @@ func (i *Instance) ensureStreams(ctx context.Context, so bus.StreamOptions) erro
 }
 
 func (i *Instance) close() {
+	// Every span has ended once the services returned: flush them.
+	i.tracing.shutdown()
 	for _, nc := range i.conns {
 		nc.Close()
 	}

@@ -29,6 +29,9 @@ type Options struct {
 	// Services to run, in any order; empty means all.
 	Services listFlag
 	Streams  bus.StreamOptions
+	// OTelEndpoint is the OTLP/HTTP base URL spans are exported to; empty
+	// exports nothing.
+	OTelEndpoint string
 }
 
 // RegisterFlags registers the shared flags, once, in main's flag set.
@@ -46,6 +49,8 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.Streams.DuplicateWindow, "nats.duplicate-window", o.Streams.DuplicateWindow, "how long JetStream remembers message ids")
 	fs.DurationVar(&o.Streams.MaxAge, "nats.max-age", o.Streams.MaxAge, "how long run history is kept")
 	fs.IntVar(&o.Streams.Replicas, "nats.replicas", o.Streams.Replicas, "stream replicas on a clustered NATS")
+	fs.StringVar(&o.OTelEndpoint, "otel.endpoint", os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT"),
+		"OTLP/HTTP endpoint traces are sent to, e.g. http://localhost:4318 (empty: no tracing; env OTEL_EXPORTER_OTLP_ENDPOINT)")
 }
 
 // Validate checks the shared options.
@@ -80,7 +85,7 @@ func (o *Options) Validate() error {
 	if o.Streams.DuplicateWindow < time.Second {
 		return fmt.Errorf("--nats.duplicate-window must be at least 1s")
 	}
-	return nil
+	return validateEndpoint(o.OTelEndpoint)
 }
 
 func (o *Options) level() (slog.Level, error) {

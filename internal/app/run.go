@@ -14,9 +14,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"nixbus.dev/nixbus/pkg/bus"
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
+	gerritingest "nixbus.dev/nixbus/services/gerrit-ingest"
 )
 
 // RunResult is what a one-shot run ended with.
@@ -87,7 +90,19 @@ func followManual(ctx context.Context, inst *Instance, dir string, out io.Writer
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	res, err := Follow(ctx, js, ManualEvent(dir), out, inst.logger)
+	ev := ManualEvent(dir)
+	// The root of the run's trace, from publishing the event to the end.
+	tp, err := inst.tracing.provider(ctx, "run")
+	if err != nil {
+		return nil, err
+	}
+	ctx, span := bus.Tracer(tp, "nixbus.dev/nixbus/internal/app").Start(ctx, "nixbus run",
+		trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(gerritingest.EventAttrs(ev)...))
+	res, err := Follow(ctx, js, ev, out, inst.logger)
+	if res != nil && res.Verdict != nil {
+		span.SetAttributes(attribute.String("nixbus.run_status", res.Verdict.GetStatus().String()))
+	}
+	bus.EndSpan(span, err)
 	if err != nil {
 		return res, err
 	}

@@ -90,30 +90,30 @@ type entry struct {
 
 var registry = []entry{
 	{"gerrit-ingest", func(c *Configs, d deps) (Service, error) {
-		return gerritingest.New(c.GerritIngest, gerritingest.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg, SSH: c.Gerrit.ssh()})
+		return gerritingest.New(c.GerritIngest, gerritingest.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg, SSH: c.Gerrit.ssh(), TracerProvider: d.tp})
 	}},
 	{"evaluator", func(c *Configs, d deps) (Service, error) {
 		f, err := c.Gerrit.fetcher()
 		if err != nil {
 			return nil, err
 		}
-		return evaluator.New(c.Evaluator, evaluator.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg, Nix: d.nix, Fetcher: f})
+		return evaluator.New(c.Evaluator, evaluator.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg, Nix: d.nix, Fetcher: f, TracerProvider: d.tp})
 	}},
 	{"planner", func(c *Configs, d deps) (Service, error) {
 		return planner.New(c.Planner, planner.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg})
 	}},
 	{"builder", func(c *Configs, d deps) (Service, error) {
-		return builder.New(c.Builder, builder.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg, Nix: d.nix})
+		return builder.New(c.Builder, builder.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg, Nix: d.nix, TracerProvider: d.tp})
 	}},
 	{"cache-uploader", func(c *Configs, d deps) (Service, error) {
-		return cacheuploader.New(c.CacheUploader, cacheuploader.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg, Nix: d.nix})
+		return cacheuploader.New(c.CacheUploader, cacheuploader.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg, Nix: d.nix, TracerProvider: d.tp})
 	}},
 	{"reporter", func(c *Configs, d deps) (Service, error) {
 		p, err := c.Gerrit.poster()
 		if err != nil {
 			return nil, err
 		}
-		s, err := reporter.New(c.Reporter, reporter.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg, Gerrit: p, Out: d.out})
+		s, err := reporter.New(c.Reporter, reporter.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg, Gerrit: p, Out: d.out, TracerProvider: d.tp})
 		if err == nil && d.mux != nil {
 			d.mux.Handle("/logs/", stripPrefix("/logs", s.LogHandler()))
 		}
