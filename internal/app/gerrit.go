@@ -87,6 +87,7 @@ func (p reviewPoster) Post(ctx context.Context, post reporter.Post) error {
 	return p.r.Review(ctx, gerrit.Review{
 		Project: ch.GetProject(), Change: ch.GetChange(), Patchset: ch.GetPatchset(), Revision: ch.GetRevision(),
 		Message: post.Message, Tag: post.Tag, Verified: post.Verified, NoVote: post.NoVote,
+		Marker: post.Marker, MaybePosted: post.MaybePosted,
 	})
 }
 

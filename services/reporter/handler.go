@@ -16,7 +16,8 @@ import (
 
 // Vote markers in the votes bucket, one key per run.
 const (
-	markPosting = "posting"
+	markPosting = "posting" // a reporter is posting the review
+	markUnsure  = "unsure"  // a post failed: Gerrit may have applied it
 	markPosted  = "posted"
 )
 
@@ -26,42 +27,48 @@ var errClaimed = errors.New("review is being posted by another reporter")
 
 // claim takes the right to post the review under key, atomically, so two
 // deliveries of one verdict (a redelivery, a second reporter, a replay)
-// never both post. It reports false when the review was already given. A
-// "posting" marker older than StaleClaim is a reporter that died between
-// claiming and finishing: the claim is taken over, and that one review may
-// be given twice rather than never.
-func (h *handler) claim(ctx context.Context, key string) (bool, error) {
-	_, err := h.votes.Create(ctx, key, []byte(markPosting))
+// never both post. It reports false when the review was already given.
+// unsure is true when an earlier attempt may have reached Gerrit: a post
+// that failed, or a "posting" marker older than StaleClaim (a reporter
+// that died mid-post), whose claim is taken over. The review is then
+// looked for on the change before it is posted, so it is given once.
+func (h *handler) claim(ctx context.Context, key string) (owned, unsure bool, err error) {
+	_, err = h.votes.Create(ctx, key, []byte(markPosting))
 	if err == nil {
-		return true, nil
+		return true, false, nil
 	}
 	if !errors.Is(err, jetstream.ErrKeyExists) {
-		return false, fmt.Errorf("claim %s: %w", key, err)
+		return false, false, fmt.Errorf("claim %s: %w", key, err)
 	}
 	entry, err := h.votes.Get(ctx, key)
 	if err != nil {
-		return false, fmt.Errorf("read claim %s: %w", key, err)
+		return false, false, fmt.Errorf("read claim %s: %w", key, err)
 	}
-	if string(entry.Value()) == markPosted {
-		return false, nil
-	}
-	if time.Since(entry.Created()) < h.s.cfg.StaleClaim {
-		return false, errClaimed
+	switch string(entry.Value()) {
+	case markPosted:
+		return false, false, nil
+	case markPosting:
+		if time.Since(entry.Created()) < h.s.cfg.StaleClaim {
+			return false, false, errClaimed
+		}
+		h.s.logger.Warn("taking over a stale review claim", "run", key)
 	}
 	if _, err := h.votes.Update(ctx, key, []byte(markPosting), entry.Revision()); err != nil {
-		return false, errClaimed // someone else took it over first
+		return false, false, errClaimed // someone else took it over first
 	}
-	h.s.logger.Warn("taking over a stale review claim", "run", key)
-	return true, nil
+	return true, true, nil
 }
 
-// release gives a claim back after a post that failed, so the retry can
-// take it at once.
-func (h *handler) release(ctx context.Context, key string) {
-	if err := h.votes.Delete(ctx, key); err != nil {
-		h.s.logger.Warn("release review claim", "run", key, "err", err)
+// unsure gives a claim back after a post that failed, so that the retry
+// can take it at once, and looks for the review before posting again.
+func (h *handler) unsure(ctx context.Context, key string) {
+	if _, err := h.votes.Put(ctx, key, []byte(markUnsure)); err != nil {
+		h.s.logger.Warn("mark review claim unsure", "run", key, "err", err)
 	}
 }
+
+// Marker is the line that identifies a run's review on its change.
+func Marker(runID string) string { return "nixbus-run: " + runID }
 
 type handler struct {
 	s     *Service
@@ -88,7 +95,7 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 		return nil
 	}
 	key := v.GetRunId()
-	owned, err := h.claim(ctx, key)
+	owned, unsure, err := h.claim(ctx, key)
 	if err != nil || !owned {
 		if err == nil {
 			span.SetAttributes(attribute.Bool("nixbus.already_reported", true))
@@ -97,17 +104,15 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 		return err
 	}
 	post := Post{
-		Change:   v.GetChange(),
-		RunID:    v.GetRunId(),
-		Verified: Vote(&v),
-		Message:  Message(&v, s.cfg.LogBaseURL, s.cfg.FailedListLimit),
-		Tag:      s.cfg.Tag,
+		Change: v.GetChange(), RunID: v.GetRunId(), Verified: Vote(&v), Tag: s.cfg.Tag,
+		Message: Message(&v, s.cfg.LogBaseURL, s.cfg.FailedListLimit),
+		Marker:  Marker(v.GetRunId()), MaybePosted: unsure,
 	}
 	span.SetAttributes(attribute.Int("gerrit.verified", post.Verified))
 	via, err := h.give(ctx, post)
 	if err != nil {
 		s.metrics.posts.WithLabelValues(via, "error").Inc()
-		h.release(ctx, key)
+		h.unsure(ctx, key)
 		return fmt.Errorf("post review: %w", err)
 	}
 	s.metrics.posts.WithLabelValues(via, "ok").Inc()
@@ -167,16 +172,18 @@ func (h *handler) started(ctx context.Context, msg jetstream.Msg) error {
 		return nil // post-merge and local runs have no patchset to talk to
 	}
 	key := rs.GetRunId() + "-started"
-	if owned, err := h.claim(ctx, key); err != nil || !owned {
+	owned, unsure, err := h.claim(ctx, key)
+	if err != nil || !owned {
 		return err
 	}
 	post := Post{
 		Change: ch, RunID: rs.GetRunId(), Tag: h.s.cfg.Tag, NoVote: true,
+		Marker: Marker(rs.GetRunId()) + " (started)", MaybePosted: unsure,
 		Message: fmt.Sprintf("nixbus started building patchset %d (run %s).", ch.GetPatchset(), rs.GetRunId()),
 	}
 	if err := h.s.gerrit.Post(ctx, post); err != nil {
 		h.s.metrics.posts.WithLabelValues("gerrit-started", "error").Inc()
-		h.release(ctx, key)
+		h.unsure(ctx, key)
 		return fmt.Errorf("post started message: %w", err)
 	}
 	h.s.metrics.posts.WithLabelValues("gerrit-started", "ok").Inc()

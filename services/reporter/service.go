@@ -27,6 +27,13 @@ type Post struct {
 	Tag      string
 	// NoVote posts the message and leaves the Verified label alone.
 	NoVote bool
+	// Marker identifies this review on the change (one line, added to the
+	// message by the poster), so that a post whose outcome is unknown is
+	// looked for rather than given twice.
+	Marker string
+	// MaybePosted says an earlier attempt, perhaps by a reporter that died,
+	// may have been applied: the poster looks for Marker first.
+	MaybePosted bool
 }
 
 // Poster gives a review on a Gerrit change (over SSH or REST).
