@@ -183,13 +183,19 @@ func TestTraceFromGerritEventToVote(t *testing.T) {
 		require.Equal(t, evaluate.id(), s[0].parent(), step)
 	}
 
+	// The plan, under the evaluation that published the run's jobs.
+	plans := named("nixbus-planner", "plan")
+	require.Len(t, plans, 1)
+	require.True(t, ancestor(plans[0], "nixbus-evaluator", "evaluate"))
+	require.EqualValues(t, 8, plans[0].attr("nixbus.jobs").GetIntValue())
+
 	// One span per build: five successes and the broken one, under the
-	// evaluation (the planner carries its context on to build requests).
+	// plan (the planner carries its context on to build requests).
 	builds := named("nixbus-builder", "build")
 	require.Len(t, builds, 6)
 	failed := 0
 	for _, b := range builds {
-		require.True(t, ancestor(b, "nixbus-evaluator", "evaluate"), "%s is not under the evaluation", b)
+		require.Equal(t, plans[0].id(), b.parent(), "%s is not under the plan", b)
 		require.NotEmpty(t, b.attr("nixbus.drv_path").GetStringValue())
 		require.NotEmpty(t, b.attr("nixbus.system").GetStringValue())
 		status := b.attr("nixbus.build.status").GetStringValue()
@@ -219,10 +225,10 @@ func TestTraceFromGerritEventToVote(t *testing.T) {
 		require.Len(t, named("nixbus-cache-uploader", step), 5, step)
 	}
 
-	// The vote: the reporter's span, under the evaluation, posting to Gerrit.
+	// The vote: the reporter's span, under the plan, posting to Gerrit.
 	reports := named("nixbus-reporter", "report")
 	require.Len(t, reports, 1)
-	require.True(t, ancestor(reports[0], "nixbus-evaluator", "evaluate"))
+	require.Equal(t, plans[0].id(), reports[0].parent())
 	require.EqualValues(t, -1, reports[0].attr("gerrit.verified").GetIntValue())
 	posts := named("nixbus-reporter", "post review")
 	require.Len(t, posts, 1)

@@ -100,7 +100,7 @@ var registry = []entry{
 		return evaluator.New(c.Evaluator, evaluator.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg, Nix: d.nix, Fetcher: f, TracerProvider: d.tp})
 	}},
 	{"planner", func(c *Configs, d deps) (Service, error) {
-		return planner.New(c.Planner, planner.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg})
+		return planner.New(c.Planner, planner.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg, TracerProvider: d.tp})
 	}},
 	{"builder", func(c *Configs, d deps) (Service, error) {
 		return builder.New(c.Builder, builder.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg, Nix: d.nix, TracerProvider: d.tp})

@@ -7,6 +7,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	"nixbus.dev/nixbus/pkg/bus"
@@ -91,10 +93,11 @@ func (b *backlog) len() int { return len(b.releases) + len(b.outcomes) }
 
 // planned is a plan built in the background with what its start produced.
 type planned struct {
-	r    *run
-	plan *dag.Plan
-	ev   dag.Events
-	took time.Duration
+	r     *run
+	plan  *dag.Plan
+	ev    dag.Events
+	start time.Time
+	took  time.Duration
 }
 
 // emitChunk bounds the messages one turn of a run's backlog publishes.
@@ -286,7 +289,7 @@ func (st *state) maybePlan(ctx context.Context, r *run) {
 			st.s.beforePlan(ctx, r.id)
 		}
 		t0 := time.Now()
-		p := planned{r: r, plan: dag.New(jobs)}
+		p := planned{r: r, plan: dag.New(jobs), start: t0}
 		for i := range jobs {
 			jobs[i].DependsOn = nil // only New reads them
 		}
@@ -308,6 +311,17 @@ func (st *state) install(ctx context.Context, p planned) error {
 	}
 	r.planning, r.plan = false, p.plan
 	st.s.metrics.planning.Observe(p.took.Seconds())
+	// The plan span sits under the run's trace, and what the run publishes
+	// from now on (build requests, outcomes, the verdict) sits under it.
+	c := p.plan.Counts()
+	_, span := st.s.tracer.Start(bus.ExtractTrace(ctx, r.hdr), "plan", trace.WithTimestamp(p.start),
+		trace.WithAttributes(bus.AttrRun.String(r.id), attribute.Int("nixbus.jobs", len(r.jobs)),
+			attribute.Int("nixbus.released", len(p.ev.Releases)), attribute.Int("nixbus.cached", c.Cached),
+			attribute.Int("nixbus.failed", c.Failed)))
+	span.End(trace.WithTimestamp(p.start.Add(p.took)))
+	if h := bus.SpanHeader(span.SpanContext()); h != nil {
+		r.hdr = h
+	}
 	st.s.logger.Info("run planned", "run", r.id, "jobs", len(r.jobs), "released", len(p.ev.Releases), "duration", p.took)
 	st.enqueue(r, &p.ev, nil)
 	for _, e := range r.early {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"nixbus.dev/nixbus/pkg/bus"
 )
@@ -29,6 +30,9 @@ type Deps struct {
 	JS         jetstream.JetStream
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
+	// TracerProvider gives each run a "plan" span (nil: no spans; the
+	// trace context is passed on all the same).
+	TracerProvider trace.TracerProvider
 }
 
 // Service is a planner.
@@ -37,6 +41,7 @@ type Service struct {
 	js      jetstream.JetStream
 	logger  *slog.Logger
 	metrics *metrics
+	tracer  trace.Tracer
 	// beforePlan, when set (by tests), runs in the background task before
 	// a run's DAG is built.
 	beforePlan func(ctx context.Context, runID string)
@@ -53,7 +58,8 @@ func New(cfg Config, d Deps) (*Service, error) {
 	if d.Registerer == nil {
 		d.Registerer = prometheus.NewRegistry()
 	}
-	return &Service{cfg: cfg, js: d.JS, logger: d.Logger.With("service", "planner"), metrics: newMetrics(d.Registerer)}, nil
+	return &Service{cfg: cfg, js: d.JS, logger: d.Logger.With("service", "planner"), metrics: newMetrics(d.Registerer),
+		tracer: bus.Tracer(d.TracerProvider, "nixbus.dev/nixbus/services/planner")}, nil
 }
 
 // Run plans runs until ctx ends, then returns nil.
