@@ -28,8 +28,10 @@ func TestBuildStatuses(t *testing.T) {
 	_, js := srv.Connect(t)
 	cfg := testConfig(t, system, "b1")
 	cfg.Concurrency = 4
-	cfg.Timeout = 3 * time.Second
-	cfg.MaxSilentTime = 2 * time.Second
+	// Far apart, so that on a loaded machine (nix slow to start a build)
+	// the silence limit still ends "silent" before the time limit does.
+	cfg.Timeout = 6 * time.Second
+	cfg.MaxSilentTime = time.Second
 	startBuilder(t, srv, cfg)
 
 	drvs := derivations(t, map[string]string{
@@ -53,7 +55,7 @@ func TestBuildStatuses(t *testing.T) {
 		{"ok", nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED, nil, "hello from the builder"},
 		{"broken", nixbuspb.BuildStatus_BUILD_STATUS_FAILED, []string{drvs["broken"], "failed with exit code 3"}, "about to fail"},
 		{"silent", nixbuspb.BuildStatus_BUILD_STATUS_TIMED_OUT, []string{"silence"}, "going quiet"},
-		{"slow", nixbuspb.BuildStatus_BUILD_STATUS_TIMED_OUT, []string{"timed out after 3s"}, "tick 1"},
+		{"slow", nixbuspb.BuildStatus_BUILD_STATUS_TIMED_OUT, []string{"timed out after 6s"}, "tick 1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
