@@ -1,11 +1,8 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -37,13 +34,8 @@ func TestTwoBuilderProcessesShareWork(t *testing.T) {
 	}
 	dir := flake(t, jobs)
 
-	_, js := srv.Connect(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
-	defer cancel()
-	var out strings.Builder
-	res, err := app.Follow(ctx, js, app.ManualEvent(dir), &out, logger(t))
-	require.NoError(t, err, out.String())
-	require.Equal(t, nixbuspb.RunStatus_RUN_STATUS_SUCCEEDED, res.Verdict.GetStatus(), out.String())
+	res, js := follow(t, srv, dir)
+	require.Equal(t, nixbuspb.RunStatus_RUN_STATUS_SUCCEEDED, res.Verdict.GetStatus())
 	require.EqualValues(t, 6, res.Verdict.GetSucceededCount())
 
 	perBuilder := map[string]int{}

@@ -105,8 +105,10 @@ func TestExampleFlakeOneServicePerInstance(t *testing.T) {
 	runExample(t, srv, state)
 }
 
-func runExample(t *testing.T, srv *natstest.Server, state string) {
-	dir := saltedExample(t)
+// follow runs the flake in dir through the services on srv, as `nixbus
+// run` would, and returns the finished run.
+func follow(t *testing.T, srv *natstest.Server, dir string) (*app.RunResult, jetstream.JetStream) {
+	t.Helper()
 	_, js := srv.Connect(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
@@ -114,6 +116,12 @@ func runExample(t *testing.T, srv *natstest.Server, state string) {
 	res, err := app.Follow(ctx, js, app.ManualEvent(dir), &out, logger(t))
 	require.NoError(t, err, out.String())
 	t.Log(out.String())
+	return res, js
+}
+
+func runExample(t *testing.T, srv *natstest.Server, state string) {
+	res, js := follow(t, srv, saltedExample(t))
+	ctx := t.Context()
 
 	outcomes := map[string]*nixbuspb.JobOutcome{}
 	for _, o := range res.Outcomes {

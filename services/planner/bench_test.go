@@ -72,15 +72,7 @@ func BenchmarkDispatch(b *testing.B) {
 	var lat []time.Duration
 	done := make(chan struct{})
 	built := 0
-	cons, err := js.CreateOrUpdateConsumer(ctx, bus.StreamBuilds, jetstream.ConsumerConfig{
-		Durable: "bench-builder", FilterSubject: bus.BuildAll, AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: -1,
-	})
-	require.NoError(b, err)
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		var req nixbuspb.BuildRequest
-		if bus.Decode(m.Data(), &req) != nil {
-			return
-		}
+	stop := consumeRequests(b, js, "bench-builder", bus.BuildAll, func(req *nixbuspb.BuildRequest, m jetstream.Msg) {
 		now := time.Now()
 		i := index[req.GetDrvPath()]
 		mu.Lock()
@@ -108,9 +100,8 @@ func BenchmarkDispatch(b *testing.B) {
 			}
 		}
 		_ = m.Ack()
-	}, jetstream.PullMaxMessages(256))
-	require.NoError(b, err)
-	defer cc.Stop()
+	})
+	defer stop()
 
 	const run = "bench"
 	b.ResetTimer()
@@ -244,15 +235,7 @@ func BenchmarkLargeRun(b *testing.B) {
 	var mu sync.Mutex
 	var steps []step
 	var lastResult time.Time
-	cons, err := js.CreateOrUpdateConsumer(ctx, bus.StreamBuilds, jetstream.ConsumerConfig{
-		Durable: "bench-chain", FilterSubject: bus.BuildSubject(arm), AckPolicy: jetstream.AckExplicitPolicy,
-	})
-	require.NoError(b, err)
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		var req nixbuspb.BuildRequest
-		if bus.Decode(m.Data(), &req) != nil {
-			return
-		}
+	stop := consumeRequests(b, js, "bench-chain", bus.BuildSubject(arm), func(req *nixbuspb.BuildRequest, m jetstream.Msg) {
 		now := time.Now()
 		mu.Lock()
 		if !lastResult.IsZero() {
@@ -264,8 +247,7 @@ func BenchmarkLargeRun(b *testing.B) {
 			&nixbuspb.BuildResult{RunId: small, DrvPath: req.GetDrvPath(), System: arm, Status: nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED}, nil)
 		_ = m.Ack()
 	})
-	require.NoError(b, err)
-	defer cc.Stop()
+	defer stop()
 	chainJobs := make([]*nixbuspb.Job, chain)
 	for i := range chain {
 		chainJobs[i] = &nixbuspb.Job{RunId: small, Attr: fmt.Sprintf("c%d", i), DrvPath: drv(fmt.Sprintf("c%d", i)), System: arm}
@@ -332,4 +314,23 @@ func BenchmarkLargeRun(b *testing.B) {
 	b.ReportMetric(q(0.5), "small-p50-ms")
 	b.ReportMetric(q(0.99), "small-p99-ms")
 	b.ReportMetric(q(1), "small-max-ms")
+}
+
+// consumeRequests hands every build request on filter to f, through a
+// durable consumer, until stop is called.
+func consumeRequests(b *testing.B, js jetstream.JetStream, durable, filter string, f func(*nixbuspb.BuildRequest, jetstream.Msg)) (stop func()) {
+	b.Helper()
+	cons, err := js.CreateOrUpdateConsumer(b.Context(), bus.StreamBuilds, jetstream.ConsumerConfig{
+		Durable: durable, FilterSubject: filter, AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: -1,
+	})
+	require.NoError(b, err)
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		var req nixbuspb.BuildRequest
+		if bus.Decode(m.Data(), &req) != nil {
+			return
+		}
+		f(&req, m)
+	}, jetstream.PullMaxMessages(256))
+	require.NoError(b, err)
+	return cc.Stop
 }
