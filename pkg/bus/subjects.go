@@ -24,6 +24,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -38,7 +39,9 @@ const (
 // Durable consumer names. Every process of a service binds to the same one,
 // which is how a second process shares the work.
 const (
-	ConsumerEvaluator     = "evaluator"
+	ConsumerEvaluator = "evaluator"
+	// ConsumerCacheUploader uploads every build's outputs; uploaders that
+	// serve only some builders use CacheUploaderConsumer.
 	ConsumerCacheUploader = "cache-uploader"
 	ConsumerReporter      = "reporter"
 	// ConsumerReporterStarted posts the optional "build started" messages.
@@ -179,4 +182,17 @@ func drvBase(drvPath string) string {
 		drvPath = drvPath[i+1:]
 	}
 	return drvPath
+}
+
+// CacheUploaderConsumer is the durable consumer of cache-uploaders that
+// upload what the named builders built (their outputs are in this host's
+// store): one per set of builders, so that each host's uploaders see every
+// result. No names: ConsumerCacheUploader, for all builds.
+func CacheUploaderConsumer(builders []string) string {
+	if len(builders) == 0 {
+		return ConsumerCacheUploader
+	}
+	names := slices.Sorted(slices.Values(builders))
+	h := sha256.Sum256([]byte(strings.Join(slices.Compact(names), "\x00")))
+	return ConsumerCacheUploader + "-" + hex.EncodeToString(h[:6])
 }

@@ -46,6 +46,12 @@ type Config struct {
 	// RootsForManual treats manual runs of the default branch as
 	// post-merge runs.
 	RootsForManual bool
+
+	// Builders, when set, are the builders (by --builder.name) whose
+	// outputs are in this host's store: only their builds are uploaded,
+	// by a consumer of their own. Empty: every build (one host, or one
+	// shared store).
+	Builders []string
 }
 
 // RegisterFlags registers the cache-uploader's flags with prefix "cache-uploader.".
@@ -63,6 +69,15 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.GCRootsDir, "cache-uploader.gcroots-dir", "", "directory of gc roots <project>/<attr>[-<output>] for the default branch's post-merge builds (empty: off)")
 	fs.StringVar(&c.OutputsDir, "cache-uploader.outputs-dir", "", "directory of symlinks <project>/<attr>[-<output>] to the default branch's latest post-merge outputs (empty: off)")
 	fs.BoolVar(&c.RootsForManual, "cache-uploader.roots-for-manual", false, "give manual runs of the default branch gc roots and output links too")
+	fs.Func("cache-uploader.builders", "comma-separated names of the builders whose outputs are in this host's store; only their builds are uploaded here (default: all builds)", func(v string) error {
+		c.Builders = nil
+		for _, b := range strings.Split(v, ",") {
+			if b = strings.TrimSpace(b); b != "" {
+				c.Builders = append(c.Builders, b)
+			}
+		}
+		return nil
+	})
 }
 
 // Validate checks the configuration.

@@ -42,3 +42,13 @@ func TestConfig(t *testing.T) {
 		})
 	}
 }
+
+func TestBuildersFlag(t *testing.T) {
+	for in, want := range map[string][]string{"": nil, "a": {"a"}, " a, b ,,": {"a", "b"}} {
+		var c Config
+		fs := flag.NewFlagSet("test", flag.ContinueOnError)
+		c.RegisterFlags(fs)
+		require.NoError(t, fs.Parse([]string{"--cache-uploader.builders=" + in}))
+		require.Equal(t, want, c.Builders, in)
+	}
+}

@@ -47,6 +47,12 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 		span.SetAttributes(attribute.String("nixbus.upload.skipped", "build did not succeed"))
 		return nil
 	}
+	if len(s.cfg.Builders) > 0 && !slices.Contains(s.cfg.Builders, res.GetBuilder()) {
+		// Built on another host: its outputs are not in this store, and
+		// that host's uploaders take it.
+		span.SetAttributes(attribute.String("nixbus.upload.skipped", "built by "+res.GetBuilder()+" on another host"))
+		return nil
+	}
 	run, _, err := bus.ParseRunSubject(msg.Subject())
 	if err != nil {
 		return bus.Permanent(err)

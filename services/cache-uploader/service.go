@@ -92,7 +92,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	h := &handler{s: s, runs: runs}
 	return bus.Work(ctx, s.js, bus.WorkOptions{
-		Stream: bus.StreamRuns, Durable: bus.ConsumerCacheUploader, Filter: bus.RunResults,
+		Stream: bus.StreamRuns, Durable: bus.CacheUploaderConsumer(s.cfg.Builders), Filter: bus.RunResults,
 		Concurrency: s.cfg.Concurrency, AckWait: s.cfg.AckWait, RetryDelay: s.cfg.RetryDelay,
 		Tracer: s.tracer, SpanName: "upload",
 	}, s.logger, h.handle)

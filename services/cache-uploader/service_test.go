@@ -121,12 +121,17 @@ func uploads(t *testing.T, js jetstream.JetStream, run string) []*nixbuspb.Uploa
 // nothing pending for a moment.
 func drained(t *testing.T, js jetstream.JetStream) {
 	t.Helper()
+	drainedBy(t, js, bus.ConsumerCacheUploader)
+}
+
+func drainedBy(t *testing.T, js jetstream.JetStream, durable string) {
+	t.Helper()
 	st, err := js.Stream(t.Context(), bus.StreamRuns)
 	require.NoError(t, err)
 	last, err := st.GetLastMsgForSubject(t.Context(), bus.RunResults)
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
-		c, err := js.Consumer(t.Context(), bus.StreamRuns, bus.ConsumerCacheUploader)
+		c, err := js.Consumer(t.Context(), bus.StreamRuns, durable)
 		if err != nil {
 			return false
 		}
@@ -174,6 +179,38 @@ func TestUploadSignsAndCopies(t *testing.T) {
 	sigs, err := testNix().Output(t.Context(), []string{"path-info"}, "--store", cfg.CacheURL, "--sigs", top.out)
 	require.NoError(t, err)
 	require.Contains(t, string(sigs), "nixbus-test-1:")
+}
+
+// TestUploadersPerHost: uploaders told which builders share their host's
+// store upload only those builds; each host's uploaders have a consumer of
+// their own, so every build is uploaded from the host that built it.
+func TestUploadersPerHost(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	hostA, hostB := testConfig(t), testConfig(t)
+	hostA.Builders, hostB.Builders = []string{"a1", "a2"}, []string{"b1"}
+	start(t, srv, hostA)
+	start(t, srv, hostB)
+	dep, top := buildChain(t)
+	run := "rhosts"
+	publishResult(t, js, "r1", &nixbuspb.BuildResult{RunId: run, DrvPath: dep.drv, Builder: "b1",
+		Status: nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED, Outputs: map[string]string{"out": dep.out}})
+	publishResult(t, js, "r2", &nixbuspb.BuildResult{RunId: run, DrvPath: top.drv, Builder: "a2",
+		Status: nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED, Outputs: map[string]string{"out": top.out}})
+	drainedBy(t, js, bus.CacheUploaderConsumer(hostA.Builders))
+	drainedBy(t, js, bus.CacheUploaderConsumer(hostB.Builders))
+
+	by := map[string]string{}
+	for _, u := range uploads(t, js, run) {
+		require.True(t, u.GetOk(), u.GetError())
+		by[u.GetDrvPath()] = u.GetCacheUrl()
+	}
+	require.Equal(t, map[string]string{dep.drv: hostB.CacheURL, top.drv: hostA.CacheURL}, by)
+	// Host B's cache holds dep only: top was not uploaded there.
+	_, err := testNix().Output(t.Context(), []string{"path-info"}, "--store", hostB.CacheURL, top.out)
+	require.Error(t, err)
+	require.NotEqual(t, bus.CacheUploaderConsumer(hostA.Builders), bus.CacheUploaderConsumer(hostB.Builders))
+	require.Equal(t, bus.CacheUploaderConsumer([]string{"a2", "a1"}), bus.CacheUploaderConsumer(hostA.Builders))
 }
 
 func TestUploadFailureIsReported(t *testing.T) {
