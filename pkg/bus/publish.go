@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -36,6 +37,19 @@ func Encode(m proto.Message) ([]byte, error) {
 		return nil, fmt.Errorf("marshal %T: %d bytes is over the bus limit of %d", m, len(data), MaxMessageSize)
 	}
 	return data, nil
+}
+
+// Truncate cuts s to at most n bytes without splitting a UTF-8 sequence,
+// marking a cut with "…": free text (an eval error, a build failure) put
+// in a message this way keeps the message far below MaxMessageSize.
+func Truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 // NewMsg builds a NATS message for m with a message id and the caller's

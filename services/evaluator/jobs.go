@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"unicode/utf8"
 
+	"nixbus.dev/nixbus/pkg/bus"
 	"nixbus.dev/nixbus/pkg/drv"
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
 	"nixbus.dev/nixbus/services/evaluator/internal/eval"
@@ -68,7 +68,7 @@ func (h *handler) toJobs(ctx context.Context, run string, recs []eval.Record, lo
 		}
 		if r.Error != "" {
 			errs++
-			job.EvalError = truncate(r.Error, maxErrorBytes)
+			job.EvalError = bus.Truncate(r.Error, maxErrorBytes)
 			job.DrvPath, job.Outputs, job.Cached, job.DependsOn = "", nil, false, nil
 		}
 		out.jobs = append(out.jobs, job)
@@ -153,14 +153,4 @@ func (h *handler) validPaths(ctx context.Context, paths []string) (map[string]bo
 		}
 	}
 	return valid, nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "\n… (truncated)"
 }

@@ -428,7 +428,7 @@ func (st *state) flush(ctx context.Context, r *run) error {
 		j := &r.jobs[o.Job]
 		out := &nixbuspb.JobOutcome{
 			RunId: r.id, Attr: j.Attr, DrvPath: j.Drv, System: j.System, LogKey: o.logKey, DurationMs: o.durationMs,
-			Status: jobStatus(o.Status), Failure: failureKind(o.Failure), Reason: truncate(o.Reason, maxReasonBytes),
+			Status: jobStatus(o.Status), Failure: failureKind(o.Failure), Reason: bus.Truncate(o.Reason, maxReasonBytes),
 		}
 		if err := st.send(ctx, r, bus.OutcomeSubject(r.id), bus.MsgIDOutcome(r.id, j.Attr), out); err != nil {
 			return err
@@ -474,7 +474,7 @@ func (st *state) listFailed(r *run, o *nixbuspb.JobOutcome) {
 		return
 	}
 	c := proto.Clone(o).(*nixbuspb.JobOutcome)
-	c.Reason = truncate(c.Reason, maxVerdictReasonBytes)
+	c.Reason = bus.Truncate(c.Reason, maxVerdictReasonBytes)
 	r.failed = append(r.failed, c)
 	r.listBytes += proto.Size(c)
 }
@@ -525,17 +525,6 @@ func (st *state) send(ctx context.Context, r *run, subject, id string, m proto.M
 		return nil
 	}
 	return st.out.publish(ctx, msg)
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	cut := n
-	for cut > 0 && s[cut]&0xC0 == 0x80 { // do not split a UTF-8 sequence
-		cut--
-	}
-	return s[:cut] + "…"
 }
 
 func jobStatus(s dag.Status) nixbuspb.JobStatus {
