@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"nixbus.dev/nixbus/pkg/drv"
+	"nixbus.dev/nixbus/pkg/evaljobs"
 	"nixbus.dev/nixbus/services/planner/dag"
 )
 
@@ -244,35 +245,21 @@ func parseJobs(r io.Reader, systems []string, hint int) ([]dag.Job, int, error) 
 		if len(line) == 0 {
 			continue
 		}
-		var j evalJob
-		if line[0] != '{' {
-			return nil, 0, fmt.Errorf("line %d: not a JSON object: %.40q", n, line)
-		}
-		if err := decodeJobLine(line, &j); err != nil {
+		// The evaluator's reading of the line: the same names, cache
+		// status and eval errors as a real run.
+		j, err := evaljobs.ParseLine(line)
+		if err != nil {
 			return nil, 0, fmt.Errorf("line %d: %w", n, err)
 		}
-		attr := j.Attr
-		if attr == "" {
-			attr = strings.Join(j.AttrPath, ".")
+		if seen[j.Attr] {
+			continue
 		}
-		if attr == "" {
-			return nil, 0, fmt.Errorf("line %d: a job without attr or attrPath", n)
-		}
-		if j.Error == "" && j.DrvPath == "" {
-			return nil, 0, fmt.Errorf("line %d: job %s has neither drvPath nor error", n, attr)
-		}
+		seen[j.Attr] = true
 		if j.Error == "" && !slices.Contains(systems, j.System) {
 			dropped++
 			continue
 		}
-		if seen[attr] {
-			continue
-		}
-		seen[attr] = true
-		jobs = append(jobs, dag.Job{
-			Attr: attr, Drv: j.DrvPath, System: j.System, EvalError: j.Error,
-			Cached: j.IsCached || j.CacheStatus == "cached" || j.CacheStatus == "local",
-		})
+		jobs = append(jobs, dag.Job{Attr: j.Attr, Drv: j.DrvPath, System: j.System, EvalError: j.Error, Cached: j.CacheKnown && j.Cached})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, 0, err

@@ -54,7 +54,7 @@ func TestRunRecordedEvaluation(t *testing.T) {
 		// Cached, but a job it depends on (through a helper) failed.
 		{"on-broken", storeDrv("j", "on-broken"), "skipped", "dependency broken failed"},
 		{"arm.hello", storeDrv("l", "arm-hello"), "succeeded", ""},
-		{"eval-error", "", "failed", "error: this job does not evaluate"},
+		{"eval-error", "", "failed", "this job does not evaluate"},
 	}
 	require.Equal(t, want, decodeLines(t, stdout.Bytes()))
 	summary := stderr.String()
@@ -71,8 +71,22 @@ func TestRunOptions(t *testing.T) {
 			Systems: []string{"aarch64-linux"}}, &stdout, &stderr))
 		require.Equal(t, []Line{
 			{"arm.hello", storeDrv("l", "arm-hello"), "succeeded", ""},
-			{"eval-error", "", "failed", "error: this job does not evaluate"},
+			{"eval-error", "", "failed", "this job does not evaluate"},
 		}, decodeLines(t, stdout.Bytes()))
+	})
+	t.Run("names as a real run", func(t *testing.T) {
+		// The evaluator's reading of a line: a dot inside a name is quoted,
+		// a cache status counts, eval errors are cleaned.
+		dir := t.TempDir()
+		drvPath := "/nix/store/" + strings.Repeat("x", 32) + "-y.drv"
+		jobs := filepath.Join(dir, "jobs.jsonl")
+		require.NoError(t, os.WriteFile(jobs, []byte(`{"attr":"a.b.c","attrPath":["a.b","c"],"drvPath":"`+drvPath+`","system":"x86_64-linux","cacheStatus":"local"}`+"\n"+
+			`{"attr":"e","error":"\u001b[31;1merror:\u001b[0m boom"}`+"\n"), 0o644))
+		drvs := filepath.Join(dir, "drvs.json")
+		require.NoError(t, os.WriteFile(drvs, []byte(`{"`+drvPath+`":{"inputDrvs":{}}}`), 0o644))
+		var stdout, stderr bytes.Buffer
+		require.NoError(t, Run(t.Context(), Options{JobsPath: jobs, DerivationsPath: drvs}, &stdout, &stderr))
+		require.Equal(t, []Line{{`"a.b".c`, drvPath, "cached", ""}, {"e", "", "failed", "boom"}}, decodeLines(t, stdout.Bytes()))
 	})
 	t.Run("nothing fails", func(t *testing.T) {
 		var stdout, stderr bytes.Buffer
@@ -101,7 +115,7 @@ func TestRunErrors(t *testing.T) {
 	}{
 		{"garbage line", Options{JobsPath: write("g.jsonl", good+"\nwarning: not json\n")}, "line 3: not a JSON object"},
 		{"broken json", Options{JobsPath: write("b.jsonl", good+`{"attr": "x",`+"\n")}, "line 2:"},
-		{"no attr", Options{JobsPath: write("n.jsonl", `{"drvPath":"/nix/store/a.drv"}`+"\n")}, "line 1: a job without attr"},
+		{"no attr", Options{JobsPath: write("n.jsonl", `{"drvPath":"/nix/store/a.drv"}`+"\n")}, "line 1: no attr or attrPath"},
 		{"no drv", Options{JobsPath: write("d.jsonl", `{"attr":"a"}`+"\n")}, "neither drvPath nor error"},
 		{"missing jobs", Options{JobsPath: filepath.Join(dir, "nope")}, "read jobs"},
 		{"bad derivations", Options{JobsPath: write("ok.jsonl", good), DerivationsPath: write("d.json", `{"x": [`)}, "read derivations"},

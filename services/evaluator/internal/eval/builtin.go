@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 
+	"nixbus.dev/nixbus/pkg/evaljobs"
 	"nixbus.dev/nixbus/pkg/nix"
 )
 
@@ -83,7 +84,7 @@ func (b *Builtin) Eval(ctx context.Context, installable string) (Result, error) 
 	}
 	res := Result{Evaluator: "builtin", Records: make([]Record, 0, len(recs))}
 	for _, r := range recs {
-		rec := Record{Attr: AttrName(r.AttrPath), AttrPath: r.AttrPath}
+		rec := Record{Attr: evaljobs.AttrName(r.AttrPath), AttrPath: r.AttrPath}
 		switch {
 		case r.msg != "":
 			rec.Error = r.msg
@@ -212,7 +213,7 @@ func (w *walker) explain(ctx context.Context, recs []walkRecord) {
 			case err != nil:
 				r.msg = nixMessage(err)
 			default:
-				w.b.Logger.Warn("failed job evaluates on its own", "attr", AttrName(r.AttrPath))
+				w.b.Logger.Warn("failed job evaluates on its own", "attr", evaljobs.AttrName(r.AttrPath))
 			}
 		})
 	}
@@ -223,7 +224,7 @@ func (w *walker) explain(ctx context.Context, recs []walkRecord) {
 func nixMessage(err error) string {
 	var ne *nix.Error
 	if errors.As(err, &ne) && strings.TrimSpace(ne.Stderr) != "" {
-		return CleanError(ne.Stderr)
+		return evaljobs.CleanError(ne.Stderr)
 	}
 	return err.Error()
 }

@@ -1,0 +1,192 @@
+// Package evaljobs is the nix-eval-jobs record: the JSON line it prints per
+// hydraJobs attribute, and the one reading of it that the evaluator and the
+// planner's replay share, so that a replayed evaluation names, caches and
+// fails jobs exactly as a real run does.
+package evaljobs
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"nixbus.dev/nixbus/pkg/nix"
+)
+
+// Job is one hydraJobs attribute as an evaluator reported it.
+type Job struct {
+	// Attr is the attribute path as Nix prints one: components joined by
+	// dots, each one that is not a plain identifier quoted, so that
+	// {"a.b" = ...} and {a.b = ...} stay apart.
+	Attr     string
+	AttrPath []string
+	DrvPath  string
+	Name     string
+	System   string
+	// Outputs maps output name to store path.
+	Outputs map[string]string
+	// CacheKnown is set when the evaluator checked the cache itself
+	// (nix-eval-jobs --check-cache-status); Cached is then its answer.
+	CacheKnown bool
+	Cached     bool
+	// Error is set when the attribute did not evaluate; DrvPath is then empty.
+	Error string
+}
+
+// ParseLines reads nix-eval-jobs' JSON lines. A line that is not a record
+// is passed to garbage and counted, never fatal. Blank lines are skipped.
+func ParseLines(r io.Reader, garbage func(line []byte, why error)) (jobs []Job, bad int, err error) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	for {
+		line, rerr := br.ReadBytes('\n')
+		if trimmed := bytes.TrimSpace(line); len(trimmed) > 0 {
+			job, perr := ParseLine(trimmed)
+			if perr != nil {
+				bad++
+				if garbage != nil {
+					garbage(trimmed, perr)
+				}
+			} else {
+				jobs = append(jobs, job)
+			}
+		}
+		if rerr == io.EOF {
+			return jobs, bad, nil
+		}
+		if rerr != nil {
+			return jobs, bad, rerr
+		}
+	}
+}
+
+// ParseLine reads one nix-eval-jobs record. A line that is not a JSON
+// object, or names no attribute, or has neither drvPath nor error, is an
+// error. Fields of an unexpected type are ignored rather than losing the
+// record; an error field of any type but string or null is an error.
+func ParseLine(line []byte) (Job, error) {
+	var (
+		job                 Job
+		attr, cacheStatus   string
+		errMsg              string
+		hasErr              bool // an error field that is not null
+		outputs             map[string]string
+		isCached, hasCached bool
+	)
+	d := decoder{b: line, quoteAt: -1}
+	err := d.object(func(key []byte) error {
+		var err error
+		switch string(key) {
+		case "attr":
+			attr, _, err = d.optStr()
+		case "attrPath":
+			job.AttrPath, err = d.optStrs()
+		case "drvPath":
+			job.DrvPath, _, err = d.optStr()
+		case "name":
+			job.Name, _, err = d.optStr()
+		case "system":
+			job.System, _, err = d.optStr()
+		case "error":
+			if hasErr, err = d.notNull(); err == nil && hasErr {
+				errMsg, _, err = d.optStr()
+			}
+		case "outputs":
+			outputs, err = d.optOutputs()
+		case "isCached":
+			isCached, hasCached, err = d.optBool()
+		case "cacheStatus":
+			cacheStatus, _, err = d.optStr()
+		default:
+			err = d.skip()
+		}
+		return err
+	})
+	if err == nil {
+		d.ws()
+		if d.pos != len(d.b) {
+			err = fmt.Errorf("unexpected %q after the object", d.b[d.pos])
+		}
+	}
+	if err != nil {
+		return Job{}, fmt.Errorf("not a JSON object: %w", err)
+	}
+	switch {
+	case len(job.AttrPath) > 0:
+		job.Attr = AttrName(job.AttrPath)
+	case attr != "":
+		job.Attr, job.AttrPath = attr, strings.Split(attr, ".")
+	default:
+		return Job{}, errors.New("no attr or attrPath")
+	}
+	if hasErr {
+		// An empty message, or one of an odd type, is still an error.
+		job.Error, job.DrvPath = CleanError(errMsg), ""
+	}
+	if job.DrvPath == "" && job.Error == "" {
+		return Job{}, errors.New("neither drvPath nor error")
+	}
+	if job.Error == "" {
+		job.Outputs = outputs
+	}
+	job.CacheKnown, job.Cached = hasCached, isCached
+	switch cacheStatus {
+	case "cached", "local":
+		job.CacheKnown, job.Cached = true, true
+	case "notBuilt":
+		job.CacheKnown = true
+	}
+	return job, nil
+}
+
+// identifier reports whether s is a plain Nix identifier,
+// [a-zA-Z_][a-zA-Z0-9_'-]*, which Nix prints unquoted.
+func identifier(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '_':
+		case i > 0 && (c >= '0' && c <= '9' || c == '\'' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return s != ""
+}
+
+// AttrName joins an attribute path the way Nix shows one.
+func AttrName(path []string) string {
+	parts := make([]string, len(path))
+	for i, p := range path {
+		if identifier(p) {
+			parts[i] = p
+		} else {
+			parts[i] = nix.StringLiteral(p)
+		}
+	}
+	return strings.Join(parts, ".")
+}
+
+const showTraceHint = "(use '--show-trace' to show detailed location information)"
+
+// CleanError turns nix's report of an evaluation error into the message a
+// job carries: colours, warnings, the --show-trace hint and the leading
+// "error:" go.
+func CleanError(stderr string) string {
+	msg := nix.ErrorMessage(stderr)
+	lines := strings.Split(msg, "\n")
+	kept := lines[:0]
+	for _, l := range lines {
+		if strings.TrimSpace(l) == showTraceHint {
+			continue
+		}
+		kept = append(kept, l)
+	}
+	msg = strings.TrimSpace(strings.Join(kept, "\n"))
+	msg = strings.TrimSpace(strings.TrimPrefix(msg, "error:"))
+	if msg == "" {
+		return "evaluation failed"
+	}
+	return msg
+}
