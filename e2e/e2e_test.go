@@ -190,28 +190,6 @@ func runExample(t *testing.T, srv *natstest.Server, state string) {
 	require.Len(t, buildResults(t, js, res.RunID), 6, "five successes and one failure")
 }
 
-// readRun returns the bodies of every message of one kind a run has.
-func readRun(t *testing.T, ctx context.Context, js jetstream.JetStream, runID, kind string) [][]byte {
-	t.Helper()
-	return readSubject(t, ctx, js, bus.StreamRuns, bus.RunSubject(runID, kind))
-}
-
-// readSubject returns the bodies of every message a stream holds on subject.
-func readSubject(t *testing.T, ctx context.Context, js jetstream.JetStream, streamName, subject string) [][]byte {
-	t.Helper()
-	n, err := stored(ctx, js, streamName, subject)
-	require.NoError(t, err)
-	cons, err := js.OrderedConsumer(ctx, streamName, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
-	require.NoError(t, err)
-	out := make([][]byte, 0, n)
-	for len(out) < n {
-		msg, err := cons.Next(jetstream.FetchContext(ctx))
-		require.NoError(t, err)
-		out = append(out, msg.Data())
-	}
-	return out
-}
-
 // stored counts the messages a stream holds on subject.
 func stored(ctx context.Context, js jetstream.JetStream, streamName, subject string) (int, error) {
 	stream, err := js.Stream(ctx, streamName)

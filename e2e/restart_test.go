@@ -284,12 +284,9 @@ func waitVerdict(t *testing.T, js jetstream.JetStream, timeout time.Duration) *n
 // job's outcome was reported exactly once, with the status wanted.
 func requireRunOnce(t *testing.T, js jetstream.JetStream, v *nixbuspb.RunVerdict, want map[string]nixbuspb.JobStatus) {
 	t.Helper()
-	ctx := t.Context()
-	require.Len(t, readSubject(t, ctx, js, bus.StreamReports, bus.VerdictSubject(v.GetRunId())), 1, "one verdict")
+	require.Len(t, natstest.Read[nixbuspb.RunVerdict](t, js, bus.StreamReports, bus.VerdictSubject(v.GetRunId())), 1, "one verdict")
 	got := map[string]nixbuspb.JobStatus{}
-	for _, data := range readSubject(t, ctx, js, bus.StreamReports, bus.OutcomeSubject(v.GetRunId())) {
-		var o nixbuspb.JobOutcome
-		require.NoError(t, bus.Decode(data, &o))
+	for _, o := range natstest.Read[nixbuspb.JobOutcome](t, js, bus.StreamReports, bus.OutcomeSubject(v.GetRunId())) {
 		_, dup := got[o.GetAttr()]
 		require.False(t, dup, "%s reported twice", o.GetAttr())
 		got[o.GetAttr()] = o.GetStatus()
@@ -304,11 +301,9 @@ func requireRunOnce(t *testing.T, js jetstream.JetStream, v *nixbuspb.RunVerdict
 func buildResults(t *testing.T, js jetstream.JetStream, run string) map[string]*nixbuspb.BuildResult {
 	t.Helper()
 	out := map[string]*nixbuspb.BuildResult{}
-	for _, data := range readRun(t, t.Context(), js, run, bus.RunResultKind) {
-		var r nixbuspb.BuildResult
-		require.NoError(t, bus.Decode(data, &r))
+	for _, r := range natstest.Read[nixbuspb.BuildResult](t, js, bus.StreamRuns, bus.RunSubject(run, bus.RunResultKind)) {
 		require.NotContains(t, out, r.GetDrvPath(), "%s built twice", r.GetDrvPath())
-		out[r.GetDrvPath()] = &r
+		out[r.GetDrvPath()] = r
 	}
 	return out
 }

@@ -12,7 +12,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
+	"google.golang.org/protobuf/proto"
 
+	"nixbus.dev/nixbus/pkg/bus"
 	"nixbus.dev/nixbus/pkg/natsembed"
 )
 
@@ -90,4 +92,43 @@ func LeakOptions() []goleak.Option {
 	return []goleak.Option{
 		goleak.IgnoreTopFunction("github.com/nats-io/nats.go/jetstream.(*jetStream).resetPendingAcksOnReconnect"),
 	}
+}
+
+// Read returns every message stream holds on subject, in order, decoded
+// as T: what a test asserts a service published.
+func Read[T any, P interface {
+	*T
+	proto.Message
+}](t testing.TB, js jetstream.JetStream, stream, subject string) []P {
+	t.Helper()
+	ctx := t.Context()
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatalf("read %s: %v", subject, err)
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		t.Fatalf("read %s: %v", subject, err)
+	}
+	n := int(info.State.Subjects[subject])
+	out := make([]P, 0, n)
+	if n == 0 {
+		return out
+	}
+	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+	if err != nil {
+		t.Fatalf("read %s: %v", subject, err)
+	}
+	for len(out) < n {
+		msg, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
+		if err != nil {
+			t.Fatalf("read %s: %d of %d messages: %v", subject, len(out), n, err)
+		}
+		p := P(new(T))
+		if err := bus.Decode(msg.Data(), p); err != nil {
+			t.Fatalf("read %s: %v", subject, err)
+		}
+		out = append(out, p)
+	}
+	return out
 }

@@ -152,20 +152,7 @@ func request(t *testing.T, js jetstream.JetStream, run, system, drv string) {
 // results reads every build result of run on the stream, in order.
 func results(t *testing.T, js jetstream.JetStream, run string) []*nixbuspb.BuildResult {
 	t.Helper()
-	c, err := js.OrderedConsumer(t.Context(), bus.StreamRuns, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{bus.RunSubject(run, bus.RunResultKind)},
-	})
-	require.NoError(t, err)
-	batch, err := c.FetchNoWait(10000)
-	require.NoError(t, err)
-	var out []*nixbuspb.BuildResult
-	for m := range batch.Messages() {
-		var r nixbuspb.BuildResult
-		require.NoError(t, bus.Decode(m.Data(), &r))
-		out = append(out, &r)
-	}
-	require.NoError(t, batch.Error())
-	return out
+	return natstest.Read[nixbuspb.BuildResult](t, js, bus.StreamRuns, bus.RunSubject(run, bus.RunResultKind))
 }
 
 // waitResults waits until run has n results and returns them by drv.

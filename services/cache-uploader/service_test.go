@@ -99,20 +99,7 @@ func publishResult(t *testing.T, js jetstream.JetStream, msgID string, res *nixb
 
 func uploads(t *testing.T, js jetstream.JetStream, run string) []*nixbuspb.UploadResult {
 	t.Helper()
-	c, err := js.OrderedConsumer(t.Context(), bus.StreamReports, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{bus.UploadSubject(run)},
-	})
-	require.NoError(t, err)
-	batch, err := c.FetchNoWait(1000)
-	require.NoError(t, err)
-	var out []*nixbuspb.UploadResult
-	for m := range batch.Messages() {
-		var u nixbuspb.UploadResult
-		require.NoError(t, bus.Decode(m.Data(), &u))
-		out = append(out, &u)
-	}
-	require.NoError(t, batch.Error())
-	return out
+	return natstest.Read[nixbuspb.UploadResult](t, js, bus.StreamReports, bus.UploadSubject(run))
 }
 
 // drained waits until the uploader has acked every build result on the

@@ -2,7 +2,6 @@ package planner
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"sync"
 	"testing"
@@ -110,48 +109,11 @@ func count(t *testing.T, js jetstream.JetStream, stream, subject string) int {
 	return int(info.State.Subjects[subject])
 }
 
-// all returns every message stored on subject, decoded.
-func all[T any, P interface {
-	*T
-	proto.Message
-}](t *testing.T, js jetstream.JetStream, stream, subject string) []P {
-	t.Helper()
-	s, err := js.Stream(t.Context(), stream)
-	require.NoError(t, err)
-	info, err := s.Info(t.Context(), jetstream.WithSubjectFilter(subject))
-	require.NoError(t, err)
-	want := int(info.State.Subjects[subject])
-	var out []P
-	if want == 0 {
-		return out
-	}
-	c, err := s.OrderedConsumer(t.Context(), jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
-	require.NoError(t, err)
-	for len(out) < want {
-		batch, err := c.Fetch(want-len(out), jetstream.FetchMaxWait(2*time.Second))
-		require.NoError(t, err)
-		for m := range batch.Messages() {
-			p := P(new(T))
-			require.NoError(t, bus.Decode(m.Data(), p))
-			out = append(out, p)
-		}
-		require.NoError(t, ignoreTimeout(batch.Error()))
-	}
-	return out
-}
-
-func ignoreTimeout(err error) error {
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrNoMessages) {
-		return nil
-	}
-	return err
-}
-
 // outcomes returns a run's outcomes by attr, asserting one per attr.
 func (e *env) outcomes(run string) map[string]*nixbuspb.JobOutcome {
 	e.t.Helper()
 	got := map[string]*nixbuspb.JobOutcome{}
-	for _, o := range all[nixbuspb.JobOutcome](e.t, e.js, bus.StreamReports, bus.OutcomeSubject(run)) {
+	for _, o := range natstest.Read[nixbuspb.JobOutcome](e.t, e.js, bus.StreamReports, bus.OutcomeSubject(run)) {
 		_, dup := got[o.GetAttr()]
 		require.False(e.t, dup, "two outcomes for %s", o.GetAttr())
 		got[o.GetAttr()] = o

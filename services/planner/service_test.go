@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"nixbus.dev/nixbus/pkg/bus"
+	"nixbus.dev/nixbus/pkg/natstest"
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
 )
 
@@ -110,7 +111,7 @@ func TestPlannerRun(t *testing.T) {
 	e.evalDone("r-next", 0, "")
 	require.Equal(t, nixbuspb.RunStatus_RUN_STATUS_SUCCEEDED, e.verdict("r-next").GetStatus())
 	require.Len(t, e.outcomes(run), len(jobs))
-	require.Len(t, all[nixbuspb.RunVerdict](t, e.js, bus.StreamReports, bus.VerdictSubject(run)), 1)
+	require.Len(t, natstest.Read[nixbuspb.RunVerdict](t, e.js, bus.StreamReports, bus.VerdictSubject(run)), 1)
 }
 
 func TestPlannerEvalError(t *testing.T) {
@@ -149,7 +150,7 @@ func TestPlannerSupersede(t *testing.T) {
 	v := e.verdict("ps1")
 	require.Equal(t, nixbuspb.RunStatus_RUN_STATUS_CANCELLED, v.GetStatus())
 	require.Equal(t, "ps2", v.GetSupersededBy())
-	cancels := all[nixbuspb.Cancel](t, e.js, bus.StreamRuns, bus.RunSubject("ps1", bus.RunCancelKind))
+	cancels := natstest.Read[nixbuspb.Cancel](t, e.js, bus.StreamRuns, bus.RunSubject("ps1", bus.RunCancelKind))
 	require.Len(t, cancels, 1)
 	require.Equal(t, "ps2", cancels[0].GetSupersededBy())
 
@@ -170,7 +171,7 @@ func TestPlannerSupersede(t *testing.T) {
 		e.evalDone(r, 0, "")
 		require.Equal(t, nixbuspb.RunStatus_RUN_STATUS_SUCCEEDED, e.verdict(r).GetStatus(), r)
 	}
-	require.Len(t, all[nixbuspb.RunVerdict](t, e.js, bus.StreamReports, bus.VerdictSubject("ps1")), 1)
+	require.Len(t, natstest.Read[nixbuspb.RunVerdict](t, e.js, bus.StreamReports, bus.VerdictSubject("ps1")), 1)
 }
 
 // TestPlannerSupersedeAfterRestart: the newest run of a change is durable,
@@ -209,7 +210,7 @@ func TestPlannerSupersedeAfterRestart(t *testing.T) {
 	v = e.verdict("recheck1")
 	require.Equal(t, nixbuspb.RunStatus_RUN_STATUS_CANCELLED, v.GetStatus())
 	require.Equal(t, "recheck2", v.GetSupersededBy())
-	cancels := all[nixbuspb.Cancel](t, e.js, bus.StreamRuns, bus.RunSubject("recheck1", bus.RunCancelKind))
+	cancels := natstest.Read[nixbuspb.Cancel](t, e.js, bus.StreamRuns, bus.RunSubject("recheck1", bus.RunCancelKind))
 	require.Len(t, cancels, 1)
 	require.Equal(t, "superseded by a later run of patchset 2", cancels[0].GetReason())
 	e.evalDone("recheck2", 0, "")
@@ -315,7 +316,7 @@ func TestPlannerRestart(t *testing.T) {
 	got := e.outcomes(run)
 	require.Len(t, got, len(jobs))
 	require.Equal(t, nixbuspb.JobStatus_JOB_STATUS_FAILED, got["f30-1"].GetStatus())
-	require.Len(t, all[nixbuspb.RunVerdict](t, e.js, bus.StreamReports, bus.VerdictSubject(run)), 1)
+	require.Len(t, natstest.Read[nixbuspb.RunVerdict](t, e.js, bus.StreamReports, bus.VerdictSubject(run)), 1)
 	for k, n := range b.counts() {
 		require.Equal(t, 1, n, "%s requested %d times", k, n)
 	}
