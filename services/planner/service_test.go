@@ -289,8 +289,18 @@ func TestPlannerRestart(t *testing.T) {
 		e.job(run, j)
 	}
 	e.evalDone(run, len(jobs), "")
+	// c20 is held until the planner is stopped, so that the run is half
+	// done then however fast the rest goes; its result lands while the
+	// planner is down.
+	hold := make(chan struct{})
 	b := e.startBuilder(func(r *nixbuspb.BuildRequest) nixbuspb.BuildStatus {
-		if r.GetDrvPath() == drv("f30-1") {
+		switch r.GetDrvPath() {
+		case drv("c20"):
+			select {
+			case <-hold:
+			case <-t.Context().Done():
+			}
+		case drv("f30-1"):
 			return nixbuspb.BuildStatus_BUILD_STATUS_FAILED
 		}
 		return nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED
@@ -299,6 +309,7 @@ func TestPlannerRestart(t *testing.T) {
 	// Stop once part of the run is done.
 	require.Eventually(t, func() bool { return len(e.outcomes(run)) >= 40 }, 20*time.Second, 5*time.Millisecond)
 	stop()
+	close(hold)
 	kv, err := e.js.KeyValue(t.Context(), bus.PlannerBucket)
 	require.NoError(t, err)
 	cp, err := loadCheckpoint(t.Context(), kv)
