@@ -6,7 +6,7 @@ BIN           := $(CURDIR)/bin
 SERVICES      := gerrit-ingest evaluator planner builder cache-uploader reporter
 TESTFLAGS     ?= -count=1 -timeout 20m
 
-.PHONY: all build proto proto-check setup test vet fmt-check bench run clean
+.PHONY: all build proto proto-check proto-release setup test vet fmt-check bench run clean
 
 all: build
 
@@ -24,6 +24,11 @@ $(BIN)/protoc-gen-go:
 
 proto-check: proto
 	git diff --exit-code -- proto/
+
+# Records the contract as released: internal/archtest's wire test then
+# refuses any later change that is not an addition (nixbus's `buf breaking`).
+proto-release:
+	cp proto/nixbus/v1/nixbus.proto proto/released/nixbus/v1/nixbus.proto
 
 # Installs what a fresh Debian machine with Go lacks (Nix, protoc).
 setup:
