@@ -10,10 +10,11 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"nixbus.dev/nixbus/pkg/secret"
 )
 
 // HTTPConfig says how to reach Gerrit's REST API and HTTPS git.
@@ -33,7 +34,7 @@ type HTTPConfig struct {
 func (c *HTTPConfig) RegisterFlags(fs *flag.FlagSet, prefix string) {
 	fs.StringVar(&c.URL, prefix+"url", "", "Gerrit web root for REST and HTTPS git, e.g. https://review.example.com")
 	fs.StringVar(&c.User, prefix+"user", "", "Gerrit account for REST and HTTPS git")
-	fs.StringVar(&c.PasswordFile, prefix+"password-file", "", "file holding the account's Gerrit HTTP password")
+	secret.FlagVar(fs, &c.PasswordFile, prefix+"password-file", "gerrit-http-password", "file holding the account's Gerrit HTTP password")
 	fs.DurationVar(&c.Timeout, prefix+"timeout", 30*time.Second, "bound on one REST request")
 }
 
@@ -63,11 +64,11 @@ func (c HTTPConfig) Password() (string, error) {
 	if c.PasswordFile == "" {
 		return "", nil
 	}
-	b, err := os.ReadFile(c.PasswordFile)
+	pw, err := secret.ReadString(c.PasswordFile)
 	if err != nil {
 		return "", fmt.Errorf("read gerrit http password: %w", err)
 	}
-	return strings.TrimRight(string(b), "\r\n"), nil
+	return pw, nil
 }
 
 // RESTReviewer posts reviews to POST /a/changes/<project>~<change>/revisions/<rev>/review.

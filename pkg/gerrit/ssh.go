@@ -14,7 +14,6 @@ import (
 	"io"
 	"net"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,6 +21,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
+
+	"nixbus.dev/nixbus/pkg/secret"
 )
 
 // DefaultPort is Gerrit's SSH port.
@@ -53,8 +54,8 @@ type SSHConfig struct {
 func (c *SSHConfig) RegisterFlags(fs *flag.FlagSet, prefix string) {
 	fs.StringVar(&c.Address, prefix+"address", "", "Gerrit SSH host[:port] (port 29418 by default); empty: no Gerrit")
 	fs.StringVar(&c.User, prefix+"user", "", "Gerrit account to log in as")
-	fs.StringVar(&c.KeyFile, prefix+"key-file", "", "private key file of the Gerrit account")
-	fs.StringVar(&c.KnownHostsFile, prefix+"known-hosts-file", "", "known_hosts file holding Gerrit's host key")
+	secret.FlagVar(fs, &c.KeyFile, prefix+"key-file", "gerrit-ssh-key", "private key file of the Gerrit account")
+	secret.FlagVar(fs, &c.KnownHostsFile, prefix+"known-hosts-file", "gerrit-known-hosts", "known_hosts file holding Gerrit's host key")
 	fs.DurationVar(&c.DialTimeout, prefix+"dial-timeout", 20*time.Second, "bound on connecting and the SSH handshake")
 	fs.DurationVar(&c.KeepaliveInterval, prefix+"keepalive-interval", 15*time.Second, "how often an idle SSH connection is probed")
 	fs.DurationVar(&c.KeepaliveTimeout, prefix+"keepalive-timeout", 45*time.Second, "how long a probe may go unanswered before reconnecting")
@@ -195,7 +196,7 @@ func Dial(ctx context.Context, cfg SSHConfig) (*Client, error) {
 }
 
 func clientConfig(cfg SSHConfig, addr string) (*ssh.ClientConfig, error) {
-	pem, err := os.ReadFile(cfg.KeyFile)
+	pem, err := secret.Read(cfg.KeyFile)
 	if err != nil {
 		return nil, fmt.Errorf("read gerrit ssh key: %w", err)
 	}
@@ -222,6 +223,9 @@ func clientConfig(cfg SSHConfig, addr string) (*ssh.ClientConfig, error) {
 // to offer for addr: those of the keys the file pins for it, so a server
 // with several host keys presents one the file knows.
 func HostKeyCallback(knownHostsFile, addr string) (ssh.HostKeyCallback, []string, error) {
+	if err := secret.CheckTrusted(knownHostsFile); err != nil {
+		return nil, nil, fmt.Errorf("read gerrit known_hosts: %w", err)
+	}
 	check, err := knownhosts.New(knownHostsFile)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read gerrit known_hosts: %w", err)

@@ -1,6 +1,8 @@
 package gerrit_test
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -110,4 +112,40 @@ func TestSSHConfig(t *testing.T) {
 	}
 	require.NoError(t, gerrit.SSHConfig{}.Validate(), "no gerrit is a valid configuration")
 	require.Error(t, gerrit.SSHConfig{Address: "h"}.Validate())
+}
+
+func TestDialRefusesOpenKeyFiles(t *testing.T) {
+	for _, tc := range []struct {
+		name, fix string
+		file      func(*gerrit.SSHConfig) string
+		mode      os.FileMode
+	}{
+		{"key readable by group", "chmod go-rwx", func(c *gerrit.SSHConfig) string { return c.KeyFile }, 0o640},
+		{"key readable by others", "chmod go-rwx", func(c *gerrit.SSHConfig) string { return c.KeyFile }, 0o604},
+		{"known_hosts writable by group", "chmod go-w", func(c *gerrit.SSHConfig) string { return c.KnownHostsFile }, 0o664},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := gerrittest.Start(t, gerrittest.Options{})
+			cfg := srv.SSHConfig()
+			require.NoError(t, os.Chmod(tc.file(&cfg), tc.mode))
+			_, err := gerrit.Dial(t.Context(), cfg)
+			require.ErrorContains(t, err, "are too open")
+			require.ErrorContains(t, err, tc.fix+" "+tc.file(&cfg))
+			require.Zero(t, srv.AuthFailures())
+			require.Empty(t, srv.Commands())
+		})
+	}
+}
+
+func TestHTTPPasswordRefusesOpenFile(t *testing.T) {
+	pw := filepath.Join(t.TempDir(), "pw")
+	require.NoError(t, os.WriteFile(pw, []byte("s3cret\n"), 0o600))
+	cfg := gerrit.HTTPConfig{URL: "https://gerrit.example", User: "ci", PasswordFile: pw}
+	got, err := cfg.Password()
+	require.NoError(t, err)
+	require.Equal(t, "s3cret", got)
+	require.NoError(t, os.Chmod(pw, 0o644))
+	_, err = cfg.Password()
+	require.ErrorContains(t, err, "chmod go-rwx "+pw)
+	require.NotContains(t, err.Error(), "s3cret")
 }

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"nixbus.dev/nixbus/pkg/secret"
 )
 
 // Config is the cache-uploader's configuration.
@@ -57,7 +59,7 @@ type Config struct {
 // RegisterFlags registers the cache-uploader's flags with prefix "cache-uploader.".
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.CacheURL, "cache-uploader.cache-url", "", "binary cache to copy built outputs to, e.g. file:///var/lib/nixbus/cache (required)")
-	fs.StringVar(&c.SecretKeyFile, "cache-uploader.secret-key-file", "", "secret key signing the outputs (required)")
+	secret.FlagVar(fs, &c.SecretKeyFile, "cache-uploader.secret-key-file", "cache-signing-key", "secret key signing the outputs (required)")
 	fs.BoolVar(&c.GenerateKey, "cache-uploader.generate-key", false, "create the secret key file (and <file>.pub) when it does not exist")
 	fs.StringVar(&c.KeyName, "cache-uploader.key-name", "nixbus-1", "name of a generated key")
 	fs.IntVar(&c.Concurrency, "cache-uploader.concurrency", 2, "uploads run at once by this process")

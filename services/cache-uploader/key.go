@@ -12,12 +12,13 @@ import (
 	"strings"
 
 	"nixbus.dev/nixbus/pkg/nix"
+	"nixbus.dev/nixbus/pkg/secret"
 )
 
 // publicKey reads a Nix secret signing key ("name:base64") and returns its
 // public key in the form trusted-public-keys takes.
 func publicKey(secretFile string) (string, error) {
-	data, err := os.ReadFile(secretFile)
+	data, err := secret.Read(secretFile)
 	if err != nil {
 		return "", fmt.Errorf("read signing key: %w", err)
 	}

@@ -244,6 +244,12 @@ func TestKeyGeneration(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, svc.PublicKey(), again.PublicKey())
 
+	// A key others may read is refused, naming the file and the fix.
+	require.NoError(t, os.Chmod(cfg.SecretKeyFile, 0o640))
+	_, err = New(cfg, d)
+	require.ErrorContains(t, err, "chmod go-rwx "+cfg.SecretKeyFile)
+	require.NoError(t, os.Chmod(cfg.SecretKeyFile, 0o600))
+
 	// Without generate-key a missing key is an error.
 	cfg.SecretKeyFile = filepath.Join(t.TempDir(), "absent.sec")
 	cfg.GenerateKey = false

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"nixbus.dev/nixbus/pkg/gerrit"
+	"nixbus.dev/nixbus/pkg/secret"
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
 )
 
@@ -84,6 +85,12 @@ func New(cfg Config) (*Fetcher, error) {
 		if !safePath.MatchString(p) {
 			return nil, fmt.Errorf("fetch: path %q has characters ssh would interpret; use a plain path", p)
 		}
+	}
+	if err := secret.Check(key); err != nil {
+		return nil, fmt.Errorf("fetch: ssh key: %w", err)
+	}
+	if err := secret.CheckTrusted(known); err != nil {
+		return nil, fmt.Errorf("fetch: known_hosts: %w", err)
 	}
 	port := gerrit.DefaultPort
 	if cfg.SSH.Address != "" {

@@ -179,12 +179,24 @@ func TestFetchOverHTTPS(t *testing.T) {
 }
 
 func TestSSHCommandIsFixed(t *testing.T) {
-	f, err := New(Config{SSH: gerrit.SSHConfig{Address: "review.example.com:2222", KeyFile: "/k/id", KnownHostsFile: "/k/known_hosts"}})
+	k := t.TempDir()
+	require.NoError(t, os.WriteFile(k+"/id", []byte("key"), 0o600))
+	require.NoError(t, os.WriteFile(k+"/known_hosts", nil, 0o644))
+	f, err := New(Config{SSH: gerrit.SSHConfig{Address: "review.example.com:2222", KeyFile: k + "/id", KnownHostsFile: k + "/known_hosts"}})
 	require.NoError(t, err)
-	require.Equal(t, "'ssh' -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=yes -o 'UserKnownHostsFile=/k/known_hosts' "+
-		"-o GlobalKnownHostsFile=/dev/null -o UpdateHostKeys=no -o IdentitiesOnly=yes -i '/k/id' "+
+	require.Equal(t, "'ssh' -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=yes -o 'UserKnownHostsFile="+k+"/known_hosts' "+
+		"-o GlobalKnownHostsFile=/dev/null -o UpdateHostKeys=no -o IdentitiesOnly=yes -i '"+k+"/id' "+
 		"-o ConnectTimeout=30 -o ServerAliveInterval=15 -o ServerAliveCountMax=3 -p 2222", f.sshCommand)
 	require.Equal(t, `'it'\''s'`, shellQuote("it's"))
+
+	// A key others may read, or a known_hosts others may write, is refused.
+	require.NoError(t, os.Chmod(k+"/id", 0o644))
+	_, err = New(Config{SSH: gerrit.SSHConfig{KeyFile: k + "/id", KnownHostsFile: k + "/known_hosts"}})
+	require.ErrorContains(t, err, "chmod go-rwx "+k+"/id")
+	require.NoError(t, os.Chmod(k+"/id", 0o600))
+	require.NoError(t, os.Chmod(k+"/known_hosts", 0o666))
+	_, err = New(Config{SSH: gerrit.SSHConfig{KeyFile: k + "/id", KnownHostsFile: k + "/known_hosts"}})
+	require.ErrorContains(t, err, "chmod go-w "+k+"/known_hosts")
 }
 
 func requireFile(t *testing.T, path, want string) {
