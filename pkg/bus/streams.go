@@ -50,10 +50,21 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 		{Name: StreamBuilds, Subjects: []string{BuildAll}, Retention: jetstream.WorkQueuePolicy},
 		{Name: StreamReports, Subjects: []string{OutcomeAll, VerdictAll, UploadAll, ReviewAll}, Retention: jetstream.LimitsPolicy},
 	}
+	// Live logs matter while a build runs; its stored log replaces them.
+	logAge := min(o.MaxAge, 24*time.Hour)
+	if logAge <= 0 {
+		logAge = 24 * time.Hour
+	}
+	streams = append(streams, jetstream.StreamConfig{Name: StreamLogs, Subjects: []string{LogAll}, Retention: jetstream.LimitsPolicy, MaxAge: logAge})
 	for _, sc := range streams {
 		sc.Storage = storage
+		if sc.MaxAge == 0 {
+			sc.MaxAge = o.MaxAge
+		}
 		sc.Duplicates = dup
-		sc.MaxAge = o.MaxAge
+		if sc.MaxAge > 0 {
+			sc.Duplicates = min(dup, sc.MaxAge)
+		}
 		sc.Replicas = max(o.Replicas, 1)
 		sc.MaxMsgSize = MaxMessageSize
 		if !update {

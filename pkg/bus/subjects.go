@@ -11,11 +11,19 @@
 //	nixbus.run.<run>.evaluated           EvalDone         stream NIXBUS_RUNS
 //	nixbus.run.<run>.result              BuildResult      stream NIXBUS_RUNS
 //	nixbus.run.<run>.cancel              Cancel           stream NIXBUS_RUNS
+//	nixbus.run.<run>.restart             RestartJob       stream NIXBUS_RUNS
 //	nix.build.<system>                   BuildRequest     stream NIXBUS_BUILDS (work queue)
 //	nixbus.outcome.<run>                 JobOutcome       stream NIXBUS_REPORTS
 //	nixbus.verdict.<run>                 RunVerdict       stream NIXBUS_REPORTS
 //	nixbus.upload.<run>                  UploadResult     stream NIXBUS_REPORTS
 //	nixbus.review.<run>                  ReviewPosted     stream NIXBUS_REPORTS
+//	nixbus.log.<run>.<drv-token>         LogChunk         stream NIXBUS_LOGS
+//
+// NIXBUS_LOGS holds the live logs of builds as they run, in chunks of at
+// most MaxLogChunk bytes and at most --builder.live-log-bytes per build,
+// one message id per chunk (LiveLogMsgID): a build's stored log (the
+// object store, LogBucket) replaces them once it ends. It keeps chunks
+// for a day at most: no build runs longer than that.
 //
 // Everything the planner needs to rebuild a run is in NIXBUS_RUNS, in order.
 package bus
@@ -34,6 +42,7 @@ const (
 	StreamRuns    = "NIXBUS_RUNS"
 	StreamBuilds  = "NIXBUS_BUILDS"
 	StreamReports = "NIXBUS_REPORTS"
+	StreamLogs    = "NIXBUS_LOGS"
 )
 
 // Durable consumer names. Every process of a service binds to the same one,
@@ -71,6 +80,7 @@ const (
 	verdictPrefix = "nixbus.verdict."
 	uploadPrefix  = "nixbus.upload."
 	reviewPrefix  = "nixbus.review."
+	logPrefix     = "nixbus.log."
 )
 
 // Kinds of message on a run's subject, the last token of nixbus.run.<run>.<kind>.
@@ -80,6 +90,8 @@ const (
 	RunEvalKind    = "evaluated"
 	RunResultKind  = "result"
 	RunCancelKind  = "cancel"
+	// RunRestartKind asks for a failed job of a finished run to be built again.
+	RunRestartKind = "restart"
 )
 
 // Filters for consumers.
@@ -94,6 +106,7 @@ const (
 	VerdictAll = verdictPrefix + ">"
 	UploadAll  = uploadPrefix + ">"
 	ReviewAll  = reviewPrefix + ">"
+	LogAll     = logPrefix + ">"
 )
 
 // ChangeSubject is where change events for a project go.
@@ -116,6 +129,16 @@ func UploadSubject(runID string) string { return uploadPrefix + runID }
 
 // ReviewSubject carries the review a run got.
 func ReviewSubject(runID string) string { return reviewPrefix + runID }
+
+// LogSubject carries the live log chunks of one build of a run. drv is a
+// derivation path or its base name.
+func LogSubject(runID, drv string) string { return logPrefix + runID + "." + Token(drvBase(drv)) }
+
+// LogRunSubjects matches the live logs of every build of a run.
+func LogRunSubjects(runID string) string { return logPrefix + runID + ".*" }
+
+// MaxLogChunk bounds the data of one LogChunk.
+const MaxLogChunk = 64 << 10
 
 // ParseRunSubject splits nixbus.run.<run>.<kind>.
 func ParseRunSubject(subject string) (runID, kind string, err error) {
@@ -169,7 +192,32 @@ func MsgIDVerdict(runID string) string       { return "verdict:" + runID }
 func MsgIDUpload(runID, drv string) string   { return "upload:" + runID + ":" + drv }
 func MsgIDReview(runID string) string        { return "review:" + runID }
 func MsgIDChange(eventID string) string      { return "change:" + eventID }
-func LogKey(runID, drvPath string) string    { return runID + "/" + drvBase(drvPath) }
+func MsgIDRestart(runID, drv string, unixMs int64) string {
+	return fmt.Sprintf("restart:%s:%s:%d", runID, drvBase(drv), unixMs)
+}
+func LogKey(runID, drvPath string) string { return runID + "/" + drvBase(drvPath) }
+
+// MsgIDRebuild and MsgIDRebuildResult are MsgIDBuild and MsgIDResult of
+// a restarted job's build, released by the RestartJob at stream sequence
+// restartSeq (0: the run's own build).
+func MsgIDRebuild(runID, drv string, restartSeq uint64) string {
+	if restartSeq == 0 {
+		return MsgIDBuild(runID, drv)
+	}
+	return fmt.Sprintf("%s:restart:%d", MsgIDBuild(runID, drv), restartSeq)
+}
+
+func MsgIDRebuildResult(runID, drv string, restartSeq uint64) string {
+	if restartSeq == 0 {
+		return MsgIDResult(runID, drv)
+	}
+	return fmt.Sprintf("%s:restart:%d", MsgIDResult(runID, drv), restartSeq)
+}
+
+// MsgIDLogChunk names chunk seq of one attempt of a build's live log.
+func MsgIDLogChunk(runID, drv string, restartSeq, delivery uint64, seq int64) string {
+	return fmt.Sprintf("log:%s:%s:%d:%d:%d", runID, drvBase(drv), restartSeq, delivery, seq)
+}
 
 // hashed keeps ids short and header-safe whatever an attribute name holds.
 func hashed(s string) string {

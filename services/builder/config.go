@@ -44,6 +44,12 @@ type Config struct {
 	// RetryDelay is the wait before a request whose handling failed (or
 	// was interrupted by shutdown) is delivered again.
 	RetryDelay time.Duration
+	// LiveLogBytes caps the log a build streams to the bus while it runs
+	// (nixbus.log.<run>.<drv>); 0 streams none. The stored log is capped
+	// by MaxLogBytes on its own.
+	LiveLogBytes int64
+	// LiveLogInterval is how often new log output is streamed.
+	LiveLogInterval time.Duration
 	// Instant reports success without running nix. For benchmarks only.
 	Instant bool
 }
@@ -64,6 +70,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.PruneInterval, "builder.prune-interval", time.Hour, "how often expired out-links are removed")
 	fs.DurationVar(&c.AckWait, "builder.ack-wait", 30*time.Second, "time without a heartbeat before a build is handed to another builder")
 	fs.DurationVar(&c.RetryDelay, "builder.retry-delay", 5*time.Second, "wait before an interrupted or failed request is delivered again")
+	fs.Int64Var(&c.LiveLogBytes, "builder.live-log-bytes", 8<<20, "most log bytes one build streams live to the bus (0: no live log)")
+	fs.DurationVar(&c.LiveLogInterval, "builder.live-log-interval", time.Second, "how often new log output of a running build is streamed")
 	fs.BoolVar(&c.Instant, "builder.instant", false, "report every build as succeeded without running nix (benchmarks only)")
 }
 
@@ -93,6 +101,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxLogBytes < 1024 {
 		errs = append(errs, errors.New("builder.max-log-bytes must be at least 1024"))
+	}
+	if c.LiveLogBytes < 0 || c.LiveLogBytes > 0 && c.LiveLogInterval <= 0 {
+		errs = append(errs, errors.New("builder.live-log-bytes must not be negative and builder.live-log-interval must be positive"))
 	}
 	return errors.Join(errs...)
 }

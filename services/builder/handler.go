@@ -66,7 +66,7 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 	}
 	res := &nixbuspb.BuildResult{
 		RunId: req.GetRunId(), DrvPath: req.GetDrvPath(), System: req.GetSystem(), Attrs: req.GetAttrs(),
-		Builder: s.cfg.Name,
+		Builder: s.cfg.Name, RestartSeq: req.GetRestartSeq(),
 	}
 	if cancelled {
 		res.Status, res.Error = nixbuspb.BuildStatus_BUILD_STATUS_CANCELLED, "run cancelled"
@@ -78,7 +78,11 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 	s.metrics.running.WithLabelValues(s.cfg.System).Inc()
 	tctx, cancelTimeout := context.WithTimeout(bctx, s.cfg.Timeout)
 	defer cancelTimeout()
-	out, logFile, err := h.build(tctx, &req)
+	var delivery uint64
+	if meta, err := msg.Metadata(); err == nil {
+		delivery = meta.NumDelivered
+	}
+	out, logFile, err := h.build(ctx, tctx, &req, delivery)
 	s.metrics.running.WithLabelValues(s.cfg.System).Dec()
 	res.DurationMs = time.Since(start).Milliseconds()
 	if logFile != nil {
@@ -131,9 +135,10 @@ func (h *handler) runCancelled(ctx context.Context, run string) (bool, error) {
 	return found, err
 }
 
-// build runs the executor with the time limit, the log going to a file in
-// the run's directory (none in instant mode).
-func (h *handler) build(ctx context.Context, req *nixbuspb.BuildRequest) (nixbuild.Outcome, *os.File, error) {
+// build runs the executor with the time limit (tctx), the log going to a
+// file in the run's directory (none in instant mode) and, as it grows, to
+// the bus (see liveLog; ctx bounds that).
+func (h *handler) build(ctx, tctx context.Context, req *nixbuspb.BuildRequest, delivery uint64) (nixbuild.Outcome, *os.File, error) {
 	s := h.s
 	dir := filepath.Join(s.cfg.WorkDir, req.GetRunId())
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -154,7 +159,9 @@ func (h *handler) build(ctx context.Context, req *nixbuspb.BuildRequest) (nixbui
 		logFile = f
 	}
 	spec := nixbuild.Spec{DrvPath: req.GetDrvPath(), OutLink: filepath.Join(dir, name), Outputs: req.GetOutputs()}
-	out, err := s.exec.Build(ctx, spec, logFile)
+	live := h.startLive(ctx, req, delivery, logFile)
+	out, err := s.exec.Build(tctx, spec, logFile)
+	live.finish(ctx)
 	return out, logFile, err
 }
 
@@ -213,7 +220,7 @@ func (h *handler) removeLog(f *os.File) {
 // publish stores the result as the child of the build's span (in ctx).
 func (h *handler) publish(ctx context.Context, res *nixbuspb.BuildResult) error {
 	trace.SpanFromContext(ctx).SetAttributes(attribute.String("nixbus.build.status", statusLabel(res.GetStatus())))
-	if err := h.s.pub.Publish(ctx, bus.RunSubject(res.GetRunId(), bus.RunResultKind), bus.MsgIDResult(res.GetRunId(), res.GetDrvPath()), res, nil); err != nil {
+	if err := h.s.pub.Publish(ctx, bus.RunSubject(res.GetRunId(), bus.RunResultKind), bus.MsgIDRebuildResult(res.GetRunId(), res.GetDrvPath(), res.GetRestartSeq()), res, nil); err != nil {
 		return fmt.Errorf("publish result of %s: %w", res.GetDrvPath(), err)
 	}
 	h.s.metrics.results.WithLabelValues(h.s.cfg.System, statusLabel(res.GetStatus())).Inc()

@@ -721,8 +721,12 @@ type BuildRequest struct {
 	DrvPath string                 `protobuf:"bytes,2,opt,name=drv_path,json=drvPath,proto3" json:"drv_path,omitempty"`
 	System  string                 `protobuf:"bytes,3,opt,name=system,proto3" json:"system,omitempty"`
 	// Attributes that share this derivation; the first names the build.
-	Attrs         []string          `protobuf:"bytes,4,rep,name=attrs,proto3" json:"attrs,omitempty"`
-	Outputs       map[string]string `protobuf:"bytes,5,rep,name=outputs,proto3" json:"outputs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Attrs   []string          `protobuf:"bytes,4,rep,name=attrs,proto3" json:"attrs,omitempty"`
+	Outputs map[string]string `protobuf:"bytes,5,rep,name=outputs,proto3" json:"outputs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Stream sequence of the RestartJob that released this build again; 0
+	// for a run's own release. Keeps a rebuild's messages apart from the
+	// first build's (their message ids include it).
+	RestartSeq    uint64 `protobuf:"varint,6,opt,name=restart_seq,json=restartSeq,proto3" json:"restart_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -792,6 +796,13 @@ func (x *BuildRequest) GetOutputs() map[string]string {
 	return nil
 }
 
+func (x *BuildRequest) GetRestartSeq() uint64 {
+	if x != nil {
+		return x.RestartSeq
+	}
+	return 0
+}
+
 // BuildResult is a builder's answer to one BuildRequest.
 type BuildResult struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -803,11 +814,13 @@ type BuildResult struct {
 	Error   string            `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
 	Outputs map[string]string `protobuf:"bytes,6,rep,name=outputs,proto3" json:"outputs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Object-store key of the build log (see bus.LogBucket).
-	LogKey        string   `protobuf:"bytes,7,opt,name=log_key,json=logKey,proto3" json:"log_key,omitempty"`
-	DurationMs    int64    `protobuf:"varint,8,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
-	Builder       string   `protobuf:"bytes,9,opt,name=builder,proto3" json:"builder,omitempty"`
-	Attrs         []string `protobuf:"bytes,10,rep,name=attrs,proto3" json:"attrs,omitempty"`
-	ExitCode      int32    `protobuf:"varint,11,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	LogKey     string   `protobuf:"bytes,7,opt,name=log_key,json=logKey,proto3" json:"log_key,omitempty"`
+	DurationMs int64    `protobuf:"varint,8,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
+	Builder    string   `protobuf:"bytes,9,opt,name=builder,proto3" json:"builder,omitempty"`
+	Attrs      []string `protobuf:"bytes,10,rep,name=attrs,proto3" json:"attrs,omitempty"`
+	ExitCode   int32    `protobuf:"varint,11,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	// Copied from the BuildRequest: non-zero for a restarted job's rebuild.
+	RestartSeq    uint64 `protobuf:"varint,12,opt,name=restart_seq,json=restartSeq,proto3" json:"restart_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -915,6 +928,13 @@ func (x *BuildResult) GetAttrs() []string {
 func (x *BuildResult) GetExitCode() int32 {
 	if x != nil {
 		return x.ExitCode
+	}
+	return 0
+}
+
+func (x *BuildResult) GetRestartSeq() uint64 {
+	if x != nil {
+		return x.RestartSeq
 	}
 	return 0
 }
@@ -1388,6 +1408,209 @@ func (x *ReviewPosted) GetVia() string {
 	return ""
 }
 
+// LogChunk is a piece of a running build's log: the builder streams them on
+// nixbus.log.<run>.<drv> while it builds, so the log can be read live.
+// Chunks of one attempt are ordered by seq and their data follow one
+// another (offset); a chunk holds at most 64 KiB.
+type LogChunk struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	RunId   string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	DrvPath string                 `protobuf:"bytes,2,opt,name=drv_path,json=drvPath,proto3" json:"drv_path,omitempty"`
+	// The attempt: the build request's restart_seq and delivery count. A
+	// reader shows the newest attempt and starts over when it changes.
+	RestartSeq uint64 `protobuf:"varint,3,opt,name=restart_seq,json=restartSeq,proto3" json:"restart_seq,omitempty"`
+	Delivery   uint64 `protobuf:"varint,4,opt,name=delivery,proto3" json:"delivery,omitempty"`
+	Seq        int64  `protobuf:"varint,5,opt,name=seq,proto3" json:"seq,omitempty"`
+	Offset     int64  `protobuf:"varint,6,opt,name=offset,proto3" json:"offset,omitempty"`
+	Data       []byte `protobuf:"bytes,7,opt,name=data,proto3" json:"data,omitempty"`
+	// Last chunk of the attempt: the build ended, or the live log reached
+	// its cap (truncated); the full log is then in the object store.
+	Final         bool   `protobuf:"varint,8,opt,name=final,proto3" json:"final,omitempty"`
+	Truncated     bool   `protobuf:"varint,9,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	Builder       string `protobuf:"bytes,10,opt,name=builder,proto3" json:"builder,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogChunk) Reset() {
+	*x = LogChunk{}
+	mi := &file_nixbus_v1_nixbus_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogChunk) ProtoMessage() {}
+
+func (x *LogChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_nixbus_v1_nixbus_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
+func (*LogChunk) Descriptor() ([]byte, []int) {
+	return file_nixbus_v1_nixbus_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *LogChunk) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *LogChunk) GetDrvPath() string {
+	if x != nil {
+		return x.DrvPath
+	}
+	return ""
+}
+
+func (x *LogChunk) GetRestartSeq() uint64 {
+	if x != nil {
+		return x.RestartSeq
+	}
+	return 0
+}
+
+func (x *LogChunk) GetDelivery() uint64 {
+	if x != nil {
+		return x.Delivery
+	}
+	return 0
+}
+
+func (x *LogChunk) GetSeq() int64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *LogChunk) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *LogChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *LogChunk) GetFinal() bool {
+	if x != nil {
+		return x.Final
+	}
+	return false
+}
+
+func (x *LogChunk) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
+func (x *LogChunk) GetBuilder() string {
+	if x != nil {
+		return x.Builder
+	}
+	return ""
+}
+
+// RestartJob asks the planner to build a failed job of a finished run
+// again (published on nixbus.run.<run>.restart by the web page, for an admin).
+type RestartJob struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	RunId   string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	Attr    string                 `protobuf:"bytes,2,opt,name=attr,proto3" json:"attr,omitempty"`
+	DrvPath string                 `protobuf:"bytes,3,opt,name=drv_path,json=drvPath,proto3" json:"drv_path,omitempty"`
+	// Who asked: the OIDC subject or name of the admin, for the record.
+	RequestedBy     string `protobuf:"bytes,4,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
+	RequestedUnixMs int64  `protobuf:"varint,5,opt,name=requested_unix_ms,json=requestedUnixMs,proto3" json:"requested_unix_ms,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *RestartJob) Reset() {
+	*x = RestartJob{}
+	mi := &file_nixbus_v1_nixbus_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestartJob) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestartJob) ProtoMessage() {}
+
+func (x *RestartJob) ProtoReflect() protoreflect.Message {
+	mi := &file_nixbus_v1_nixbus_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestartJob.ProtoReflect.Descriptor instead.
+func (*RestartJob) Descriptor() ([]byte, []int) {
+	return file_nixbus_v1_nixbus_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *RestartJob) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *RestartJob) GetAttr() string {
+	if x != nil {
+		return x.Attr
+	}
+	return ""
+}
+
+func (x *RestartJob) GetDrvPath() string {
+	if x != nil {
+		return x.DrvPath
+	}
+	return ""
+}
+
+func (x *RestartJob) GetRequestedBy() string {
+	if x != nil {
+		return x.RequestedBy
+	}
+	return ""
+}
+
+func (x *RestartJob) GetRequestedUnixMs() int64 {
+	if x != nil {
+		return x.RequestedUnixMs
+	}
+	return 0
+}
+
 var File_nixbus_v1_nixbus_proto protoreflect.FileDescriptor
 
 const file_nixbus_v1_nixbus_proto_rawDesc = "" +
@@ -1445,16 +1668,18 @@ const file_nixbus_v1_nixbus_proto_rawDesc = "" +
 	"\x05error\x18\x03 \x01(\tR\x05error\x12\x1f\n" +
 	"\vduration_ms\x18\x04 \x01(\x03R\n" +
 	"durationMs\x12!\n" +
-	"\fdropped_jobs\x18\x05 \x01(\x03R\vdroppedJobs\"\xea\x01\n" +
+	"\fdropped_jobs\x18\x05 \x01(\x03R\vdroppedJobs\"\x8b\x02\n" +
 	"\fBuildRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x19\n" +
 	"\bdrv_path\x18\x02 \x01(\tR\adrvPath\x12\x16\n" +
 	"\x06system\x18\x03 \x01(\tR\x06system\x12\x14\n" +
 	"\x05attrs\x18\x04 \x03(\tR\x05attrs\x12>\n" +
-	"\aoutputs\x18\x05 \x03(\v2$.nixbus.v1.BuildRequest.OutputsEntryR\aoutputs\x1a:\n" +
+	"\aoutputs\x18\x05 \x03(\v2$.nixbus.v1.BuildRequest.OutputsEntryR\aoutputs\x12\x1f\n" +
+	"\vrestart_seq\x18\x06 \x01(\x04R\n" +
+	"restartSeq\x1a:\n" +
 	"\fOutputsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9f\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc0\x03\n" +
 	"\vBuildResult\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x19\n" +
 	"\bdrv_path\x18\x02 \x01(\tR\adrvPath\x12\x16\n" +
@@ -1468,7 +1693,9 @@ const file_nixbus_v1_nixbus_proto_rawDesc = "" +
 	"\abuilder\x18\t \x01(\tR\abuilder\x12\x14\n" +
 	"\x05attrs\x18\n" +
 	" \x03(\tR\x05attrs\x12\x1b\n" +
-	"\texit_code\x18\v \x01(\x05R\bexitCode\x1a:\n" +
+	"\texit_code\x18\v \x01(\x05R\bexitCode\x12\x1f\n" +
+	"\vrestart_seq\x18\f \x01(\x04R\n" +
+	"restartSeq\x1a:\n" +
 	"\fOutputsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa4\x01\n" +
@@ -1518,7 +1745,27 @@ const file_nixbus_v1_nixbus_proto_rawDesc = "" +
 	"\x06change\x18\x02 \x01(\v2\x16.nixbus.v1.ChangeEventR\x06change\x12\x1a\n" +
 	"\bverified\x18\x03 \x01(\x05R\bverified\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12\x10\n" +
-	"\x03via\x18\x05 \x01(\tR\x03via*\x98\x01\n" +
+	"\x03via\x18\x05 \x01(\tR\x03via\"\x85\x02\n" +
+	"\bLogChunk\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x19\n" +
+	"\bdrv_path\x18\x02 \x01(\tR\adrvPath\x12\x1f\n" +
+	"\vrestart_seq\x18\x03 \x01(\x04R\n" +
+	"restartSeq\x12\x1a\n" +
+	"\bdelivery\x18\x04 \x01(\x04R\bdelivery\x12\x10\n" +
+	"\x03seq\x18\x05 \x01(\x03R\x03seq\x12\x16\n" +
+	"\x06offset\x18\x06 \x01(\x03R\x06offset\x12\x12\n" +
+	"\x04data\x18\a \x01(\fR\x04data\x12\x14\n" +
+	"\x05final\x18\b \x01(\bR\x05final\x12\x1c\n" +
+	"\ttruncated\x18\t \x01(\bR\ttruncated\x12\x18\n" +
+	"\abuilder\x18\n" +
+	" \x01(\tR\abuilder\"\xa1\x01\n" +
+	"\n" +
+	"RestartJob\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x12\n" +
+	"\x04attr\x18\x02 \x01(\tR\x04attr\x12\x19\n" +
+	"\bdrv_path\x18\x03 \x01(\tR\adrvPath\x12!\n" +
+	"\frequested_by\x18\x04 \x01(\tR\vrequestedBy\x12*\n" +
+	"\x11requested_unix_ms\x18\x05 \x01(\x03R\x0frequestedUnixMs*\x98\x01\n" +
 	"\vBuildStatus\x12\x1c\n" +
 	"\x18BUILD_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16BUILD_STATUS_SUCCEEDED\x10\x01\x12\x17\n" +
@@ -1557,7 +1804,7 @@ func file_nixbus_v1_nixbus_proto_rawDescGZIP() []byte {
 }
 
 var file_nixbus_v1_nixbus_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_nixbus_v1_nixbus_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_nixbus_v1_nixbus_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_nixbus_v1_nixbus_proto_goTypes = []any{
 	(BuildStatus)(0),      // 0: nixbus.v1.BuildStatus
 	(JobStatus)(0),        // 1: nixbus.v1.JobStatus
@@ -1575,17 +1822,19 @@ var file_nixbus_v1_nixbus_proto_goTypes = []any{
 	(*JobOutcome)(nil),    // 13: nixbus.v1.JobOutcome
 	(*RunVerdict)(nil),    // 14: nixbus.v1.RunVerdict
 	(*ReviewPosted)(nil),  // 15: nixbus.v1.ReviewPosted
-	nil,                   // 16: nixbus.v1.Job.OutputsEntry
-	nil,                   // 17: nixbus.v1.BuildRequest.OutputsEntry
-	nil,                   // 18: nixbus.v1.BuildResult.OutputsEntry
+	(*LogChunk)(nil),      // 16: nixbus.v1.LogChunk
+	(*RestartJob)(nil),    // 17: nixbus.v1.RestartJob
+	nil,                   // 18: nixbus.v1.Job.OutputsEntry
+	nil,                   // 19: nixbus.v1.BuildRequest.OutputsEntry
+	nil,                   // 20: nixbus.v1.BuildResult.OutputsEntry
 }
 var file_nixbus_v1_nixbus_proto_depIdxs = []int32{
 	4,  // 0: nixbus.v1.ChangeEvent.kind:type_name -> nixbus.v1.ChangeEvent.Kind
 	5,  // 1: nixbus.v1.RunStarted.change:type_name -> nixbus.v1.ChangeEvent
-	16, // 2: nixbus.v1.Job.outputs:type_name -> nixbus.v1.Job.OutputsEntry
-	17, // 3: nixbus.v1.BuildRequest.outputs:type_name -> nixbus.v1.BuildRequest.OutputsEntry
+	18, // 2: nixbus.v1.Job.outputs:type_name -> nixbus.v1.Job.OutputsEntry
+	19, // 3: nixbus.v1.BuildRequest.outputs:type_name -> nixbus.v1.BuildRequest.OutputsEntry
 	0,  // 4: nixbus.v1.BuildResult.status:type_name -> nixbus.v1.BuildStatus
-	18, // 5: nixbus.v1.BuildResult.outputs:type_name -> nixbus.v1.BuildResult.OutputsEntry
+	20, // 5: nixbus.v1.BuildResult.outputs:type_name -> nixbus.v1.BuildResult.OutputsEntry
 	1,  // 6: nixbus.v1.JobOutcome.status:type_name -> nixbus.v1.JobStatus
 	2,  // 7: nixbus.v1.JobOutcome.failure:type_name -> nixbus.v1.FailureKind
 	5,  // 8: nixbus.v1.RunVerdict.change:type_name -> nixbus.v1.ChangeEvent
@@ -1610,7 +1859,7 @@ func file_nixbus_v1_nixbus_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_nixbus_v1_nixbus_proto_rawDesc), len(file_nixbus_v1_nixbus_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   14,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
