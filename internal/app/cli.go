@@ -23,6 +23,8 @@ Usage:
                                     replay the planner on a recorded evaluation
   nixbus trigger --project P (--change N --patchset K | --ref R) [flags]
                                     publish a change event by hand (like a force build)
+  nixbus nats-config --dir D [--auth nkey|password]
+                                    write NATS users with least privilege, one per role
 
 Services: %s
 Run "nixbus <command> -h" for flags.
@@ -57,6 +59,8 @@ func Main(ctx context.Context, args []string, stdout, stderr *os.File) int {
 		err = planCommand(ctx, rest, stdout, stderr)
 	case cmd == "trigger":
 		err = triggerCommand(ctx, rest, stdout, stderr)
+	case cmd == "nats-config":
+		err = natsConfigCommand(ctx, rest, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "nixbus: unknown command %q\n", cmd)
 		fmt.Fprintf(stderr, usage, strings.Join(Names(), ", "))

@@ -47,8 +47,12 @@ type Instance struct {
 	// HTTPAddr is where /metrics and /logs/ are served, if anywhere.
 	HTTPAddr string
 
-	server  *server.Server
-	url     string
+	server *server.Server
+	url    string
+	auth   []nats.Option
+	// role is the bus role of connections that are no service's own: the
+	// one service's when only one runs here.
+	role    string
 	conns   []*nats.Conn
 	group   *errgroup.Group
 	logger  *slog.Logger
@@ -71,6 +75,14 @@ func Start(ctx context.Context, o Options, c *Configs, out io.Writer, logger *sl
 		selected = Names()
 	}
 	inst := &Instance{Registry: prometheus.NewRegistry(), url: o.NATSURL, logger: logger, tracing: newTracing(o.OTelEndpoint, logger)}
+	if len(selected) == 1 {
+		inst.role = selected[0]
+	}
+	auth, err := o.NATSAuth.options()
+	if err != nil {
+		return nil, err
+	}
+	inst.auth = auth
 	inst.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var mux *http.ServeMux
 	if o.HTTPAddress != "" {
@@ -186,7 +198,15 @@ func (i *Instance) Wait() error {
 func (i *Instance) Connect(name string) (*nats.Conn, error) { return i.connect(name) }
 
 func (i *Instance) connect(name string) (*nats.Conn, error) {
-	opts := []nats.Option{nats.Name("nixbus-" + name), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond)}
+	opts := append([]nats.Option{nats.Name("nixbus-" + name), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond)}, i.auth...)
+	// Each role may only read its own inbox (bus.RolePermissions).
+	role := i.role
+	if known(name) {
+		role = name
+	}
+	if role != "" {
+		opts = append(opts, nats.CustomInboxPrefix(bus.InboxPrefix(role)))
+	}
 	url := i.url
 	if i.server != nil && url == "" {
 		opts = append(opts, nats.InProcessServer(i.server))

@@ -19,7 +19,9 @@ type Options struct {
 	NATSURL string
 	// NATSListen lets outside processes reach the embedded server.
 	NATSListen string
-	StateDir   string
+	// NATSAuth are the credentials and TLS files for an external NATS.
+	NATSAuth NATSAuth
+	StateDir string
 	// HTTPAddress serves /metrics and /logs/; empty serves nothing.
 	HTTPAddress string
 	LogLevel    string
@@ -39,6 +41,7 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.NATSURL, "nats.url", os.Getenv("NIXBUS_NATS_URL"), "external NATS server URL; empty starts an embedded one with JetStream under the state dir")
 	fs.StringVar(&o.NATSURL, "nats", os.Getenv("NIXBUS_NATS_URL"), "short for --nats.url")
 	fs.StringVar(&o.NATSListen, "nats.listen", "", "host:port on which the embedded NATS accepts outside clients (default: in-process only)")
+	o.NATSAuth.registerFlags(fs)
 	fs.StringVar(&o.StateDir, "state-dir", envOr("NIXBUS_STATE_DIR", ".nixbus"), "directory for JetStream data, the file binary cache, keys and work dirs")
 	fs.StringVar(&o.HTTPAddress, "http.address", "", "address serving /metrics and /logs/ (empty: none)")
 	fs.StringVar(&o.LogLevel, "log.level", "info", "debug, info, warn or error")
@@ -80,6 +83,12 @@ func (o *Options) Validate() error {
 		}
 	}
 	if _, err := o.level(); err != nil {
+		return err
+	}
+	if err := checkNATSURL(o.NATSURL); err != nil {
+		return err
+	}
+	if err := o.NATSAuth.validate(o.NATSURL); err != nil {
 		return err
 	}
 	if o.Streams.DuplicateWindow < time.Second {

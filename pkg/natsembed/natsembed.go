@@ -3,8 +3,10 @@
 package natsembed
 
 import (
+	"cmp"
 	"fmt"
 	"net"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -20,33 +22,67 @@ type Options struct {
 	Listen string
 	// ReadyTimeout bounds start-up.
 	ReadyTimeout time.Duration
+	// ConfigFile is a nats-server configuration (authorization, TLS,
+	// cluster) to start from; StoreDir, Listen and the fields below
+	// override what it says.
+	ConfigFile string
+	// ServerName names the server (default "nixbus"); each node of a
+	// cluster needs its own.
+	ServerName string
+	// Cluster, when Cluster.Listen is set, joins a JetStream cluster.
+	Cluster Cluster
+}
+
+// Cluster is how a server meets the other nodes of its cluster.
+type Cluster struct {
+	// Name of the cluster, the same on every node.
+	Name string
+	// Listen is host:port for routes from the other nodes.
+	Listen string
+	// Routes are the other nodes' route URLs (nats-route://host:port).
+	Routes []string
 }
 
 // Start runs a server and waits until it accepts clients.
 func Start(o Options) (*server.Server, error) {
-	opts := &server.Options{
-		ServerName: "nixbus",
-		JetStream:  true,
-		StoreDir:   o.StoreDir,
-		NoSigs:     true,
-		NoLog:      true,
-		MaxPayload: 8 << 20,
+	opts := &server.Options{}
+	if o.ConfigFile != "" {
+		var err error
+		if opts, err = server.ProcessConfigFile(o.ConfigFile); err != nil {
+			return nil, fmt.Errorf("nats config %s: %w", o.ConfigFile, err)
+		}
+	}
+	opts.ServerName = cmp.Or(o.ServerName, opts.ServerName, "nixbus")
+	opts.JetStream = true
+	opts.StoreDir = o.StoreDir
+	opts.NoSigs = true
+	opts.NoLog = true
+	if opts.MaxPayload == 0 {
+		opts.MaxPayload = 8 << 20
+	}
+	if o.Cluster.Listen != "" {
+		host, port, err := splitHostPort(o.Cluster.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("nats cluster listen address: %w", err)
+		}
+		opts.Cluster.Name, opts.Cluster.Host, opts.Cluster.Port = o.Cluster.Name, host, port
+		opts.Routes = nil
+		for _, r := range o.Cluster.Routes {
+			u, err := url.Parse(r)
+			if err != nil {
+				return nil, fmt.Errorf("nats route %q: %w", r, err)
+			}
+			opts.Routes = append(opts.Routes, u)
+		}
 	}
 	if o.Listen == "" {
 		opts.DontListen = true
 	} else {
-		host, port, err := net.SplitHostPort(o.Listen)
+		host, port, err := splitHostPort(o.Listen)
 		if err != nil {
-			return nil, fmt.Errorf("nats listen address %q: %w", o.Listen, err)
+			return nil, fmt.Errorf("nats listen address: %w", err)
 		}
-		p, err := strconv.Atoi(port)
-		if err != nil {
-			return nil, fmt.Errorf("nats listen port %q: %w", port, err)
-		}
-		if p == 0 {
-			p = -1
-		}
-		opts.Host, opts.Port = host, p
+		opts.Host, opts.Port = host, port
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
@@ -61,4 +97,20 @@ func Start(o Options) (*server.Server, error) {
 		return nil, fmt.Errorf("nats server not ready after %s", o.ReadyTimeout)
 	}
 	return ns, nil
+}
+
+// splitHostPort parses host:port; port 0 becomes -1, a free port.
+func splitHostPort(addr string) (string, int, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("%q: %w", addr, err)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return "", 0, fmt.Errorf("port %q: %w", port, err)
+	}
+	if p == 0 {
+		p = -1
+	}
+	return host, p, nil
 }

@@ -3,8 +3,11 @@
 package natstest
 
 import (
+	"fmt"
 	"net"
+	"slices"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,7 +26,8 @@ type Server struct {
 	*server.Server
 	URL      string
 	StoreDir string
-	port     int
+	opts     natsembed.Options
+	log      *errorLog
 }
 
 // Start runs a JetStream server on 127.0.0.1 and a random port.
@@ -36,7 +40,24 @@ func Start(t testing.TB) *Server {
 // NATS on the same state.
 func StartDir(t testing.TB, dir string) *Server {
 	t.Helper()
-	ns, err := natsembed.Start(natsembed.Options{StoreDir: dir, Listen: "127.0.0.1:0"})
+	return StartOptions(t, natsembed.Options{StoreDir: dir})
+}
+
+// StartConfig runs a server from a nats-server configuration file, such
+// as one that includes the authorization `nixbus nats-config` writes.
+func StartConfig(t testing.TB, path string) *Server {
+	t.Helper()
+	return StartOptions(t, natsembed.Options{StoreDir: t.TempDir(), ConfigFile: path})
+}
+
+// StartOptions runs a server with o on 127.0.0.1 and a random port (unless
+// o.Listen names one).
+func StartOptions(t testing.TB, o natsembed.Options) *Server {
+	t.Helper()
+	if o.Listen == "" {
+		o.Listen = "127.0.0.1:0"
+	}
+	ns, err := natsembed.Start(o)
 	if err != nil {
 		t.Fatalf("start nats: %v", err)
 	}
@@ -45,11 +66,39 @@ func StartDir(t testing.TB, dir string) *Server {
 		ns.Shutdown()
 		t.Fatalf("nats listens on %v, not TCP", ns.Addr())
 	}
-	s := &Server{Server: ns, URL: ns.ClientURL(), StoreDir: dir, port: addr.Port}
+	// Started again, it listens where its clients look for it.
+	o.Listen = net.JoinHostPort("127.0.0.1", strconv.Itoa(addr.Port))
+	s := &Server{Server: ns, URL: ns.ClientURL(), StoreDir: o.StoreDir, opts: o, log: &errorLog{}}
+	ns.SetLogger(s.log, false, false)
 	// The server running at cleanup, which StartAgain may have replaced.
 	t.Cleanup(s.Stop)
 	return s
 }
+
+// Errors returns the errors the server logged, in order, such as
+// "Publish Violation" for a client publishing where its user may not.
+func (s *Server) Errors() []string {
+	s.log.mu.Lock()
+	defer s.log.mu.Unlock()
+	return slices.Clone(s.log.errors)
+}
+
+// errorLog keeps a server's errors for Errors.
+type errorLog struct {
+	mu     sync.Mutex
+	errors []string
+}
+
+func (l *errorLog) Errorf(format string, v ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.errors = append(l.errors, fmt.Sprintf(format, v...))
+}
+func (*errorLog) Noticef(string, ...any) {}
+func (*errorLog) Warnf(string, ...any)   {}
+func (*errorLog) Fatalf(string, ...any)  {}
+func (*errorLog) Debugf(string, ...any)  {}
+func (*errorLog) Tracef(string, ...any)  {}
 
 // Stop shuts the server down, like an outage: clients keep trying to
 // reconnect to URL until StartAgain.
@@ -62,17 +111,19 @@ func (s *Server) Stop() {
 // dir, so clients reconnect to the JetStream state they left.
 func (s *Server) StartAgain(t testing.TB) {
 	t.Helper()
-	ns, err := natsembed.Start(natsembed.Options{StoreDir: s.StoreDir, Listen: net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))})
+	ns, err := natsembed.Start(s.opts)
 	if err != nil {
-		t.Fatalf("start nats again on port %d: %v", s.port, err)
+		t.Fatalf("start nats again on %s: %v", s.opts.Listen, err)
 	}
+	ns.SetLogger(s.log, false, false)
 	s.Server = ns
 }
 
-// Connect opens a client connection closed at cleanup, and a JetStream handle.
-func (s *Server) Connect(t testing.TB) (*nats.Conn, jetstream.JetStream) {
+// Connect opens a client connection closed at cleanup, and a JetStream
+// handle; opts add to the defaults (credentials, for one).
+func (s *Server) Connect(t testing.TB, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, err := nats.Connect(s.URL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	nc, err := nats.Connect(s.URL, append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}, opts...)...)
 	if err != nil {
 		t.Fatalf("connect nats: %v", err)
 	}

@@ -1,0 +1,131 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"nixbus.dev/nixbus/internal/app"
+	"nixbus.dev/nixbus/pkg/bus"
+	"nixbus.dev/nixbus/pkg/natsauth"
+	"nixbus.dev/nixbus/pkg/natstest"
+)
+
+// startSecured writes the bus's users with `nixbus nats-config` and starts
+// a real server that includes them, as an operator would.
+func startSecured(t *testing.T, kind string) (*natstest.Server, string) {
+	t.Helper()
+	dir := t.TempDir()
+	code, out, errOut := mainOut(t, "nats-config", "--dir", dir, "--auth", kind)
+	require.Equal(t, 0, code, out+errOut)
+	conf := filepath.Join(dir, "nats-server.conf")
+	require.NoError(t, os.WriteFile(conf, []byte("include auth.conf\n"), 0o644))
+	return natstest.StartConfig(t, conf), dir
+}
+
+// asRole connects as role with the secret nats-config wrote, using the
+// role's inbox as its services do. Permission errors the server sends back
+// arrive on the returned channel.
+func asRole(t *testing.T, srv *natstest.Server, dir, role string) (*nats.Conn, jetstream.JetStream, <-chan error) {
+	t.Helper()
+	auth, err := nats.NkeyOptionFromSeed(natsauth.SecretFile(dir, natsauth.Nkey, role))
+	require.NoError(t, err)
+	errs := make(chan error, 16)
+	nc, js := srv.Connect(t, auth, nats.CustomInboxPrefix(bus.InboxPrefix(role)),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			select {
+			case errs <- err:
+			default:
+			}
+		}))
+	return nc, js, errs
+}
+
+// TestLeastPrivilegeRefusesForbiddenPublishes proves against a real server
+// configured by `nixbus nats-config` that a role cannot publish what
+// another role does, and that an anonymous client cannot connect.
+func TestLeastPrivilegeRefusesForbiddenPublishes(t *testing.T) {
+	srv, dir := startSecured(t, natsauth.Nkey)
+	_, admin, _ := asRole(t, srv, dir, bus.RoleAdmin)
+	require.NoError(t, bus.EnsureStreams(t.Context(), admin, bus.StreamOptions{}))
+
+	_, err := nats.Connect(srv.URL, nats.NoReconnect())
+	require.ErrorIs(t, err, nats.ErrAuthorization, "anonymous client")
+	_, err = nats.Connect(srv.URL, nats.NoReconnect(), nats.UserInfo("builder", "guess"))
+	require.ErrorIs(t, err, nats.ErrAuthorization, "wrong password")
+
+	forbidden := []struct {
+		role, subject, stream string
+	}{
+		{bus.RoleBuilder, bus.VerdictSubject("r1"), bus.StreamReports},
+		{bus.RoleBuilder, bus.ChangeSubject("p"), bus.StreamChanges},
+		{bus.RoleBuilder, bus.BuildSubject("x86_64-linux"), bus.StreamBuilds},
+		{bus.RoleBuilder, bus.OutcomeSubject("r1"), bus.StreamReports},
+		{bus.RoleBuilder, bus.RunSubject("r1", bus.RunJobKind), bus.StreamRuns},
+		{bus.RoleEvaluator, bus.RunSubject("r1", bus.RunResultKind), bus.StreamRuns},
+		{bus.RoleEvaluator, bus.VerdictSubject("r1"), bus.StreamReports},
+		{bus.RoleCacheUploader, bus.RunSubject("r1", bus.RunResultKind), bus.StreamRuns},
+		{bus.RoleGerritIngest, bus.BuildSubject("x86_64-linux"), bus.StreamBuilds},
+		{bus.RoleReporter, bus.VerdictSubject("r1"), bus.StreamReports},
+		{bus.RolePlanner, bus.RunSubject("r1", bus.RunResultKind), bus.StreamRuns},
+		{bus.RolePlanner, bus.ReviewSubject("r1"), bus.StreamReports},
+		// Only the admin owns stream settings.
+		{bus.RoleBuilder, "$JS.API.STREAM.UPDATE." + bus.StreamRuns, ""},
+		{bus.RolePlanner, "$JS.API.STREAM.DELETE." + bus.StreamRuns, ""},
+	}
+	for _, f := range forbidden {
+		t.Run(f.role+"/"+f.subject, func(t *testing.T) {
+			nc, _, errs := asRole(t, srv, dir, f.role)
+			require.NoError(t, nc.Publish(f.subject, []byte("forged")))
+			require.NoError(t, nc.Flush())
+			select {
+			case err := <-errs:
+				require.ErrorIs(t, err, nats.ErrPermissionViolation)
+				require.Contains(t, err.Error(), f.subject)
+			case <-t.Context().Done():
+				t.Fatal("no permission violation")
+			}
+			if f.stream != "" {
+				n, err := stored(t.Context(), admin, f.stream, f.subject)
+				require.NoError(t, err)
+				require.Zero(t, n, "the forged message was stored")
+			}
+		})
+	}
+
+	// Nor may a role read another's replies or snoop on every subject.
+	for _, sub := range []string{"_INBOX.>", bus.InboxPrefix(bus.RoleReporter) + ".>", bus.VerdictAll, ">"} {
+		nc, _, errs := asRole(t, srv, dir, bus.RoleBuilder)
+		_, err := nc.SubscribeSync(sub)
+		require.NoError(t, err)
+		require.NoError(t, nc.Flush())
+		err = <-errs
+		require.ErrorIs(t, err, nats.ErrPermissionViolation, sub)
+	}
+}
+
+// TestSecretFlagsRefuseOpenFiles: a secret readable by others is refused
+// before anything connects, and credentials in the URL are refused.
+func TestSecretFlagsRefuseOpenFiles(t *testing.T) {
+	dir := t.TempDir()
+	open := filepath.Join(dir, "builder.nk")
+	require.NoError(t, os.WriteFile(open, []byte("SU..."), 0o644))
+	for _, args := range [][]string{
+		{"--nats.url", "nats://127.0.0.1:1", "--nats.nkey-file", open},
+		{"--nats.url", "nats://127.0.0.1:1", "--nats.user", "builder", "--nats.password-file", open},
+		{"--nats.url", "nats://builder:hunter2@127.0.0.1:1"},
+		{"--nats.nkey-file", open}, // no external NATS
+	} {
+		var o app.Options
+		fs := newFlagSet()
+		o.RegisterFlags(fs)
+		require.NoError(t, fs.Parse(append(args, "--state-dir", dir)))
+		err := o.Validate()
+		require.Error(t, err, args)
+		require.NotContains(t, err.Error(), "hunter2")
+	}
+}

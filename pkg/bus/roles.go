@@ -1,0 +1,170 @@
+package bus
+
+import (
+	"slices"
+	"strings"
+)
+
+// Roles: one NATS user per service, with exactly the subjects that service
+// uses (see RolePermissions), and an admin for operators' commands.
+// A role's name is its service's name.
+const (
+	RoleGerritIngest  = "gerrit-ingest"
+	RoleEvaluator     = "evaluator"
+	RolePlanner       = "planner"
+	RoleBuilder       = "builder"
+	RoleCacheUploader = "cache-uploader"
+	RoleReporter      = "reporter"
+	// RoleAdmin may do anything: `nixbus streams`, `nixbus run`, `nixbus
+	// trigger`, all services in one process, the nats CLI.
+	RoleAdmin = "admin"
+)
+
+// Roles lists every role, services in start order, then admin.
+func Roles() []string {
+	return []string{RoleGerritIngest, RoleEvaluator, RolePlanner, RoleBuilder, RoleCacheUploader, RoleReporter, RoleAdmin}
+}
+
+// InboxPrefix is where a role's request replies and pull deliveries
+// arrive (nats.CustomInboxPrefix): each role may only listen on its own,
+// so one service cannot read the replies another gets.
+func InboxPrefix(role string) string { return "_INBOX." + Token(role) }
+
+// Permissions are the subjects a role may publish to and subscribe to, as
+// a NATS server's permissions { publish { allow } subscribe { allow } }.
+type Permissions struct {
+	Publish   []string
+	Subscribe []string
+}
+
+// RolePermissions returns what role may do on the bus, built from this
+// file's and subjects.go's names: a new subject a service publishes or
+// consumes is one line in the role's case below. The second result is
+// false for an unknown role.
+//
+// Every role may look at and create (never update or delete) the streams
+// and buckets nixbus uses, since any service may come up first (see
+// EnsureStreams); it may create consumers on, and read, the streams it
+// consumes; and it acks only its own durable consumers' messages.
+func RolePermissions(role string) (Permissions, bool) {
+	p := &perms{}
+	if role == RoleAdmin {
+		return Permissions{Publish: []string{">"}, Subscribe: []string{">"}}, true
+	}
+	p.sub(InboxPrefix(role) + ".>")
+	for _, s := range allStreams() {
+		p.pub(jsAPI("STREAM.INFO", s), jsAPI("STREAM.CREATE", s))
+	}
+	switch role {
+	case RoleGerritIngest:
+		p.publishes(ChangeAll)
+	case RoleEvaluator:
+		p.consumes(StreamChanges, ConsumerEvaluator)
+		p.reads(StreamRuns)
+		p.publishes(RunSubject("*", RunStartedKind), RunSubject("*", RunJobKind), RunSubject("*", RunEvalKind))
+	case RolePlanner:
+		p.follows(StreamRuns)
+		p.kv(PlannerBucket, true)
+		p.publishes(BuildAll, OutcomeAll, VerdictAll, RunCancels)
+	case RoleBuilder:
+		p.consumes(StreamBuilds, ConsumerBuilder("*"))
+		p.reads(StreamRuns)
+		p.listens(RunCancels)
+		p.objects(LogBucket, true)
+		p.publishes(RunResults)
+	case RoleCacheUploader:
+		// One durable per set of builders (CacheUploaderConsumer): its
+		// name is not known here, so any durable on the runs stream.
+		p.consumes(StreamRuns, "*")
+		p.reads(StreamRuns)
+		p.publishes(UploadAll)
+	case RoleReporter:
+		p.consumes(StreamReports, ConsumerReporter)
+		p.consumes(StreamRuns, ConsumerReporterStarted)
+		p.kv(VotesBucket, true)
+		p.objects(LogBucket, false)
+		p.publishes(ReviewAll)
+	default:
+		return Permissions{}, false
+	}
+	return Permissions{Publish: p.p, Subscribe: p.s}, true
+}
+
+// kvStream and objStream are the streams behind a KV and an object bucket.
+func kvStream(bucket string) string  { return "KV_" + bucket }
+func objStream(bucket string) string { return "OBJ_" + bucket }
+
+func allStreams() []string {
+	return []string{StreamChanges, StreamRuns, StreamBuilds, StreamReports,
+		kvStream(PlannerBucket), kvStream(VotesBucket), objStream(LogBucket)}
+}
+
+func jsAPI(op string, tokens ...string) string {
+	return "$JS.API." + op + "." + strings.Join(tokens, ".")
+}
+
+type perms struct{ p, s []string }
+
+func (p *perms) pub(subjects ...string) {
+	for _, s := range subjects {
+		if !slices.Contains(p.p, s) {
+			p.p = append(p.p, s)
+		}
+	}
+}
+
+func (p *perms) sub(subjects ...string) {
+	for _, s := range subjects {
+		if !slices.Contains(p.s, s) {
+			p.s = append(p.s, s)
+		}
+	}
+}
+
+// publishes: JetStream publishes to subjects (the acks come to the inbox).
+func (p *perms) publishes(subjects ...string) { p.pub(subjects...) }
+
+// listens: core NATS subscriptions.
+func (p *perms) listens(subjects ...string) { p.sub(subjects...) }
+
+// consumes: a durable pull consumer on stream (Work): create it, look at
+// it, pull from it and ack, nak, term or heartbeat its messages.
+func (p *perms) consumes(stream, durable string) {
+	p.pub(jsAPI("CONSUMER.CREATE", stream, durable), jsAPI("CONSUMER.CREATE", stream, durable, ">"),
+		jsAPI("CONSUMER.INFO", stream, durable), jsAPI("CONSUMER.MSG.NEXT", stream, durable),
+		"$JS.ACK."+stream+"."+durable+".>")
+}
+
+// reads: single messages of stream by subject (LastRunMessage).
+func (p *perms) reads(stream string) {
+	p.pub(jsAPI("STREAM.MSG.GET", stream), jsAPI("DIRECT.GET", stream), jsAPI("DIRECT.GET", stream, ">"))
+}
+
+// follows: an ordered consumer over stream (ephemeral, no acks).
+func (p *perms) follows(stream string) {
+	p.pub(jsAPI("CONSUMER.CREATE", stream, "*"), jsAPI("CONSUMER.CREATE", stream, "*", ">"),
+		jsAPI("CONSUMER.INFO", stream, "*"), jsAPI("CONSUMER.MSG.NEXT", stream, "*"),
+		jsAPI("CONSUMER.DELETE", stream, "*"))
+}
+
+// kv: read (and with write, put) keys of a KV bucket.
+func (p *perms) kv(bucket string, write bool) {
+	p.reads(kvStream(bucket))
+	if write {
+		p.pub("$KV." + bucket + ".>")
+	}
+}
+
+// objects: get (and with write, put) objects of an object store bucket.
+func (p *perms) objects(bucket string, write bool) {
+	s := objStream(bucket)
+	p.reads(s)
+	// Get streams an object's chunks through an ordered push consumer with
+	// flow control.
+	p.follows(s)
+	p.pub(jsAPI("CONSUMER.CREATE", s), "$JS.FC."+s+".>")
+	if write {
+		// Put replaces an object's chunks: it purges the old ones.
+		p.pub("$O."+bucket+".>", jsAPI("STREAM.PURGE", s))
+	}
+}
