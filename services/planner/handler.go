@@ -16,13 +16,6 @@ import (
 	"nixbus.dev/nixbus/services/planner/dag"
 )
 
-// Caps that keep messages far below the bus's 1 MiB limit.
-const (
-	maxReasonBytes        = 16 << 10  // one outcome's reason
-	maxVerdictReasonBytes = 2 << 10   // one reason inside a verdict
-	maxVerdictListBytes   = 512 << 10 // all failed jobs listed in a verdict
-)
-
 // state is every unfinished run, owned by the one goroutine that reads the
 // runs stream in order. Everything it publishes for a run follows from that
 // run's messages and their order alone, so a replay publishes the same
@@ -178,6 +171,10 @@ func (st *state) started(ctx context.Context, runID string, seq uint64, m *nixbu
 	if _, ok := st.runs[runID]; ok {
 		return nil
 	}
+	if !runIDRe.MatchString(runID) {
+		st.s.logger.Error("drop run with a malformed id", "run", bus.Truncate(runID, 200))
+		return nil
+	}
 	r := &run{id: runID, seq: seq, change: m.GetChange(), startedMs: m.GetStartedUnixMs(),
 		attrs: map[string]struct{}{}, building: map[string]int{}}
 	for _, k := range []string{"traceparent", "tracestate"} {
@@ -249,10 +246,7 @@ func (st *state) job(ctx context.Context, runID string, m *nixbuspb.Job, at time
 		return nil
 	}
 	r.attrs[m.GetAttr()] = struct{}{}
-	r.jobs = append(r.jobs, dag.Job{
-		Attr: m.GetAttr(), Drv: m.GetDrvPath(), System: m.GetSystem(), Cached: m.GetCached(),
-		EvalError: m.GetEvalError(), DependsOn: m.GetDependsOn(),
-	})
+	r.jobs = append(r.jobs, newJob(m))
 	r.outputs = append(r.outputs, m.GetOutputs())
 	if r.evalDone != nil {
 		r.lastAt = at
@@ -412,11 +406,7 @@ func (st *state) flush(ctx context.Context, r *run) error {
 		if r.plan.Status(int(rel.Jobs[0])) != dag.Building {
 			continue // a replayed result finished it already
 		}
-		attrs := make([]string, len(rel.Jobs))
-		for k, j := range rel.Jobs {
-			attrs[k] = r.jobs[j].Attr
-		}
-		req := &nixbuspb.BuildRequest{RunId: r.id, DrvPath: rel.Drv, System: rel.System, Attrs: attrs, Outputs: r.outputs[rel.Jobs[0]]}
+		req := buildRequestMsg(r.id, rel, func(j int32) string { return r.jobs[j].Attr }, r.outputs[rel.Jobs[0]])
 		if err := st.send(ctx, r, bus.BuildSubject(rel.System), bus.MsgIDBuild(r.id, rel.Drv), req); err != nil {
 			return err
 		}
@@ -426,10 +416,7 @@ func (st *state) flush(ctx context.Context, r *run) error {
 		o := b.outcomes[0]
 		b.outcomes = b.outcomes[1:]
 		j := &r.jobs[o.Job]
-		out := &nixbuspb.JobOutcome{
-			RunId: r.id, Attr: j.Attr, DrvPath: j.Drv, System: j.System, LogKey: o.logKey, DurationMs: o.durationMs,
-			Status: jobStatus(o.Status), Failure: failureKind(o.Failure), Reason: bus.Truncate(o.Reason, maxReasonBytes),
-		}
+		out := outcomeMsg(r.id, j, o)
 		if err := st.send(ctx, r, bus.OutcomeSubject(r.id), bus.MsgIDOutcome(r.id, j.Attr), out); err != nil {
 			return err
 		}
@@ -473,8 +460,7 @@ func (st *state) listFailed(r *run, o *nixbuspb.JobOutcome) {
 	if len(r.failed) >= st.s.cfg.VerdictFailedCap || r.listBytes >= maxVerdictListBytes {
 		return
 	}
-	c := proto.Clone(o).(*nixbuspb.JobOutcome)
-	c.Reason = bus.Truncate(c.Reason, maxVerdictReasonBytes)
+	c := verdictOutcome(o)
 	r.failed = append(r.failed, c)
 	r.listBytes += proto.Size(c)
 }
@@ -485,22 +471,7 @@ func (st *state) cancel(ctx context.Context, r *run, by string, at time.Time) er
 
 // finish publishes the run's verdict and forgets the run.
 func (st *state) finish(ctx context.Context, r *run, status nixbuspb.RunStatus, supersededBy string, at time.Time) error {
-	v := &nixbuspb.RunVerdict{RunId: r.id, Change: r.change, Status: status, Failed: r.failed, SupersededBy: supersededBy}
-	if r.plan != nil {
-		c := r.plan.Counts()
-		v.FailedCount, v.SucceededCount = int64(c.Failed), int64(c.Succeeded)
-		v.CachedCount, v.SkippedCount = int64(c.Cached), int64(c.Skipped)
-		v.JobCount = int64(len(r.jobs))
-	}
-	if r.evalDone != nil {
-		v.EvalError = r.evalDone.GetError()
-		if v.JobCount == 0 {
-			v.JobCount = r.evalDone.GetJobCount()
-		}
-	}
-	if !at.IsZero() && r.startedMs > 0 {
-		v.DurationMs = max(0, at.UnixMilli()-r.startedMs)
-	}
+	v := verdictMsg(r, status, supersededBy, at)
 	if err := st.send(ctx, r, bus.VerdictSubject(r.id), bus.MsgIDVerdict(r.id), v); err != nil {
 		return err
 	}
@@ -520,9 +491,9 @@ func (st *state) finish(ctx context.Context, r *run, status nixbuspb.RunStatus, 
 func (st *state) send(ctx context.Context, r *run, subject, id string, m proto.Message) error {
 	msg, err := bus.NewMsg(subject, id, m, r.hdr)
 	if err != nil {
-		// Only an oversized message gets here; the caps above prevent it.
-		st.s.logger.Error("encode", "run", r.id, "subject", subject, "err", err)
-		return nil
+		// The builders in messages.go make every message fit, so this is
+		// a bug: stop rather than leave a run without its verdict.
+		return fmt.Errorf("planner: run %s: %w", r.id, err)
 	}
 	return st.out.publish(ctx, msg)
 }

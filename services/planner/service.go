@@ -188,7 +188,10 @@ func (s *Service) run(ctx context.Context) error {
 			}
 		}
 		if err != nil {
-			return nil // only when ctx ended
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
 		}
 	}
 }

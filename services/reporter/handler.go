@@ -80,8 +80,8 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 	if err := bus.Decode(msg.Data(), &v); err != nil {
 		return bus.Permanent(err)
 	}
-	if v.GetRunId() == "" {
-		return bus.Permanent(errors.New("verdict without run id"))
+	if v.GetRunId() == "" || len(v.GetRunId()) > 128 {
+		return bus.Permanent(errors.New("verdict without a valid run id"))
 	}
 	s := h.s
 	s.metrics.verdicts.WithLabelValues(v.GetStatus().String()).Inc()
@@ -116,7 +116,9 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 		return fmt.Errorf("post review: %w", err)
 	}
 	s.metrics.posts.WithLabelValues(via, "ok").Inc()
-	rec := &nixbuspb.ReviewPosted{RunId: v.GetRunId(), Change: v.GetChange(), Verified: int32(post.Verified), Message: post.Message, Via: via}
+	// The message is capped (MaxMessageBytes); the change is cut in case a
+	// hostile verdict carried one as large as the verdict itself.
+	rec := &nixbuspb.ReviewPosted{RunId: v.GetRunId(), Change: bus.CutChange(v.GetChange()), Verified: int32(post.Verified), Message: post.Message, Via: via}
 	if err := s.pub.Publish(ctx, bus.ReviewSubject(v.GetRunId()), bus.MsgIDReview(v.GetRunId()), rec, nil); err != nil {
 		return err
 	}

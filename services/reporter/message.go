@@ -5,7 +5,18 @@ import (
 	"net/url"
 	"strings"
 
+	"nixbus.dev/nixbus/pkg/bus"
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
+)
+
+// Caps on a review message, whatever the verdict holds: Gerrit refuses
+// very long messages, and the message goes on the bus in ReviewPosted.
+const (
+	// MaxMessageBytes bounds one review message.
+	MaxMessageBytes = 32 << 10
+	maxAttrBytes    = 512
+	// maxLineBytes bounds one line: an attribute, its reason and a link.
+	maxLineBytes = 2 << 10
 )
 
 // Vote is the Verified label value a verdict earns.
@@ -33,7 +44,7 @@ func Message(v *nixbuspb.RunVerdict, logBaseURL string, limit int) string {
 	fmt.Fprintf(&b, "\n%d jobs: %d built, %d cached, %d failed, %d skipped.\n",
 		v.GetJobCount(), v.GetSucceededCount(), v.GetCachedCount(), v.GetFailedCount(), v.GetSkippedCount())
 	if e := v.GetEvalError(); e != "" {
-		fmt.Fprintf(&b, "\nEvaluation failed: %s\n", oneLine(e))
+		fmt.Fprintf(&b, "\nEvaluation failed: %s\n", bus.Truncate(oneLine(e), maxLineBytes))
 	}
 	if len(v.GetFailed()) == 0 {
 		return b.String()
@@ -41,13 +52,13 @@ func Message(v *nixbuspb.RunVerdict, logBaseURL string, limit int) string {
 	b.WriteString("\nFailed checks:\n")
 	listed := 0
 	for _, o := range v.GetFailed() {
-		if listed == limit {
+		if listed == limit || b.Len() > MaxMessageBytes-maxLineBytes {
 			break
 		}
 		listed++
-		fmt.Fprintf(&b, " - %s: %s", o.GetAttr(), how(o))
+		fmt.Fprintf(&b, " - %s: %s", bus.Truncate(o.GetAttr(), maxAttrBytes), how(o))
 		if o.GetLogKey() != "" {
-			fmt.Fprintf(&b, " (see %s)", LogURL(logBaseURL, o.GetLogKey()))
+			fmt.Fprintf(&b, " (see %s)", bus.Truncate(LogURL(logBaseURL, o.GetLogKey()), maxAttrBytes))
 		}
 		b.WriteByte('\n')
 	}
@@ -89,9 +100,5 @@ func oneLine(s string) string {
 	if len(lines) > 3 {
 		lines = append(lines[:3], "…")
 	}
-	s = strings.Join(lines, " / ")
-	if len(s) > 500 {
-		s = s[:500] + "…"
-	}
-	return s
+	return bus.Truncate(strings.Join(lines, " / "), 500)
 }

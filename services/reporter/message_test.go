@@ -3,9 +3,11 @@ package reporter
 import (
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 
+	"nixbus.dev/nixbus/pkg/bus"
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
 )
 
@@ -85,5 +87,33 @@ func TestValidToken(t *testing.T) {
 		"a/b": false, "a b": false, "a%2fb": false, "x\x00": false,
 	} {
 		require.Equal(t, want, validToken(s), s)
+	}
+}
+
+// TestMessageFits renders the largest verdicts a planner (or anyone who
+// can publish one) can send: the review stays under MaxMessageBytes, valid
+// UTF-8, and the ReviewPosted record carrying it fits the bus.
+func TestMessageFits(t *testing.T) {
+	big := func(n int) string { return strings.Repeat("é", n/2) }
+	change := &nixbuspb.ChangeEvent{Project: big(200 << 10), Ref: big(200 << 10), ChangeId: big(200 << 10), Change: 1, Patchset: 1}
+	for name, v := range map[string]*nixbuspb.RunVerdict{
+		"eval error":      {RunId: "r1", Change: change, Status: nixbuspb.RunStatus_RUN_STATUS_FAILED, EvalError: big(1 << 20)},
+		"one huge reason": {RunId: "r1", Failed: []*nixbuspb.JobOutcome{{Attr: big(500 << 10), Reason: big(500 << 10), LogKey: "r1/" + big(1000)}}},
+		"many failed": {RunId: "r1", Change: change, FailedCount: 5000, Failed: func() (l []*nixbuspb.JobOutcome) {
+			for range 5000 {
+				l = append(l, &nixbuspb.JobOutcome{Attr: big(4 << 10), Reason: big(2 << 10), LogKey: "r1/x", Failure: nixbuspb.FailureKind_FAILURE_KIND_BUILD})
+			}
+			return l
+		}()},
+	} {
+		t.Run(name, func(t *testing.T) {
+			msg := Message(v, "http://ci/logs/", 5000)
+			require.LessOrEqual(t, len(msg), MaxMessageBytes+200)
+			require.True(t, utf8.ValidString(msg))
+			require.Contains(t, msg, "The result is: FAILURE")
+			rec := &nixbuspb.ReviewPosted{RunId: v.GetRunId(), Change: bus.CutChange(v.GetChange()), Verified: -1, Message: msg, Via: "stdout"}
+			_, err := bus.Encode(rec)
+			require.NoError(t, err)
+		})
 	}
 }
