@@ -10,6 +10,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
+
+	"nixbus.dev/nixbus/pkg/retry"
 )
 
 // Publisher publishes protobuf messages with a message id, retrying through
@@ -88,7 +90,7 @@ func (p *Publisher) Publish(ctx context.Context, subject, msgID string, m proto.
 // PublishMsg stores msg as it is (headers included), retrying with backoff
 // until it is stored or ctx ends.
 func (p *Publisher) PublishMsg(ctx context.Context, msg *nats.Msg) error {
-	backoff := p.MinBackoff
+	backoff := retry.Backoff{Min: p.MinBackoff, Max: p.MaxBackoff}
 	for attempt := 1; ; attempt++ {
 		_, err := p.js.PublishMsg(ctx, msg)
 		if err == nil {
@@ -98,12 +100,9 @@ func (p *Publisher) PublishMsg(ctx context.Context, msg *nats.Msg) error {
 			return fmt.Errorf("publish %s: %w", msg.Subject, err)
 		}
 		p.logger.Warn("publish retry", "subject", msg.Subject, "attempt", attempt, "err", err)
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("publish %s: %w", msg.Subject, ctx.Err())
-		case <-time.After(backoff):
+		if err := backoff.Wait(ctx); err != nil {
+			return fmt.Errorf("publish %s: %w", msg.Subject, err)
 		}
-		backoff = min(backoff*2, p.MaxBackoff)
 	}
 }
 

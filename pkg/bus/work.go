@@ -12,6 +12,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
+
+	"nixbus.dev/nixbus/pkg/retry"
 )
 
 // WorkOptions describe a durable pull consumer shared by every process of a
@@ -70,19 +72,12 @@ func (o *WorkOptions) defaults() {
 // wrapped with Permanent, which terminates the message (it can never work).
 type Handler func(ctx context.Context, msg jetstream.Msg) error
 
-type permanentError struct{ err error }
-
-func (e permanentError) Error() string { return e.err.Error() }
-func (e permanentError) Unwrap() error { return e.err }
-
-// Permanent marks err as one no retry can fix (a malformed message).
-func Permanent(err error) error { return permanentError{err} }
+// Permanent marks err as one no retry can fix (a malformed message): the
+// message is terminated instead of redelivered. It is retry.Permanent.
+func Permanent(err error) error { return retry.Permanent(err) }
 
 // IsPermanent reports whether err was marked with Permanent.
-func IsPermanent(err error) bool {
-	var p permanentError
-	return errors.As(err, &p)
-}
+func IsPermanent(err error) bool { return retry.IsPermanent(err) }
 
 // EnsureConsumer creates or updates the durable consumer o describes.
 func EnsureConsumer(ctx context.Context, js jetstream.JetStream, o WorkOptions) (jetstream.Consumer, error) {
@@ -128,7 +123,7 @@ func Work(ctx context.Context, js jetstream.JetStream, o WorkOptions, logger *sl
 }
 
 func pullLoop(ctx context.Context, cons jetstream.Consumer, o WorkOptions, logger *slog.Logger, h Handler) {
-	backoff := 100 * time.Millisecond
+	backoff := retry.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 	for ctx.Err() == nil {
 		fctx, cancel := context.WithTimeout(ctx, o.FetchWait)
 		batch, err := cons.Fetch(1, jetstream.FetchContext(fctx))
@@ -138,8 +133,7 @@ func pullLoop(ctx context.Context, cons jetstream.Consumer, o WorkOptions, logge
 				return
 			}
 			logger.Warn("fetch", "consumer", o.Durable, "err", err)
-			sleep(ctx, backoff)
-			backoff = min(backoff*2, 5*time.Second)
+			_ = backoff.Wait(ctx)
 			continue
 		}
 		for msg := range batch.Messages() {
@@ -149,11 +143,10 @@ func pullLoop(ctx context.Context, cons jetstream.Consumer, o WorkOptions, logge
 		if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) &&
 			!errors.Is(err, jetstream.ErrNoMessages) && ctx.Err() == nil {
 			logger.Warn("fetch batch", "consumer", o.Durable, "err", err)
-			sleep(ctx, backoff)
-			backoff = min(backoff*2, 5*time.Second)
+			_ = backoff.Wait(ctx)
 			continue
 		}
-		backoff = 100 * time.Millisecond
+		backoff.Reset()
 	}
 }
 
@@ -200,14 +193,5 @@ func handle(ctx context.Context, msg jetstream.Msg, o WorkOptions, logger *slog.
 		if nerr := msg.NakWithDelay(o.RetryDelay); nerr != nil {
 			logger.Warn("nak", "subject", msg.Subject(), "err", nerr)
 		}
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"nixbus.dev/nixbus/pkg/retry"
 	"nixbus.dev/nixbus/pkg/secret"
 )
 
@@ -189,7 +190,7 @@ func (s *RESTReviewer) post(ctx context.Context, target string, body []byte, pas
 		return fmt.Errorf("decode review answer: %w", err)
 	}
 	if res.Error != "" {
-		return permanentError{fmt.Errorf("gerrit refused the review: %s", res.Error)}
+		return retry.Permanent(fmt.Errorf("gerrit refused the review: %s", res.Error))
 	}
 	return nil
 }
@@ -205,7 +206,7 @@ func (s *RESTReviewer) do(ctx context.Context, method, target string, body []byt
 	}
 	req, err := http.NewRequestWithContext(ctx, method, target, rd)
 	if err != nil {
-		return nil, permanentError{fmt.Errorf("build request: %w", err)}
+		return nil, retry.Permanent(fmt.Errorf("build request: %w", err))
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json; charset=UTF-8")
@@ -226,7 +227,7 @@ func (s *RESTReviewer) do(ctx context.Context, method, target string, body []byt
 		err := fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(StripXSSI(data))))
 		if resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != http.StatusRequestTimeout &&
 			resp.StatusCode != http.StatusTooManyRequests {
-			return nil, permanentError{err}
+			return nil, retry.Permanent(err)
 		}
 		return nil, err
 	}

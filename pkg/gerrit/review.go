@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"nixbus.dev/nixbus/pkg/retry"
 )
 
 // DefaultTag marks nixbus's reviews so Gerrit can hide them as automated.
@@ -167,41 +169,30 @@ func DefaultRetry() Retry {
 	return Retry{Attempts: 4, MinBackoff: time.Second, MaxBackoff: 4 * time.Second}
 }
 
-type permanentError struct{ error }
-
-func (p permanentError) Unwrap() error { return p.error }
-
 // IsPermanent reports whether a review failed in a way no retry can fix.
-func IsPermanent(err error) bool {
-	var p permanentError
-	return errors.As(err, &p)
-}
+func IsPermanent(err error) bool { return retry.IsPermanent(err) }
 
 // do runs f until it succeeds, fails permanently, runs out of attempts or
 // ctx ends.
 func (r Retry) do(ctx context.Context, f func(ctx context.Context) error) error {
 	attempts := max(r.Attempts, 1)
-	backoff := r.MinBackoff
-	if backoff <= 0 {
-		backoff = time.Second
+	minb := r.MinBackoff
+	if minb <= 0 {
+		minb = time.Second
 	}
+	maxb := r.MaxBackoff
+	if maxb <= 0 {
+		maxb = 1 << 62 // no cap unless one is set
+	}
+	backoff := retry.Backoff{Min: minb, Max: maxb}
 	var err error
 	for attempt := 1; ; attempt++ {
 		err = f(ctx)
 		if err == nil || IsPermanent(err) || attempt >= attempts || ctx.Err() != nil {
 			break
 		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return fmt.Errorf("%w (gave up: %w)", err, ctx.Err())
-		case <-t.C:
-		}
-		if r.MaxBackoff > 0 {
-			backoff = min(backoff*2, r.MaxBackoff)
-		} else {
-			backoff *= 2
+		if werr := backoff.Wait(ctx); werr != nil {
+			return fmt.Errorf("%w (gave up: %w)", err, werr)
 		}
 	}
 	return err

@@ -19,6 +19,7 @@ import (
 
 	"nixbus.dev/nixbus/pkg/bus"
 	"nixbus.dev/nixbus/pkg/gerrit"
+	"nixbus.dev/nixbus/pkg/retry"
 )
 
 // Deps are gerrit-ingest's collaborators.
@@ -93,7 +94,7 @@ func (s *Service) Run(ctx context.Context) error {
 		<-ctx.Done()
 		return nil
 	}
-	backoff := s.cfg.ReconnectMin
+	backoff := retry.Backoff{Min: s.cfg.ReconnectMin, Max: s.cfg.ReconnectMax}
 	for ctx.Err() == nil {
 		started := time.Now()
 		handled, err := s.follow(ctx)
@@ -102,16 +103,11 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		// A connection that worked for a while starts the backoff over.
 		if handled > 0 || time.Since(started) > s.cfg.ReconnectMax {
-			backoff = s.cfg.ReconnectMin
+			backoff.Reset()
 		}
-		s.logger.Warn("gerrit stream ended, reconnecting", "err", err, "retry_in", backoff)
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-		case <-t.C:
-		}
-		backoff = min(backoff*2, s.cfg.ReconnectMax)
+		wait := backoff.Next()
+		s.logger.Warn("gerrit stream ended, reconnecting", "err", err, "retry_in", wait)
+		_ = retry.Sleep(ctx, wait)
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"nixbus.dev/nixbus/pkg/bus"
+	"nixbus.dev/nixbus/pkg/retry"
 )
 
 // The newest run of each Gerrit change is kept in the planner's KV bucket,
@@ -65,7 +66,7 @@ func (st *state) latest(ctx context.Context, k changeKey) (c changeRun, ok bool,
 	if c, ok := st.changes[k]; ok {
 		return c, true, nil
 	}
-	err = retry(ctx, st.s.logger, "read newest run of change", func() error {
+	err = untilDone(ctx, st.s.logger, "read newest run of change", func() error {
 		e, err := st.out.kv.Get(ctx, changeKVKey(k))
 		switch {
 		case bus.IsNotFound(err):
@@ -86,7 +87,7 @@ func (st *state) latest(ctx context.Context, k changeKey) (c changeRun, ok bool,
 // setLatest records c as the newest run of change k.
 func (st *state) setLatest(ctx context.Context, k changeKey, c changeRun) error {
 	st.changes[k] = c
-	return retry(ctx, st.s.logger, "save newest run of change", func() error {
+	return untilDone(ctx, st.s.logger, "save newest run of change", func() error {
 		_, err := st.out.kv.Put(ctx, changeKVKey(k), c.encode())
 		return err
 	})
@@ -100,9 +101,9 @@ func (st *state) forget(r *run) {
 	}
 }
 
-// retry calls f until it succeeds, backing off, or ctx ends.
-func retry(ctx context.Context, logger *slog.Logger, what string, f func() error) error {
-	backoff := 50 * time.Millisecond
+// untilDone calls f until it succeeds, backing off, or ctx ends.
+func untilDone(ctx context.Context, logger *slog.Logger, what string, f func() error) error {
+	backoff := retry.Backoff{Min: 50 * time.Millisecond, Max: 5 * time.Second}
 	for attempt := 1; ; attempt++ {
 		err := f()
 		if err == nil {
@@ -112,13 +113,8 @@ func retry(ctx context.Context, logger *slog.Logger, what string, f func() error
 			return ctx.Err()
 		}
 		logger.Warn(what, "attempt", attempt, "err", err)
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
+		if err := backoff.Wait(ctx); err != nil {
+			return err
 		}
-		backoff = min(2*backoff, 5*time.Second)
 	}
 }

@@ -124,7 +124,7 @@ func (o *outbox) run(ctx context.Context) {
 }
 
 func (o *outbox) saveCheckpoint(ctx context.Context, seq uint64) {
-	_ = retry(ctx, o.logger, "save checkpoint", func() error {
+	_ = untilDone(ctx, o.logger, "save checkpoint", func() error {
 		_, err := o.kv.Put(ctx, checkpointKey, []byte(strconv.FormatUint(seq, 10)))
 		return err
 	})
