@@ -23,6 +23,9 @@ type Nix struct {
 	Options map[string]string
 	// Env is appended to the process environment.
 	Env []string
+	// MaxMemoryMB, when positive, caps the memory of every nix process
+	// started with Start, Run or Output (see Start).
+	MaxMemoryMB int
 
 	versionMu sync.Mutex
 	version   *Version
@@ -67,23 +70,16 @@ func (n *Nix) Args() []string {
 // sub is the subcommand words (e.g. "build" or "store", "sign").
 func (n *Nix) Command(ctx context.Context, sub []string, rest ...string) *exec.Cmd {
 	args := append(append(append([]string{}, sub...), n.Args()...), rest...)
-	cmd := exec.CommandContext(ctx, n.bin(), args...)
-	if n != nil && len(n.Env) > 0 {
-		cmd.Env = append(cmd.Environ(), n.Env...)
-	}
-	return cmd
+	return n.Exec(ctx, n.bin(), args...)
 }
 
 // Output runs a nix command and returns its stdout; a failure's error holds
-// the tail of stderr, which is where nix explains itself.
+// the head and tail of stderr (see Run), which is where nix explains itself.
 func (n *Nix) Output(ctx context.Context, sub []string, rest ...string) ([]byte, error) {
 	cmd := n.Command(ctx, sub, rest...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return stdout.Bytes(), &Error{Args: cmd.Args, Err: err, Stderr: stderr.String()}
-	}
-	return stdout.Bytes(), nil
+	var stdout bytes.Buffer
+	err := n.Run(cmd, &stdout)
+	return stdout.Bytes(), err
 }
 
 // Error is a failed nix invocation.
@@ -91,10 +87,20 @@ type Error struct {
 	Args   []string
 	Err    error
 	Stderr string
+	// MemoryLimitMB is the limit the process ran into, when it did.
+	MemoryLimitMB int
 }
 
 func (e *Error) Error() string {
+	if e.MemoryLimitMB > 0 {
+		return fmt.Sprintf("%s: %s", strings.Join(e.Args[:min(len(e.Args), 3)], " "), e.MemoryMessage())
+	}
 	return fmt.Sprintf("%s: %v: %s", strings.Join(e.Args[:min(len(e.Args), 3)], " "), e.Err, ErrorMessage(e.Stderr))
+}
+
+// MemoryMessage says that the process hit its memory limit.
+func (e *Error) MemoryMessage() string {
+	return fmt.Sprintf("out of memory: nix used more than its limit of %d MiB (--evaluator.max-memory-size)", e.MemoryLimitMB)
 }
 
 func (e *Error) Unwrap() error { return e.Err }
@@ -128,6 +134,14 @@ func ErrorMessage(stderr string) string {
 }
 
 var ansi = regexp.MustCompile(`\x1b\[[0-9;]*[A-Za-z]`)
+
+// StripANSI removes terminal colour and cursor sequences from s.
+func StripANSI(s string) string {
+	if !strings.Contains(s, "\x1b") {
+		return s
+	}
+	return ansi.ReplaceAllString(s, "")
+}
 
 // Version returns nix's version. A successful answer is kept; a failed one
 // (a cancelled ctx, nix briefly missing) is not, so the next call asks again.

@@ -218,7 +218,7 @@ func (h *handler) runEvaluator(ctx context.Context, installable, workDir string,
 		bin, _ = exec.LookPath("nix-eval-jobs")
 	}
 	if bin == "" || cfg.Builtin {
-		b := &eval.Builtin{Nix: h.s.nix, Workers: cfg.Workers, GCRootsDir: cfg.GCRootsDir, Logger: logger}
+		b := &eval.Builtin{Nix: h.s.evalNix, Workers: cfg.Workers, GCRootsDir: cfg.GCRootsDir, Logger: logger}
 		return b.Eval(ctx, installable)
 	}
 	roots := cfg.GCRootsDir

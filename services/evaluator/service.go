@@ -48,6 +48,8 @@ type Service struct {
 	js      jetstream.JetStream
 	logger  *slog.Logger
 	nix     *nix.Nix
+	// evalNix is nix with MaxMemoryMB applied, for the built-in evaluator.
+	evalNix *nix.Nix
 	fetcher Fetcher
 	pub     *bus.Publisher
 	tracer  trace.Tracer
@@ -71,6 +73,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 	logger := d.Logger.With("service", "evaluator")
 	return &Service{
 		cfg: cfg, js: d.JS, logger: logger, nix: d.Nix, fetcher: d.Fetcher,
+		evalNix: &nix.Nix{Bin: d.Nix.Bin, Options: d.Nix.Options, Env: d.Nix.Env, MaxMemoryMB: cfg.MaxMemoryMB},
 		pub: bus.NewPublisher(d.JS, logger), tracer: bus.Tracer(d.TracerProvider, "nixbus.dev/nixbus/services/evaluator"),
 		metrics: newMetrics(d.Registerer),
 	}, nil

@@ -9,8 +9,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
-	"sync"
 
 	"nixbus.dev/nixbus/pkg/evaljobs"
 	"nixbus.dev/nixbus/pkg/nix"
@@ -20,209 +20,405 @@ import (
 var walkLib string
 
 // Builtin evaluates hydraJobs with plain nix, for hosts without
-// nix-eval-jobs: one `nix eval --json --apply` walks the whole tree; a
-// separate evaluation of each job that failed gives its real message; and
-// if the walk dies on an error tryEval cannot catch, the tree is walked
-// level by level so one broken job never hides the others.
+// nix-eval-jobs: one `nix repl` loads the flake once (its inputs are
+// fetched and copied once) and evaluates one attribute per expression,
+// keeping what it evaluated for the next. A job comes out as soon as it is
+// evaluated; an attribute that fails gets nix's own error message, printed
+// by the same repl, so nothing is evaluated twice.
 type Builtin struct {
 	Nix *nix.Nix
-	// Workers bounds the nix processes run at once.
+	// Workers is unused: one repl evaluates, as one `nix eval` would.
 	Workers int
 	// GCRootsDir, when set, gets a symlink to every job's derivation, so
 	// a garbage collection between evaluation and build does not delete
 	// it (a directory under /nix/var/nix/gcroots/ makes them roots).
 	GCRootsDir string
-	Logger     *slog.Logger
+	// ScratchDir, when set, is where a flake whose flake.lock is missing
+	// or out of date is copied and locked (the repl only loads locked
+	// flakes); empty: a temporary directory.
+	ScratchDir string
+	// Emit, when set, gets each record as soon as it is evaluated, and
+	// Result.Records stays empty: memory does not grow with the job count.
+	Emit   func(Record)
+	Logger *slog.Logger
 }
 
-// walkRecord is one element of walk.nix's result.
-type walkRecord struct {
-	AttrPath    []string          `json:"attrPath"`
-	DrvPath     string            `json:"drvPath"`
-	Name        string            `json:"name"`
-	System      string            `json:"system"`
-	Outputs     map[string]string `json:"outputs"`
-	Failed      bool              `json:"failed"`
-	Unsupported string            `json:"unsupported"`
-	// msg is the error nix gave, when known.
-	msg string
+// window is how many expressions are sent to the repl ahead of reading
+// their results.
+const window = 32
+
+// step is one attribute to evaluate: its path, and for each element the
+// index of its name (used instead of a name unsafe to quote).
+type step struct {
+	path []string
+	idx  []int
 }
 
-// Eval evaluates installable (<flake>#hydraJobs).
+// expr is the Nix list naming s's attribute.
+func (s step) expr() string {
+	var b strings.Builder
+	b.WriteString("[")
+	for i, p := range s.path {
+		b.WriteString(" ")
+		if quotable(p) {
+			b.WriteString(nix.StringLiteral(p))
+		} else {
+			b.WriteString(strconv.Itoa(s.idx[i]))
+		}
+	}
+	b.WriteString(" ]")
+	return b.String()
+}
+
+// quotable reports whether name is short printable ASCII, safe to write as
+// a Nix string literal on one line of the repl's input.
+func quotable(name string) bool {
+	if len(name) > 256 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		if name[i] < 0x20 || name[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// Eval evaluates installable (<flake>#hydraJobs). On ctx's end it returns
+// the records evaluated so far with ctx's error; a failure of the whole
+// evaluation (the flake does not load, hydraJobs does not evaluate, nix
+// dies) is a *Failure, with the records evaluated before it.
 func (b *Builtin) Eval(ctx context.Context, installable string) (Result, error) {
+	res := Result{Evaluator: "builtin"}
 	if b.GCRootsDir != "" {
 		if err := os.MkdirAll(b.GCRootsDir, 0o755); err != nil {
-			return Result{Evaluator: "builtin"}, fmt.Errorf("create gc roots dir: %w", err)
+			return res, fmt.Errorf("create gc roots dir: %w", err)
 		}
 	}
-	slots := make(chan struct{}, max(b.Workers, 1))
-	w := &walker{b: b, installable: installable, slots: slots}
-	recs, err := w.walk(ctx, nil)
-	if err != nil {
-		if ctx.Err() != nil {
-			return Result{Evaluator: "builtin"}, ctx.Err()
-		}
-		b.Logger.Info("walk stopped on an uncatchable error, walking parts", "err", err)
-		names, cerr := w.children(ctx, nil)
-		if ctx.Err() != nil {
-			return Result{Evaluator: "builtin"}, ctx.Err()
-		}
-		if cerr != nil {
-			return Result{Evaluator: "builtin"}, &Failure{Msg: "evaluate hydraJobs: " + nixMessage(cerr)}
-		}
-		if names == nil {
-			return Result{Evaluator: "builtin"}, &Failure{Msg: "evaluate hydraJobs: " + nixMessage(err)}
-		}
-		recs = w.split(ctx, nil, names, 0, len(names), true)
-		if ctx.Err() != nil {
-			return Result{Evaluator: "builtin"}, ctx.Err()
-		}
+	ref, attr, ok := strings.Cut(installable, "#")
+	if !ok || attr == "" || !quotable(ref) || strings.ContainsAny(ref, " ") {
+		return res, &Failure{Msg: fmt.Sprintf("cannot evaluate %q: a flake reference of printable characters without spaces and an attribute are needed", installable)}
 	}
-	w.explain(ctx, recs)
+	emit := b.Emit
+	if emit == nil {
+		emit = func(r Record) { res.Records = append(res.Records, r) }
+	}
+	err := b.eval(ctx, ref, attr, emit)
 	if ctx.Err() != nil {
-		return Result{Evaluator: "builtin"}, ctx.Err()
+		return res, ctx.Err()
 	}
-	res := Result{Evaluator: "builtin", Records: make([]Record, 0, len(recs))}
-	for _, r := range recs {
-		rec := Record{Attr: evaljobs.AttrName(r.AttrPath), AttrPath: r.AttrPath}
-		switch {
-		case r.msg != "":
-			rec.Error = r.msg
-		case r.Unsupported != "":
-			rec.Error = fmt.Sprintf("unsupported value of type %s: not a derivation or an attribute set", r.Unsupported)
-		case r.Failed:
-			rec.Error = "evaluation failed"
-		default:
-			rec.DrvPath, rec.Name, rec.System, rec.Outputs = r.DrvPath, r.Name, r.System, r.Outputs
-			b.addRoot(rec.DrvPath)
+	return res, err
+}
+
+func (b *Builtin) eval(ctx context.Context, ref, attr string, emit func(Record)) error {
+	r, err := startRepl(ctx, b.Nix, window)
+	if err != nil {
+		return &Failure{Msg: err.Error()}
+	}
+	defer func() {
+		if err := r.close(); err != nil && ctx.Err() == nil {
+			b.Logger.Debug("nix repl exit", "err", err)
 		}
-		if len(r.AttrPath) == 0 && rec.Error != "" {
-			// hydraJobs itself is broken: no job to pin it on.
-			return Result{Evaluator: "builtin"}, &Failure{Msg: "evaluate hydraJobs: " + rec.Error}
-		}
-		res.Records = append(res.Records, rec)
-	}
-	return res, nil
-}
-
-type walker struct {
-	b           *Builtin
-	installable string
-	slots       chan struct{}
-}
-
-// eval runs `nix eval --json` of walk.nix's fn at path into out.
-func (w *walker) eval(ctx context.Context, fn string, path []string, out any) error {
-	return w.evalExpr(ctx, fn, AttrPathExpr(path), out)
-}
-
-// evalExpr runs `nix eval --json` of walk.nix's fn applied to args (a Nix
-// expression of constants) into out, holding a worker slot.
-func (w *walker) evalExpr(ctx context.Context, fn, args string, out any) error {
-	select {
-	case w.slots <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	defer func() { <-w.slots }()
-	expr := "(" + walkLib + ")." + fn + " " + args
-	stdout, err := w.b.Nix.Output(ctx, []string{"eval"},
-		"--json", "--no-eval-cache", "--no-write-lock-file", w.installable, "--apply", expr)
+	}()
+	msg, err := b.load(ctx, r, ref, attr)
 	if err != nil {
 		return err
 	}
-	if err := json.Unmarshal(stdout, out); err != nil {
-		return fmt.Errorf("decode nix eval output: %w", err)
+	if msg != "" && strings.Contains(msg, "requires lock file changes") {
+		// The repl cannot lock a flake in memory as `nix eval` does: lock
+		// a copy, and load that instead.
+		locked, cleanup, lerr := b.lock(ctx, ref)
+		if lerr != nil {
+			return lerr
+		}
+		defer cleanup()
+		if msg, err = b.load(ctx, r, locked, attr); err != nil {
+			return err
+		}
+	}
+	if msg != "" {
+		return &Failure{Msg: "evaluate " + attr + ": " + msg}
+	}
+	return b.walk(ctx, r, attr, emit)
+}
+
+// load defines the walk and the marker's builtins, loads the flake, and
+// defines its attribute as the walk's root. msg is nix's error, if any.
+func (b *Builtin) load(ctx context.Context, r *repl, ref, attr string) (msg string, err error) {
+	n := r.nonce
+	r.send("__nbB" + n + " = builtins")
+	r.send("__nbW" + n + " = " + strings.Join(nixLines(walkLib), " "))
+	r.send(":lf " + ref)
+	r.send("__nbR" + n + " = outputs." + attrPathExpr(strings.Split(attr, ".")))
+	r.send("__nbB" + n + ".seq __nbR" + n + " null")
+	if err := r.flush(); err != nil {
+		return "", b.died(ctx, r, err)
+	}
+	for range 5 {
+		_, e, err := r.recv(ctx)
+		if err != nil {
+			return "", b.died(ctx, r, err)
+		}
+		if e.msg != "" && msg == "" {
+			msg = evaljobs.CleanError(e.msg)
+		}
+	}
+	return msg, nil
+}
+
+// walk evaluates every attribute below the root, depth first, window
+// expressions ahead.
+func (b *Builtin) walk(ctx context.Context, r *repl, attr string, emit func(Record)) error {
+	todo := []step{{}}
+	var inflight []step
+	for len(todo) > 0 || len(inflight) > 0 {
+		for len(todo) > 0 && len(inflight) < window {
+			s := todo[len(todo)-1]
+			todo = todo[:len(todo)-1]
+			r.send("__nbW" + r.nonce + " __nbR" + r.nonce + " " + s.expr())
+			inflight = append(inflight, s)
+		}
+		if err := r.flush(); err != nil {
+			return b.died(ctx, r, err)
+		}
+		o, e, err := r.recv(ctx)
+		if err != nil {
+			return b.died(ctx, r, err)
+		}
+		s := inflight[0]
+		inflight = inflight[1:]
+		children, rec, err := b.record(s, o, e)
+		if err != nil {
+			return err
+		}
+		if len(s.path) == 0 && rec != nil {
+			if rec.Error != "" {
+				return &Failure{Msg: "evaluate " + attr + ": " + rec.Error}
+			}
+			if rec.DrvPath == "" {
+				return &Failure{Msg: "evaluate " + attr + ": not an attribute set of jobs"}
+			}
+		}
+		if rec != nil {
+			if rec.Error == "" {
+				b.addRoot(rec.DrvPath)
+			}
+			emit(*rec)
+		}
+		// Pushed in reverse, so they are evaluated in attrNames order.
+		for i := len(children) - 1; i >= 0; i-- {
+			todo = append(todo, step{
+				path: append(append(make([]string, 0, len(s.path)+1), s.path...), children[i]),
+				idx:  append(append(make([]int, 0, len(s.idx)+1), s.idx...), i),
+			})
+		}
 	}
 	return nil
 }
 
-func (w *walker) walk(ctx context.Context, path []string) ([]walkRecord, error) {
-	var recs []walkRecord
-	err := w.eval(ctx, "walk", path, &recs)
-	return recs, err
-}
-
-func (w *walker) children(ctx context.Context, path []string) ([]string, error) {
-	var names []string
-	err := w.eval(ctx, "children", path, &names)
-	return names, err
-}
-
-// split walks the children of path in index range [from, to) in one nix
-// evaluation, unless tried says that already failed; when it fails on an
-// error tryEval cannot catch, it halves the range, down to single
-// children, which are split into their own children or, with none, are the
-// failed jobs. A broken job among n costs about log2(n) evaluations, and
-// no name goes on a command line.
-func (w *walker) split(ctx context.Context, path, names []string, from, to int, tried bool) []walkRecord {
-	var walkErr error
-	if !tried {
-		var recs []walkRecord
-		expr := fmt.Sprintf("%s %d %d", AttrPathExpr(path), from, to)
-		walkErr = w.evalExpr(ctx, "walkRange", expr, &recs)
-		if walkErr == nil || ctx.Err() != nil {
-			return recs
-		}
-	}
-	if to-from > 1 {
-		mid := from + (to-from)/2
-		var left, right []walkRecord
-		var wg sync.WaitGroup
-		wg.Go(func() { left = w.split(ctx, path, names, from, mid, false) })
-		right = w.split(ctx, path, names, mid, to, false)
-		wg.Wait()
-		return append(left, right...)
-	}
-	child := append(append([]string{}, path...), names[from])
-	if walkErr == nil {
-		// A range of one that was never walked alone.
-		recs, err := w.walk(ctx, child)
-		if err == nil || ctx.Err() != nil {
-			return recs
-		}
-		walkErr = err
-	}
-	grand, err := w.children(ctx, child)
+// record reads one attribute's result: the names of a set to walk, or the
+// attribute's record (nil for null).
+func (b *Builtin) record(s step, o outSeg, e errSeg) ([]string, *Record, error) {
+	rec := &Record{Attr: evaljobs.AttrName(s.path), AttrPath: s.path}
+	v := o.value
 	switch {
-	case ctx.Err() != nil:
-		return nil
-	case err != nil:
-		return []walkRecord{{AttrPath: child, Failed: true, msg: nixMessage(err)}}
-	case grand == nil:
-		return []walkRecord{{AttrPath: child, Failed: true, msg: nixMessage(walkErr)}}
+	case o.tooLong:
+		rec.Error = fmt.Sprintf("attribute too large to evaluate: its value is over %d bytes", maxValueLine)
+	case v == nil && e.msg != "":
+		rec.Error = evaljobs.CleanError(e.msg)
+	case len(v) == 0:
+		rec.Error = "evaluation failed"
+	case v[0] == 'n':
+		return nil, nil, nil
+	case v[0] == 'u':
+		rec.Error = fmt.Sprintf("unsupported value of type %s: not a derivation or an attribute set", string(v[1:]))
+	case v[0] == 's':
+		names, err := decodeNames(v[1:])
+		if err != nil {
+			rec.Error = fmt.Sprintf("read attribute names: %v", err)
+			break
+		}
+		return names, nil, nil
+	case v[0] == 'd':
+		var d struct {
+			DrvPath string            `json:"drvPath"`
+			Name    string            `json:"name"`
+			System  string            `json:"system"`
+			Outputs map[string]string `json:"outputs"`
+		}
+		if err := json.Unmarshal(v[1:], &d); err != nil {
+			rec.Error = fmt.Sprintf("read derivation: %v", err)
+			break
+		}
+		rec.DrvPath, rec.Name, rec.System, rec.Outputs = d.DrvPath, d.Name, d.System, d.Outputs
 	default:
-		return w.split(ctx, child, grand, 0, len(grand), false)
+		rec.Error = "evaluation failed"
 	}
+	return nil, rec, nil
 }
 
-// explain asks nix, one job at a time, why each job that tryEval caught
-// failed, so the job carries nix's own message.
-func (w *walker) explain(ctx context.Context, recs []walkRecord) {
-	var wg sync.WaitGroup
-	for i := range recs {
-		r := &recs[i]
-		if !r.Failed || r.msg != "" {
+// died turns the repl's end into the evaluation's error.
+func (b *Builtin) died(ctx context.Context, r *repl, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	var d *diedError
+	msg := err.Error()
+	if errors.As(err, &d) {
+		msg = evaljobs.CleanError(d.msg)
+		if d.msg == "" {
+			msg = "nix repl exited"
+		}
+	}
+	if nix.OutOfMemory(msg) && b.Nix != nil && b.Nix.MaxMemoryMB > 0 {
+		msg = (&nix.Error{MemoryLimitMB: b.Nix.MaxMemoryMB}).MemoryMessage()
+	}
+	return &Failure{Msg: "nix repl: " + msg}
+}
+
+// lock copies the flake at ref (a path: reference) into a scratch
+// directory and locks it there, leaving the original untouched.
+func (b *Builtin) lock(ctx context.Context, ref string) (string, func(), error) {
+	dir, ok := strings.CutPrefix(ref, "path:")
+	if !ok {
+		return "", nil, &Failure{Msg: "flake " + ref + " needs a lock file"}
+	}
+	if q := strings.IndexByte(dir, '?'); q >= 0 {
+		dir = dir[:q]
+	}
+	scratch, err := os.MkdirTemp(b.ScratchDir, "locked-")
+	if err != nil {
+		return "", nil, fmt.Errorf("create scratch dir: %w", err)
+	}
+	cleanup := func() { _ = os.RemoveAll(scratch) }
+	dst := filepath.Join(scratch, "flake")
+	if err := os.CopyFS(dst, os.DirFS(dir)); err != nil {
+		cleanup()
+		return "", nil, &Failure{Msg: fmt.Sprintf("copy the flake to lock it: %v", err)}
+	}
+	if _, err := b.Nix.Output(ctx, []string{"flake", "lock"}, "path:"+dst); err != nil {
+		cleanup()
+		if ctx.Err() != nil {
+			return "", nil, ctx.Err()
+		}
+		return "", nil, &Failure{Msg: "lock the flake: " + nixMessage(err)}
+	}
+	return "path:" + dst, cleanup, nil
+}
+
+// nixLines joins a Nix file into one line: comments dropped (walk.nix has
+// no # or newline inside strings).
+func nixLines(src string) []string {
+	var out []string
+	for _, l := range strings.Split(src, "\n") {
+		if i := strings.IndexByte(l, '#'); i >= 0 {
+			l = l[:i]
+		}
+		if l = strings.TrimSpace(l); l != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// attrPathExpr is path as a Nix attribute path of string literals.
+func attrPathExpr(path []string) string {
+	parts := make([]string, len(path))
+	for i, p := range path {
+		parts[i] = nix.StringLiteral(p)
+	}
+	return strings.Join(parts, ".")
+}
+
+// decodeNames reads the JSON list of strings builtins.toJSON printed,
+// keeping bytes that are not UTF-8 as they are (encoding/json would turn
+// them into U+FFFD, merging distinct names).
+func decodeNames(s []byte) ([]string, error) {
+	var names []string
+	i := 0
+	ws := func() {
+		for i < len(s) && (s[i] == ' ' || s[i] == '\n' || s[i] == '\t' || s[i] == '\r') {
+			i++
+		}
+	}
+	ws()
+	if i >= len(s) || s[i] != '[' {
+		return nil, errors.New("not a list")
+	}
+	i++
+	ws()
+	if i < len(s) && s[i] == ']' {
+		return []string{}, nil
+	}
+	for {
+		ws()
+		if i >= len(s) || s[i] != '"' {
+			return nil, errors.New("not a string")
+		}
+		i++
+		var b []byte
+		for {
+			if i >= len(s) {
+				return nil, errors.New("unterminated string")
+			}
+			c := s[i]
+			i++
+			if c == '"' {
+				break
+			}
+			if c != '\\' {
+				b = append(b, c)
+				continue
+			}
+			if i >= len(s) {
+				return nil, errors.New("unterminated escape")
+			}
+			c = s[i]
+			i++
+			switch c {
+			case 'n':
+				b = append(b, '\n')
+			case 'r':
+				b = append(b, '\r')
+			case 't':
+				b = append(b, '\t')
+			case 'b':
+				b = append(b, '\b')
+			case 'f':
+				b = append(b, '\f')
+			case 'u':
+				if i+4 > len(s) {
+					return nil, errors.New("short \\u escape")
+				}
+				v, err := strconv.ParseUint(string(s[i:i+4]), 16, 16)
+				if err != nil {
+					return nil, fmt.Errorf("bad \\u escape: %w", err)
+				}
+				i += 4
+				b = append(b, string(rune(v))...)
+			default:
+				b = append(b, c)
+			}
+		}
+		names = append(names, string(b))
+		ws()
+		if i < len(s) && s[i] == ',' {
+			i++
 			continue
 		}
-		wg.Go(func() {
-			var ok bool
-			err := w.eval(ctx, "probe", r.AttrPath, &ok)
-			switch {
-			case ctx.Err() != nil:
-			case err != nil:
-				r.msg = nixMessage(err)
-			default:
-				w.b.Logger.Warn("failed job evaluates on its own", "attr", evaljobs.AttrName(r.AttrPath))
-			}
-		})
+		if i < len(s) && s[i] == ']' {
+			return names, nil
+		}
+		return nil, errors.New("expected , or ]")
 	}
-	wg.Wait()
 }
 
 // nixMessage is the error nix reported, or err itself if nix said nothing.
 func nixMessage(err error) string {
 	var ne *nix.Error
+	if errors.As(err, &ne) && ne.MemoryLimitMB > 0 {
+		return ne.MemoryMessage()
+	}
 	if errors.As(err, &ne) && strings.TrimSpace(ne.Stderr) != "" {
 		return evaljobs.CleanError(ne.Stderr)
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os/exec"
 	"strconv"
 
 	"nixbus.dev/nixbus/pkg/bus"
@@ -44,11 +43,11 @@ func (e *NixEvalJobs) Args(installable string) []string {
 // come. If it exits with an error, the records read so far are returned
 // with a *Failure holding its message.
 func (e *NixEvalJobs) Eval(ctx context.Context, installable string) (Result, error) {
-	cmd := exec.CommandContext(ctx, e.Bin, e.Args(installable)...)
-	if e.Nix != nil && len(e.Nix.Env) > 0 {
-		cmd.Env = append(cmd.Environ(), e.Nix.Env...)
-	}
-	stderr := &tailBuffer{max: 64 << 10}
+	// Its own process group, killed with this process and on ctx's end;
+	// not the rlimit of Nix.Start: nix-eval-jobs applies --max-memory-size
+	// to its workers itself.
+	cmd := e.Nix.Exec(ctx, e.Bin, e.Args(installable)...)
+	stderr := nix.NewCapped(nix.StderrHead, nix.StderrTail)
 	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -63,9 +62,10 @@ func (e *NixEvalJobs) Eval(ctx context.Context, installable string) (Result, err
 	})
 	if err != nil {
 		// Reading failed: drain nothing more, let Wait reap the process.
-		_ = cmd.Process.Kill()
+		_ = cmd.Cancel()
 	}
 	werr := cmd.Wait()
+	_ = cmd.Cancel() // whatever is left in its group
 	if ctx.Err() != nil {
 		return res, ctx.Err()
 	}
@@ -92,19 +92,3 @@ func IsFailure(err error) (string, bool) {
 	}
 	return "", false
 }
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	max int
-	buf []byte
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.buf = append(t.buf, p...)
-	if over := len(t.buf) - t.max; over > 0 {
-		t.buf = append(t.buf[:0], t.buf[over:]...)
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) String() string { return string(t.buf) }
