@@ -123,39 +123,58 @@ func (h *handler) evaluate(ctx context.Context, ev *nixbuspb.ChangeEvent, run st
 
 	ectx, cancel := context.WithTimeout(ctx, cfg.EvalTimeout)
 	defer cancel()
-	out, err := h.evaluateIn(ectx, ev, run, workDir, logger)
+	out, err := h.evaluateIn(ctx, ectx, ev, run, workDir, logger)
+	if ctx.Err() != nil {
+		return outcome{}, ctx.Err()
+	}
+	// Whatever went wrong, the run's EvalDone must fit on the bus: a
+	// failure that did not would be retried forever and the run would
+	// never get a verdict.
+	out.failure = bus.Truncate(out.failure, maxErrorBytes)
+	return out, err
+}
+
+// evaluateIn evaluates within ectx (ctx and the evaluation timeout). On
+// the timeout, the jobs evaluated before it are kept and the timeout is
+// the run's eval error.
+func (h *handler) evaluateIn(ctx, ectx context.Context, ev *nixbuspb.ChangeEvent, run, workDir string, logger *slog.Logger) (outcome, error) {
+	timedOut := func() string {
+		return fmt.Sprintf("evaluation timed out after %s", h.s.cfg.EvalTimeout)
+	}
+	flakeDir, failure, err := h.flakeDir(ectx, ev, workDir)
 	if ctx.Err() != nil {
 		return outcome{}, ctx.Err()
 	}
 	if ectx.Err() != nil {
-		return outcome{failure: fmt.Sprintf("evaluation timed out after %s", cfg.EvalTimeout)}, nil
+		return outcome{failure: timedOut()}, nil
 	}
-	return out, err
-}
-
-func (h *handler) evaluateIn(ctx context.Context, ev *nixbuspb.ChangeEvent, run, workDir string, logger *slog.Logger) (outcome, error) {
-	flakeDir, failure, err := h.flakeDir(ctx, ev, workDir)
 	if err != nil || failure != "" {
 		return outcome{failure: failure}, err
 	}
 	installable := "path:" + flakeDir + "#hydraJobs"
 	begin := time.Now()
-	ectx, span := h.s.tracer.Start(ctx, "eval", trace.WithAttributes(attribute.String("nix.installable", installable)))
-	res, err := h.runEvaluator(ectx, installable, workDir, logger)
+	sctx, span := h.s.tracer.Start(ectx, "eval", trace.WithAttributes(attribute.String("nix.installable", installable)))
+	res, err := h.runEvaluator(sctx, installable, workDir, logger)
 	h.s.metrics.garbage.Add(float64(res.Garbage))
 	span.SetAttributes(attribute.String("nixbus.evaluator", res.Evaluator), attribute.Int("nixbus.records", len(res.Records)))
 	// A failed evaluation still reports the jobs it got to.
 	evalFailure, failed := eval.IsFailure(err)
-	if failed {
-		span.SetStatus(codes.Error, evalFailure)
-	}
 	if ctx.Err() != nil {
 		bus.EndSpan(span, ctx.Err())
 		return outcome{}, ctx.Err()
 	}
-	if err != nil && !failed {
+	if ectx.Err() != nil {
+		evalFailure, failed = timedOut(), true
+		if len(res.Records) > 0 {
+			evalFailure += fmt.Sprintf(" (after %d attributes)", len(res.Records))
+		}
+		logger.Warn("evaluation timed out, reporting the jobs evaluated before", "records", len(res.Records))
+	} else if err != nil && !failed {
 		bus.EndSpan(span, err)
 		return outcome{}, err
+	}
+	if failed {
+		span.SetStatus(codes.Error, evalFailure)
 	}
 	span.End()
 	h.s.metrics.evalSeconds.WithLabelValues(res.Evaluator).Observe(time.Since(begin).Seconds())
@@ -218,7 +237,7 @@ func (h *handler) runEvaluator(ctx context.Context, installable, workDir string,
 		bin, _ = exec.LookPath("nix-eval-jobs")
 	}
 	if bin == "" || cfg.Builtin {
-		b := &eval.Builtin{Nix: h.s.evalNix, Workers: cfg.Workers, GCRootsDir: cfg.GCRootsDir, Logger: logger}
+		b := &eval.Builtin{Nix: h.s.evalNix, Workers: cfg.Workers, GCRootsDir: cfg.GCRootsDir, ScratchDir: workDir, Logger: logger}
 		return b.Eval(ctx, installable)
 	}
 	roots := cfg.GCRootsDir

@@ -44,10 +44,10 @@ type Deps struct {
 
 // Service is a running evaluator.
 type Service struct {
-	cfg     Config
-	js      jetstream.JetStream
-	logger  *slog.Logger
-	nix     *nix.Nix
+	cfg    Config
+	js     jetstream.JetStream
+	logger *slog.Logger
+	nix    *nix.Nix
 	// evalNix is nix with MaxMemoryMB applied, for the built-in evaluator.
 	evalNix *nix.Nix
 	fetcher Fetcher
@@ -74,7 +74,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 	return &Service{
 		cfg: cfg, js: d.JS, logger: logger, nix: d.Nix, fetcher: d.Fetcher,
 		evalNix: &nix.Nix{Bin: d.Nix.Bin, Options: d.Nix.Options, Env: d.Nix.Env, MaxMemoryMB: cfg.MaxMemoryMB},
-		pub: bus.NewPublisher(d.JS, logger), tracer: bus.Tracer(d.TracerProvider, "nixbus.dev/nixbus/services/evaluator"),
+		pub:     bus.NewPublisher(d.JS, logger), tracer: bus.Tracer(d.TracerProvider, "nixbus.dev/nixbus/services/evaluator"),
 		metrics: newMetrics(d.Registerer),
 	}, nil
 }

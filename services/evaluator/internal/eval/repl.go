@@ -211,27 +211,30 @@ func (r *repl) readStdout(rd io.Reader) {
 func (r *repl) readStderr(rd io.Reader) {
 	defer close(r.errs)
 	seq := uint64(1)
-	want := "trace: " + r.marker(seq)
+	want := []byte("trace: " + r.marker(seq))
 	var msg strings.Builder
 	capturing := false
 	readLines(rd, maxErrLine, func(line []byte, cut bool) {
-		plain := nix.StripANSI(string(line))
+		// No copy of a line that is neither the marker nor kept.
+		if bytes.IndexByte(line, 0x1b) >= 0 {
+			line = []byte(nix.StripANSI(string(line)))
+		}
 		switch {
-		case plain == want:
+		case bytes.Equal(line, want):
 			r.errs <- errSeg{msg: msg.String()}
 			msg.Reset()
 			capturing = false
 			seq++
-			want = "trace: " + r.marker(seq)
+			want = []byte("trace: " + r.marker(seq))
 			return
-		case strings.HasPrefix(plain, "error:"):
+		case bytes.HasPrefix(line, []byte("error:")):
 			msg.Reset()
 			capturing = true
 		case !capturing:
 			return
 		}
 		if room := maxMessage - msg.Len(); room > 0 {
-			msg.WriteString(plain[:min(room, len(plain))])
+			msg.Write(line[:min(room, len(line))])
 			if cut {
 				msg.WriteString(" [...]")
 			}
