@@ -21,6 +21,13 @@ type Config struct {
 	// VerdictFailedCap bounds the failed jobs listed in one verdict (the
 	// counts stay exact), keeping it far below the bus's 1 MiB limit.
 	VerdictFailedCap int
+	// RunTimeout is the run deadline: a run still unfinished this long
+	// after it started has its unfinished jobs failed and gets its verdict.
+	// A restart never replays further back than this.
+	RunTimeout time.Duration
+	// NoBuilderTimeout fails a system's unfinished jobs once no builder of
+	// that system has announced itself for this long.
+	NoBuilderTimeout time.Duration
 }
 
 // DefaultConfig is what RegisterFlags defaults to.
@@ -30,6 +37,8 @@ func DefaultConfig() Config {
 		PublishWindow:      4096,
 		PublishAckTimeout:  10 * time.Second,
 		VerdictFailedCap:   1000,
+		RunTimeout:         12 * time.Hour,
+		NoBuilderTimeout:   15 * time.Minute,
 	}
 }
 
@@ -40,12 +49,17 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.PublishWindow, "planner.publish-window", d.PublishWindow, "messages published and awaiting acknowledgement at once")
 	fs.DurationVar(&c.PublishAckTimeout, "planner.publish-ack-timeout", d.PublishAckTimeout, "wait for one acknowledgement before publishing again")
 	fs.IntVar(&c.VerdictFailedCap, "planner.verdict-failed-cap", d.VerdictFailedCap, "failed jobs listed in one run verdict; the rest are counted")
+	fs.DurationVar(&c.RunTimeout, "planner.run-timeout", d.RunTimeout, "fail the unfinished jobs of a run this long after it started; restarts replay no further back")
+	fs.DurationVar(&c.NoBuilderTimeout, "planner.no-builder-timeout", d.NoBuilderTimeout, "fail a system's unfinished jobs when no builder of it has been seen for this long")
 }
 
 // Validate checks the configuration.
 func (c *Config) Validate() error {
 	if c.CheckpointInterval <= 0 || c.PublishAckTimeout <= 0 {
 		return errors.New("planner.checkpoint-interval and planner.publish-ack-timeout must be positive")
+	}
+	if c.RunTimeout <= 0 || c.NoBuilderTimeout <= 0 {
+		return errors.New("planner.run-timeout and planner.no-builder-timeout must be positive")
 	}
 	if c.PublishWindow <= 0 {
 		return errors.New("planner.publish-window must be positive")

@@ -28,6 +28,7 @@ import (
 type state struct {
 	s       *Service
 	out     *outbox
+	reports jetstream.Stream // where verdicts are: a run with one is finished
 	runs    map[string]*run
 	changes map[changeKey]changeRun
 	lastSeq uint64
@@ -96,8 +97,8 @@ type planned struct {
 // emitChunk bounds the messages one turn of a run's backlog publishes.
 const emitChunk = 256
 
-func newState(s *Service, out *outbox, spawn func(func())) *state {
-	return &state{s: s, out: out, runs: map[string]*run{}, changes: map[changeKey]changeRun{},
+func newState(s *Service, out *outbox, reports jetstream.Stream, spawn func(func())) *state {
+	return &state{s: s, out: out, reports: reports, runs: map[string]*run{}, changes: map[changeKey]changeRun{},
 		planned: make(chan planned, 16), spawn: spawn}
 }
 
@@ -175,6 +176,12 @@ func (st *state) started(ctx context.Context, runID string, seq uint64, m *nixbu
 		st.s.logger.Error("drop run with a malformed id", "run", bus.Truncate(runID, 200))
 		return nil
 	}
+	// A finished run stays finished however old: once JetStream forgot
+	// the message ids (its duplicate window), replaying it would publish
+	// its outcomes, verdict and builds again.
+	if done, err := st.finished(ctx, runID); err != nil || done {
+		return err
+	}
 	r := &run{id: runID, seq: seq, change: m.GetChange(), startedMs: m.GetStartedUnixMs(),
 		attrs: map[string]struct{}{}, building: map[string]int{}}
 	for _, k := range []string{"traceparent", "tracestate"} {
@@ -218,6 +225,27 @@ func (st *state) supersede(ctx context.Context, r *run, at time.Time) error {
 		return st.requestCancel(ctx, r, prev.run, supersededReason(cur.patchset, prev.patchset), at)
 	}
 	return nil
+}
+
+// finished reports whether run has its verdict stored, retrying until the
+// stream answers or ctx ends.
+func (st *state) finished(ctx context.Context, runID string) (done bool, err error) {
+	err = retry(ctx, st.s.logger, "look up verdict", func() error {
+		_, err := st.reports.GetLastMsgForSubject(ctx, bus.VerdictSubject(runID))
+		switch {
+		case err == nil:
+			done = true
+		case bus.IsNotFound(err):
+			done = false
+		default:
+			return err
+		}
+		return nil
+	})
+	if done {
+		st.s.logger.Debug("skip finished run", "run", runID)
+	}
+	return done, err
 }
 
 func supersededReason(old, newer int32) string {

@@ -45,6 +45,8 @@ type Service struct {
 	// beforePlan, when set (by tests), runs in the background task before
 	// a run's DAG is built.
 	beforePlan func(ctx context.Context, runID string)
+	// now is the clock deadlines are measured with (tests move it).
+	now func() time.Time
 }
 
 // New checks cfg and returns a planner.
@@ -59,7 +61,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 		d.Registerer = prometheus.NewRegistry()
 	}
 	return &Service{cfg: cfg, js: d.JS, logger: d.Logger.With("service", "planner"), metrics: newMetrics(d.Registerer),
-		tracer: bus.Tracer(d.TracerProvider, "nixbus.dev/nixbus/services/planner")}, nil
+		tracer: bus.Tracer(d.TracerProvider, "nixbus.dev/nixbus/services/planner"), now: time.Now}, nil
 }
 
 // Run plans runs until ctx ends, then returns nil.
@@ -92,9 +94,13 @@ func (s *Service) run(ctx context.Context) error {
 		s.logger.Warn("checkpoint beyond the runs stream, replaying it all", "checkpoint", from, "last", last)
 		from = 0
 	}
-	cc := jetstream.OrderedConsumerConfig{FilterSubjects: []string{bus.RunAll}, DeliverPolicy: jetstream.DeliverAllPolicy}
-	if from > 1 {
-		cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
+	reports, err := s.js.Stream(ctx, bus.StreamReports)
+	if err != nil {
+		return fmt.Errorf("planner: open %s: %w", bus.StreamReports, err)
+	}
+	cc, err := s.replayFrom(ctx, stream, from)
+	if err != nil {
+		return fmt.Errorf("planner: %w", err)
 	}
 	cons, err := stream.OrderedConsumer(ctx, cc)
 	if err != nil {
@@ -145,7 +151,7 @@ func (s *Service) run(ctx context.Context) error {
 		out.run(ctx)
 	}()
 
-	st := newState(s, out, func(f func()) {
+	st := newState(s, out, reports, func(f func()) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -194,4 +200,28 @@ func (s *Service) run(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// replayFrom is where reading the runs stream starts: at the checkpoint,
+// but never more than the run deadline back. A run older than that has
+// passed its deadline: it was finished, or it cannot be anymore.
+func (s *Service) replayFrom(ctx context.Context, stream jetstream.Stream, from uint64) (jetstream.OrderedConsumerConfig, error) {
+	cc := jetstream.OrderedConsumerConfig{FilterSubjects: []string{bus.RunAll}, DeliverPolicy: jetstream.DeliverAllPolicy}
+	bound := s.now().Add(-s.cfg.RunTimeout)
+	if from > 1 {
+		m, err := stream.GetMsg(ctx, from)
+		switch {
+		case err == nil && !m.Time.Before(bound):
+			cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
+			return cc, nil
+		case err != nil && !bus.IsNotFound(err):
+			return cc, fmt.Errorf("read checkpoint message %d: %w", from, err)
+		}
+	}
+	// No checkpoint, or one older than the deadline (or gone): by time.
+	if first := stream.CachedInfo().State.FirstTime; first.Before(bound) {
+		s.logger.Info("replay starts at the run deadline", "checkpoint", from, "since", bound)
+		cc.DeliverPolicy, cc.OptStartTime = jetstream.DeliverByStartTimePolicy, &bound
+	}
+	return cc, nil
 }

@@ -1,0 +1,148 @@
+package planner
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"nixbus.dev/nixbus/pkg/bus"
+	"nixbus.dev/nixbus/pkg/natstest"
+	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
+)
+
+// startPlannerWith runs a planner like startPlanner, with its metrics in
+// reg and its clock at now (nil: the real one).
+func (e *env) startPlannerWith(cfg Config, reg prometheus.Registerer, now func() time.Time) (stop func()) {
+	e.t.Helper()
+	_, js := e.srv.Connect(e.t)
+	p, err := New(cfg, Deps{JS: js, Logger: slog.New(slog.DiscardHandler), Registerer: reg})
+	require.NoError(e.t, err)
+	if now != nil {
+		p.now = now
+	}
+	ctx, cancel := context.WithCancel(e.t.Context())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			require.NoError(e.t, <-done)
+		})
+	}
+	e.t.Cleanup(stop)
+	return stop
+}
+
+// forgetIDs waits until JetStream's duplicate window has passed for every
+// message published so far: a probe published again is stored again.
+func (e *env) forgetIDs() {
+	e.t.Helper()
+	probe := &nixbuspb.JobOutcome{RunId: "probe"}
+	data, err := bus.Encode(probe)
+	require.NoError(e.t, err)
+	_, err = e.js.Publish(e.t.Context(), bus.OutcomeSubject("probe"), data, jetstream.WithMsgID("probe"))
+	require.NoError(e.t, err)
+	require.Eventually(e.t, func() bool {
+		ack, err := e.js.Publish(e.t.Context(), bus.OutcomeSubject("probe"), data, jetstream.WithMsgID("probe"))
+		return err == nil && !ack.Duplicate
+	}, 20*time.Second, 20*time.Millisecond, "the duplicate window never passed")
+}
+
+func (e *env) resetCheckpoint() {
+	e.t.Helper()
+	kv, err := e.js.KeyValue(e.t.Context(), bus.PlannerBucket)
+	require.NoError(e.t, err)
+	require.NoError(e.t, kv.Purge(e.t.Context(), checkpointKey))
+}
+
+// TestPlannerFinishedRunStaysFinished replays a finished run after the
+// duplicate window passed: nothing of it is published again (issue 8,
+// hole 5).
+func TestPlannerFinishedRunStaysFinished(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	opts := bus.DefaultStreamOptions()
+	opts.DuplicateWindow = 200 * time.Millisecond
+	require.NoError(t, bus.EnsureStreams(t.Context(), js, opts))
+	e := &env{t: t, srv: srv, js: js, pub: bus.NewPublisher(js, slog.New(slog.DiscardHandler))}
+
+	stop := e.startPlanner(testConfig())
+	b := e.startBuilder(func(r *nixbuspb.BuildRequest) nixbuspb.BuildStatus {
+		if r.GetDrvPath() == drv("broken") {
+			return nixbuspb.BuildStatus_BUILD_STATUS_FAILED
+		}
+		return nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED
+	})
+	e.startRun("r1", &nixbuspb.ChangeEvent{Project: "p", Change: 5, Patchset: 1})
+	e.job("r1", &nixbuspb.Job{Attr: "a", DrvPath: drv("a"), System: x86})
+	e.job("r1", &nixbuspb.Job{Attr: "broken", DrvPath: drv("broken"), System: x86, DependsOn: []string{drv("a")}})
+	e.evalDone("r1", 2, "")
+	require.Equal(t, nixbuspb.RunStatus_RUN_STATUS_FAILED, e.verdict("r1").GetStatus())
+	stop()
+
+	// A restart long after, reading from before r1 (as a checkpoint that
+	// another, long run pinned would make it).
+	e.forgetIDs()
+	e.resetCheckpoint()
+	e.startPlanner(testConfig())
+	e.startRun("r2", nil)
+	e.evalDone("r2", 0, "")
+	e.verdict("r2") // read after r1's messages
+
+	require.Len(t, natstest.Read[nixbuspb.RunVerdict](t, e.js, bus.StreamReports, bus.VerdictSubject("r1")), 1)
+	require.Len(t, natstest.Read[nixbuspb.JobOutcome](t, e.js, bus.StreamReports, bus.OutcomeSubject("r1")), 2)
+	require.Equal(t, map[string]int{"r1/" + drv("a"): 1, "r1/" + drv("broken"): 1}, b.counts())
+}
+
+// TestPlannerReplayBound restarts a planner whose checkpoint is pinned by
+// a run older than the run deadline: it does not read that run again.
+func TestPlannerReplayBound(t *testing.T) {
+	e := newEnv(t)
+	stop := e.startPlanner(testConfig())
+	// No builder: "old" never ends on its own.
+	e.startRun("old", nil)
+	e.job("old", &nixbuspb.Job{Attr: "a", DrvPath: drv("a"), System: x86})
+	e.evalDone("old", 1, "")
+	require.Eventually(t, func() bool {
+		return count(t, e.js, bus.StreamBuilds, bus.BuildSubject(x86)) == 1
+	}, 10*time.Second, 10*time.Millisecond)
+	stop()
+
+	// Restarted with a run deadline "old" has passed.
+	cfg := testConfig()
+	cfg.RunTimeout = 200 * time.Millisecond
+	runs, err := e.js.Stream(t.Context(), bus.StreamRuns)
+	require.NoError(t, err)
+	first, err := runs.GetMsg(t.Context(), 1)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return time.Since(first.Time) > 2*cfg.RunTimeout }, 5*time.Second, 10*time.Millisecond)
+	reg := prometheus.NewRegistry()
+	e.startPlannerWith(cfg, reg, nil)
+	e.startRun("new", nil)
+	e.evalDone("new", 0, "")
+	e.verdict("new")
+	require.Eventually(t, func() bool {
+		return gaugeValue(t, reg, "nixbus_planner_active_runs") == 0
+	}, 5*time.Second, 10*time.Millisecond, "the old run was read again")
+	require.Empty(t, natstest.Read[nixbuspb.RunVerdict](t, e.js, bus.StreamReports, bus.VerdictSubject("old")))
+}
+
+func gaugeValue(t *testing.T, g prometheus.Gatherer, name string) float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
