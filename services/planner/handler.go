@@ -230,7 +230,7 @@ func (st *state) supersede(ctx context.Context, r *run, at time.Time) error {
 // finished reports whether run has its verdict stored, retrying until the
 // stream answers or ctx ends.
 func (st *state) finished(ctx context.Context, runID string) (done bool, err error) {
-	err = retry(ctx, st.s.logger, "look up verdict", func() error {
+	err = untilDone(ctx, st.s.logger, "look up verdict", func() error {
 		_, err := st.reports.GetLastMsgForSubject(ctx, bus.VerdictSubject(runID))
 		switch {
 		case err == nil:
