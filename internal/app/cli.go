@@ -16,7 +16,7 @@ import (
 const usage = `nixbus: Gerrit-driven CI for Nix flakes.
 
 Usage:
-  nixbus serve [flags]              run services (default: all six) until interrupted
+  nixbus serve [flags]              run services (default: all) until interrupted
   nixbus <service> [flags]          run one service (same as serve --service=<service>)
   nixbus run [flags] <flake dir>    evaluate, build, upload and report one local flake, then exit
   nixbus plan --jobs F --derivations F [--fail F] [--systems S,...]

@@ -12,6 +12,7 @@ import (
 	gerritingest "nixbus.dev/nixbus/services/gerrit-ingest"
 	"nixbus.dev/nixbus/services/planner"
 	"nixbus.dev/nixbus/services/reporter"
+	"nixbus.dev/nixbus/services/web"
 )
 
 // Service is what every nixbus service is once constructed.
@@ -27,6 +28,7 @@ type Configs struct {
 	Builder       builder.Config
 	CacheUploader cacheuploader.Config
 	Reporter      reporter.Config
+	Web           web.Config
 	Gerrit        GerritConfig
 }
 
@@ -38,6 +40,7 @@ func (c *Configs) RegisterFlags(fs *flag.FlagSet) {
 	c.Builder.RegisterFlags(fs)
 	c.CacheUploader.RegisterFlags(fs)
 	c.Reporter.RegisterFlags(fs)
+	c.Web.RegisterFlags(fs)
 	c.Gerrit.RegisterFlags(fs)
 }
 
@@ -116,6 +119,14 @@ var registry = []entry{
 		s, err := reporter.New(c.Reporter, reporter.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg, Gerrit: p, Out: d.out, TracerProvider: d.tp})
 		if err == nil && d.mux != nil {
 			d.mux.Handle("/logs/", stripPrefix("/logs", s.LogHandler()))
+		}
+		return s, err
+	}},
+	// The status pages, at / of --http.address (nothing without one).
+	{"web", func(c *Configs, d deps) (Service, error) {
+		s, err := web.New(c.Web, web.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg, TracerProvider: d.tp})
+		if err == nil && d.mux != nil {
+			d.mux.Handle("/", s.Handler())
 		}
 		return s, err
 	}},

@@ -2,6 +2,7 @@ package reporter
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -27,7 +28,7 @@ func (s *Service) LogHandler() http.Handler {
 		obj, err := store.Get(r.Context(), run+"/"+drv)
 		if err != nil {
 			if bus.IsNotFound(err) {
-				http.Error(w, "no such log", http.StatusNotFound)
+				s.serveLiveLog(w, r, run, drv)
 				return
 			}
 			http.Error(w, "log store unavailable", http.StatusServiceUnavailable)
@@ -44,6 +45,32 @@ func (s *Service) LogHandler() http.Handler {
 		}
 	})
 }
+
+// serveLiveLog answers for a log not stored yet with what the build has
+// streamed so far (bus.LogSubject): a link to a running build's log works.
+func (s *Service) serveLiveLog(w http.ResponseWriter, r *http.Request, run, drv string) {
+	live, ok, err := bus.ReadLiveLog(r.Context(), s.js, run, drv, maxLiveLog)
+	if err != nil {
+		s.logger.Warn("read live log", "run", run, "drv", drv, "err", err)
+		http.Error(w, "log store unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	if !ok {
+		http.Error(w, "no such log", http.StatusNotFound)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	state := "still running; reload for more"
+	if live.Final {
+		state = "finished; the stored log will replace this"
+	}
+	_, _ = fmt.Fprintf(w, "[nixbus: this build is %s]\n", state)
+	_, _ = w.Write(live.Data)
+}
+
+// maxLiveLog bounds a live log served at once (builders stream less).
+const maxLiveLog = 64 << 20
 
 // validToken refuses traversal and anything a log key cannot hold.
 func validToken(s string) bool {

@@ -174,8 +174,18 @@ func TestLogHandler(t *testing.T) {
 	require.NoError(t, err)
 	_, err = store.PutBytes(t.Context(), bus.LogKey("r1", "/nix/store/abc-broken.drv"), []byte("building...\nexit 1\n"))
 	require.NoError(t, err)
+	// A build still running has streamed part of its log: its link works.
+	running := "/nix/store/def-running.drv"
+	for i, text := range []string{"step 1\n", "step 2\n"} {
+		c := &nixbuspb.LogChunk{RunId: "r1", DrvPath: running, Delivery: 1, Seq: int64(i), Data: []byte(text)}
+		require.NoError(t, bus.NewPublisher(js, slog.New(slog.DiscardHandler)).Publish(t.Context(), bus.LogSubject("r1", running), bus.MsgIDLogChunk("r1", running, 0, 1, int64(i)), c, nil))
+	}
 
 	h := http.StripPrefix("/logs", s.LogHandler())
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/logs/r1/def-running.drv", nil))
+	require.Equal(t, http.StatusOK, rec.Code, "a running build's log link answers")
+	require.Equal(t, "[nixbus: this build is still running; reload for more]\nstep 1\nstep 2\n", rec.Body.String())
 	for path, want := range map[string]int{
 		"/logs/r1/abc-broken.drv": http.StatusOK,
 		"/logs/r1/nope.drv":       http.StatusNotFound,
