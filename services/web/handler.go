@@ -461,7 +461,7 @@ var funcs = template.FuncMap{
 		}
 		return time.UnixMilli(ms).UTC().Format("2006-01-02 15:04:05 UTC")
 	},
-	"iso": func(ms int64) string { return time.UnixMilli(ms).UTC().Format(time.RFC3339) },
+	"iso":  func(ms int64) string { return time.UnixMilli(ms).UTC().Format(time.RFC3339) },
 	"path": url.PathEscape,
 	"join": strings.Join,
 }
