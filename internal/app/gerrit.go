@@ -129,8 +129,15 @@ func triggerCommand(ctx context.Context, args []string, stdout, stderr *os.File)
 	if err != nil {
 		return err
 	}
+	if err := o.NATSAuth.validate(o.NATSURL); err != nil {
+		return err
+	}
+	auth, err := o.NATSAuth.options()
+	if err != nil {
+		return err
+	}
 	logger := o.Logger(stderr)
-	inst := &Instance{url: o.NATSURL, logger: logger, tracing: newTracing(o.OTelEndpoint, logger)}
+	inst := &Instance{url: o.NATSURL, auth: auth, logger: logger, tracing: newTracing(o.OTelEndpoint, logger)}
 	defer inst.close()
 	tp, err := inst.tracing.provider(ctx, "trigger")
 	if err != nil {
