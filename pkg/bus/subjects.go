@@ -8,6 +8,7 @@
 //	nixbus.change.<project-token>        ChangeEvent      stream NIXBUS_CHANGES (work queue)
 //	nixbus.run.<run>.started             RunStarted       stream NIXBUS_RUNS
 //	nixbus.run.<run>.job                 Job              stream NIXBUS_RUNS
+//	nixbus.run.<run>.graph               GraphChunk       stream NIXBUS_RUNS
 //	nixbus.run.<run>.evaluated           EvalDone         stream NIXBUS_RUNS
 //	nixbus.run.<run>.result              BuildResult      stream NIXBUS_RUNS
 //	nixbus.run.<run>.cancel              Cancel           stream NIXBUS_RUNS
@@ -33,6 +34,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -87,6 +89,7 @@ const (
 const (
 	RunStartedKind = "started"
 	RunJobKind     = "job"
+	RunGraphKind   = "graph"
 	RunEvalKind    = "evaluated"
 	RunResultKind  = "result"
 	RunCancelKind  = "cancel"
@@ -217,6 +220,11 @@ func MsgIDRebuildResult(runID, drv string, restartSeq uint64) string {
 // MsgIDLogChunk names chunk seq of one attempt of a build's live log.
 func MsgIDLogChunk(runID, drv string, restartSeq, delivery uint64, seq int64) string {
 	return fmt.Sprintf("log:%s:%s:%d:%d:%d", runID, drvBase(drv), restartSeq, delivery, seq)
+}
+
+// MsgIDGraph is the id of a run's graph chunk number index.
+func MsgIDGraph(runID string, index int32) string {
+	return "graph:" + runID + ":" + strconv.Itoa(int(index))
 }
 
 // hashed keeps ids short and header-safe whatever an attribute name holds.

@@ -1,8 +1,9 @@
 // Package drv reads Nix derivation graphs and turns them into what a CI
-// scheduler needs: for each job derivation, the job derivations it must wait
-// for. It reads `nix show-derivation -r` / `nix derivation show -r` JSON or
-// .drv files (ATerm) directly, and computes job dependencies in time linear
-// in derivations plus edges, without materialising closures.
+// scheduler needs: the graph between the job derivations (Reduce), by
+// which each job waits for the jobs reachable from it through non-job
+// derivations. It reads `nix show-derivation -r` / `nix derivation show -r`
+// JSON or .drv files (ATerm) directly, in time linear in derivations plus
+// edges, without materialising closures or job-to-job pairs.
 package drv
 
 import (

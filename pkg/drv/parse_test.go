@@ -223,9 +223,9 @@ in b.drvPath`
 		}
 	}
 	for _, graph := range []Graph{g, store} {
-		deps, err := JobDeps(t.Context(), graph, []string{a, b})
+		r, err := Reduce(t.Context(), graph, []string{a, b})
 		require.NoError(t, err)
-		require.Equal(t, map[string][]string{a: nil, b: {a}}, deps)
+		require.Equal(t, map[string][]string{a: nil, b: {a}}, jobDeps(r))
 	}
 	require.Contains(t, shown[top].Env["weird"], "quote \" backslash \\ newline \n tab \t cr \r dollar ${x} unicode é")
 }

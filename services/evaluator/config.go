@@ -57,6 +57,10 @@ type Config struct {
 	// PublishAckTimeout is how long one job's acknowledgement may take
 	// before the job is published again (de-duplicated by its id).
 	PublishAckTimeout time.Duration
+
+	// graphChunkBytes bounds one graph chunk (bus.MaxGraphChunkBytes when
+	// 0); tests lower it to see many chunks.
+	graphChunkBytes int
 }
 
 // HostSystem is the Nix system name of this host, e.g. x86_64-linux.

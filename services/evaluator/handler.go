@@ -28,6 +28,7 @@ type handler struct {
 // outcome is what evaluating one change gave.
 type outcome struct {
 	jobs    []*nixbuspb.Job
+	graph   []*nixbuspb.GraphChunk
 	dropped int
 	// failure is the whole evaluation's error, for EvalDone.error.
 	failure string
@@ -73,6 +74,9 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 	}
 	pctx, pspan := h.s.tracer.Start(ctx, "publish jobs", trace.WithAttributes(attribute.Int("nixbus.jobs", len(out.jobs))))
 	err = h.publishJobs(pctx, run, out.jobs, hdr)
+	if err == nil {
+		err = h.publishGraph(pctx, run, out.graph, hdr)
+	}
 	bus.EndSpan(pspan, err)
 	if err != nil {
 		return err
@@ -80,7 +84,7 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 	duration := time.Since(begin)
 	evalDone := &nixbuspb.EvalDone{
 		RunId: run, JobCount: int64(len(out.jobs)), Error: out.failure,
-		DurationMs: duration.Milliseconds(), DroppedJobs: int64(out.dropped),
+		DurationMs: duration.Milliseconds(), DroppedJobs: int64(out.dropped), GraphChunks: int32(len(out.graph)),
 	}
 	if err := h.s.pub.Publish(ctx, bus.RunSubject(run, bus.RunEvalKind), bus.MsgIDEvalDone(run), evalDone, hdr); err != nil {
 		return err

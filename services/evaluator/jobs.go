@@ -18,7 +18,8 @@ const maxErrorBytes = 32 << 10
 
 // toJobs turns evaluation records into the run's jobs: one per attribute,
 // jobs of other systems dropped, eval errors kept as failed jobs, each job
-// marked cached or not, and its dependencies on other jobs filled in.
+// marked cached or not; and the derivation graph between the jobs, in
+// chunks of bounded size, which orders them.
 func (h *handler) toJobs(ctx context.Context, run string, recs []eval.Record, logger *slog.Logger) (outcome, error) {
 	systems := map[string]bool{}
 	for _, s := range h.s.cfg.Systems {
@@ -50,7 +51,7 @@ func (h *handler) toJobs(ctx context.Context, run string, recs []eval.Record, lo
 			drvs = append(drvs, r.DrvPath)
 		}
 	}
-	deps, err := drv.JobDeps(ctx, drv.NewStoreGraph(), drvs)
+	graph, err := drv.Reduce(ctx, drv.NewStoreGraph(), drvs)
 	if err != nil {
 		if ctx.Err() != nil {
 			return outcome{}, ctx.Err()
@@ -64,15 +65,16 @@ func (h *handler) toJobs(ctx context.Context, run string, recs []eval.Record, lo
 	for i, r := range kept {
 		job := &nixbuspb.Job{
 			RunId: run, Attr: r.Attr, AttrPath: r.AttrPath, DrvPath: r.DrvPath, System: r.System,
-			Name: r.Name, Outputs: r.Outputs, Cached: cached[i], DependsOn: deps[r.DrvPath],
+			Name: r.Name, Outputs: r.Outputs, Cached: cached[i],
 		}
 		if r.Error != "" {
 			errs++
 			job.EvalError = bus.Truncate(r.Error, maxErrorBytes)
-			job.DrvPath, job.Outputs, job.Cached, job.DependsOn = "", nil, false, nil
+			job.DrvPath, job.Outputs, job.Cached = "", nil, false
 		}
 		out.jobs = append(out.jobs, job)
 	}
+	out.graph = bus.GraphChunks(run, graph.Drvs, graph.Edges, h.s.cfg.graphChunkBytes)
 	h.s.metrics.jobs.Add(float64(len(out.jobs)))
 	h.s.metrics.dropped.Add(float64(out.dropped))
 	h.s.metrics.errors.Add(float64(errs))

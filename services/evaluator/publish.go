@@ -12,11 +12,40 @@ import (
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
 )
 
-// publishJobs publishes one message per job asynchronously, at most
-// PublishWindow awaiting their acknowledgement, waits for every
-// acknowledgement and publishes again (synchronously, with retries) each
-// job that was not acknowledged. Message ids make the repeats harmless.
+// publishJobs publishes one message per job (see publishAll).
 func (h *handler) publishJobs(ctx context.Context, run string, jobs []*nixbuspb.Job, hdr nats.Header) error {
+	subject := bus.RunSubject(run, bus.RunJobKind)
+	msgs := make([]*nats.Msg, 0, len(jobs))
+	for _, job := range jobs {
+		msg, err := jobMsg(subject, run, job, hdr)
+		if err != nil {
+			return err
+		}
+		msgs = append(msgs, msg)
+	}
+	return h.publishAll(ctx, run, msgs)
+}
+
+// publishGraph publishes the derivation graph between the jobs, in chunks
+// (see publishAll).
+func (h *handler) publishGraph(ctx context.Context, run string, chunks []*nixbuspb.GraphChunk, hdr nats.Header) error {
+	subject := bus.RunSubject(run, bus.RunGraphKind)
+	msgs := make([]*nats.Msg, 0, len(chunks))
+	for _, c := range chunks {
+		msg, err := bus.NewMsg(subject, bus.MsgIDGraph(run, c.Index), c, hdr)
+		if err != nil {
+			return fmt.Errorf("graph chunk %d: %w", c.Index, err)
+		}
+		msgs = append(msgs, msg)
+	}
+	return h.publishAll(ctx, run, msgs)
+}
+
+// publishAll publishes msgs asynchronously, at most PublishWindow awaiting
+// their acknowledgement, waits for every acknowledgement and publishes
+// again (synchronously, with retries) each message that was not
+// acknowledged. Message ids make the repeats harmless.
+func (h *handler) publishAll(ctx context.Context, run string, msgs []*nats.Msg) error {
 	type pending struct {
 		msg      *nats.Msg
 		fut      jetstream.PubAckFuture
@@ -44,12 +73,7 @@ func (h *handler) publishJobs(ctx context.Context, run string, jobs []*nixbuspb.
 		}
 		return nil
 	}
-	subject := bus.RunSubject(run, bus.RunJobKind)
-	for _, job := range jobs {
-		msg, err := jobMsg(subject, run, job, hdr)
-		if err != nil {
-			return err
-		}
+	for _, msg := range msgs {
 		if len(window) == h.s.cfg.PublishWindow {
 			if err := await(window[0]); err != nil {
 				return err
@@ -68,7 +92,7 @@ func (h *handler) publishJobs(ctx context.Context, run string, jobs []*nixbuspb.
 		}
 	}
 	if len(failed) > 0 {
-		h.s.logger.Warn("publish jobs again", "run", run, "jobs", len(failed))
+		h.s.logger.Warn("publish again", "run", run, "messages", len(failed))
 	}
 	for _, msg := range failed {
 		if err := h.s.pub.PublishMsg(ctx, msg); err != nil {
@@ -78,9 +102,8 @@ func (h *handler) publishJobs(ctx context.Context, run string, jobs []*nixbuspb.
 	return nil
 }
 
-// jobMsg encodes a job. A job too large for the bus (a huge error, an
-// aggregate job depending on very many others) becomes a failed job saying
-// so, rather than stopping the run.
+// jobMsg encodes a job. A job too large for the bus (a huge error, very
+// many outputs) becomes a failed job saying so, rather than stopping the run.
 func jobMsg(subject, run string, job *nixbuspb.Job, hdr nats.Header) (*nats.Msg, error) {
 	id := bus.MsgIDJob(run, job.Attr)
 	msg, err := bus.NewMsg(subject, id, job, hdr)

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+	"google.golang.org/protobuf/proto"
 
 	"nixbus.dev/nixbus/pkg/bus"
 	"nixbus.dev/nixbus/pkg/natstest"
@@ -37,6 +38,9 @@ func testConfig(t *testing.T) Config {
 	cfg.AckWait = 5 * time.Second
 	cfg.RetryDelay = 50 * time.Millisecond
 	cfg.PublishWindow = 3
+	// About one derivation or a few edges per chunk: the graph of the
+	// example flake takes many chunks.
+	cfg.graphChunkBytes = 100
 	return cfg
 }
 
@@ -86,6 +90,7 @@ type runMsgs struct {
 	started []*nixbuspb.RunStarted
 	jobs    map[string]*nixbuspb.Job
 	jobMsgs int
+	graph   []*nixbuspb.GraphChunk
 	done    []*nixbuspb.EvalDone
 	// order is the kind of each message, in stream order.
 	order []string
@@ -143,6 +148,10 @@ func readRun(t *testing.T, js jetstream.JetStream, run string) runMsgs {
 			require.NoError(t, bus.Decode(msg.Data(), &m))
 			out.jobs[m.Attr] = &m
 			out.jobMsgs++
+		case bus.RunGraphKind:
+			var m nixbuspb.GraphChunk
+			require.NoError(t, bus.Decode(msg.Data(), &m))
+			out.graph = append(out.graph, &m)
 		case bus.RunEvalKind:
 			var m nixbuspb.EvalDone
 			require.NoError(t, bus.Decode(msg.Data(), &m))
@@ -162,6 +171,46 @@ func requireOneRun(t *testing.T, r runMsgs) {
 	require.Equal(t, bus.RunStartedKind, r.order[0])
 	require.Equal(t, bus.RunEvalKind, r.order[len(r.order)-1])
 	require.EqualValues(t, len(r.jobs), r.done[0].JobCount)
+	require.EqualValues(t, len(r.graph), r.done[0].GraphChunks, "graph chunks published once each")
+	for k, c := range r.graph {
+		require.Less(t, proto.Size(c), 1024, "chunk %d is bounded", k)
+	}
+}
+
+// jobDeps reads from a run's graph chunks the jobs each job waits for: the
+// job derivations reachable through derivations that are not jobs.
+func jobDeps(r runMsgs) map[string][]string {
+	drvs, edges := bus.AssembleGraph(r.graph)
+	inputs := map[string][]string{}
+	for k := 0; k+1 < len(edges); k += 2 {
+		inputs[drvs[edges[k]]] = append(inputs[drvs[edges[k]]], drvs[edges[k+1]])
+	}
+	isJob := map[string]bool{}
+	for _, j := range r.jobs {
+		if j.DrvPath != "" {
+			isJob[j.DrvPath] = true
+		}
+	}
+	out := map[string][]string{}
+	for attr, j := range r.jobs {
+		seen := map[string]bool{}
+		stack := slices.Clone(inputs[j.DrvPath])
+		for len(stack) > 0 {
+			d := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			if seen[d] {
+				continue
+			}
+			seen[d] = true
+			if isJob[d] {
+				out[attr] = append(out[attr], d)
+				continue
+			}
+			stack = append(stack, inputs[d]...)
+		}
+		slices.Sort(out[attr])
+	}
+	return out
 }
 
 // requireExampleJobs checks every job of examples/flake.
@@ -180,12 +229,13 @@ func requireExampleJobs(t *testing.T, r runMsgs, run string, cached ...string) {
 		"nested.wrapped": {drvOf("chain1")},
 		"after-broken":   {drvOf("broken")},
 	}
+	deps := jobDeps(r)
 	for attr, j := range r.jobs {
 		require.Equal(t, run, j.RunId)
+		require.Empty(t, j.DependsOn, "deprecated: the graph chunks say it")
 		if attr == "eval-error" {
 			require.Equal(t, "this job does not evaluate", j.EvalError)
 			require.Empty(t, j.DrvPath)
-			require.Empty(t, j.DependsOn)
 			continue
 		}
 		require.Empty(t, j.EvalError, attr)
@@ -194,7 +244,7 @@ func requireExampleJobs(t *testing.T, r runMsgs, run string, cached ...string) {
 		require.FileExists(t, j.DrvPath, attr)
 		require.Contains(t, j.Outputs, "out", attr)
 		require.Equal(t, slices.Contains(cached, attr), j.Cached, "cached %s", attr)
-		require.Equal(t, wantDeps[attr], j.DependsOn, attr)
+		require.Equal(t, wantDeps[attr], deps[attr], attr)
 	}
 	require.Equal(t, []string{"nested", "wrapped"}, r.jobs["nested.wrapped"].AttrPath)
 }

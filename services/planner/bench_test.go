@@ -222,7 +222,7 @@ func BenchmarkLargeRun(b *testing.B) {
 		planJobs[i] = dag.Job{Attr: jobs[i].Attr, Drv: jobs[i].DrvPath, System: x86, Cached: jobs[i].Cached, DependsOn: dd}
 	}
 	var first dag.Events
-	dag.New(planJobs).Start(&first)
+	dag.New(planJobs, dag.Graph{}).Start(&first)
 	publishJobs(large, jobs)
 
 	// The small run: a chain on another system, built instantly, step by

@@ -51,6 +51,8 @@ type run struct {
 	lastAt    time.Time   // time of the last message that moved the run on
 	hdr       nats.Header // trace context, carried onto everything published
 	jobs      []dag.Job
+	graph     []*nixbuspb.GraphChunk // the derivation graph between the jobs
+	chunkSeen map[int32]struct{}     // indexes in graph
 	outputs   []map[string]string
 	attrs     map[string]struct{}
 	evalDone  *nixbuspb.EvalDone
@@ -137,6 +139,11 @@ func (st *state) handle(ctx context.Context, msg jetstream.Msg) error {
 		var m nixbuspb.Job
 		if st.decode(msg, &m) {
 			return st.job(ctx, runID, &m, at)
+		}
+	case bus.RunGraphKind:
+		var m nixbuspb.GraphChunk
+		if st.decode(msg, &m) {
+			return st.graphChunk(ctx, runID, &m, at)
 		}
 	case bus.RunEvalKind:
 		var m nixbuspb.EvalDone
@@ -283,6 +290,27 @@ func (st *state) job(ctx context.Context, runID string, m *nixbuspb.Job, at time
 	return nil
 }
 
+// graphChunk keeps one chunk of the run's derivation graph until planning.
+func (st *state) graphChunk(ctx context.Context, runID string, m *nixbuspb.GraphChunk, at time.Time) error {
+	r, ok := st.runs[runID]
+	if !ok || r.planning || r.plan != nil {
+		return nil
+	}
+	if _, dup := r.chunkSeen[m.GetIndex()]; dup {
+		return nil
+	}
+	if r.chunkSeen == nil {
+		r.chunkSeen = map[int32]struct{}{}
+	}
+	r.chunkSeen[m.GetIndex()] = struct{}{}
+	r.graph = append(r.graph, m)
+	if r.evalDone != nil {
+		r.lastAt = at
+		st.maybePlan(ctx, r)
+	}
+	return nil
+}
+
 func (st *state) evaluated(ctx context.Context, runID string, m *nixbuspb.EvalDone, at time.Time) error {
 	r, ok := st.runs[runID]
 	if !ok || r.evalDone != nil {
@@ -296,22 +324,30 @@ func (st *state) evaluated(ctx context.Context, runID string, m *nixbuspb.EvalDo
 	return nil
 }
 
-// maybePlan starts planning once every job EvalDone announced has arrived
-// (the evaluator may retry a job's publish after publishing EvalDone). The
-// background task owns r.jobs until the plan comes back to install.
+// maybePlan starts planning once every job and graph chunk EvalDone
+// announced has arrived (the evaluator may retry a publish after
+// publishing EvalDone). The background task owns r.jobs and r.graph until
+// the plan comes back to install.
 func (st *state) maybePlan(ctx context.Context, r *run) {
 	if int64(len(r.jobs)) < r.evalDone.GetJobCount() {
 		st.s.logger.Warn("waiting for jobs", "run", r.id, "have", len(r.jobs), "want", r.evalDone.GetJobCount())
 		return
 	}
+	if len(r.graph) < int(r.evalDone.GetGraphChunks()) {
+		st.s.logger.Warn("waiting for the derivation graph", "run", r.id, "have", len(r.graph), "want", r.evalDone.GetGraphChunks())
+		return
+	}
 	r.planning, r.attrs = true, nil
-	jobs := r.jobs
+	jobs, chunks := r.jobs, r.graph
+	r.graph, r.chunkSeen = nil, nil
 	st.spawn(func() {
 		if st.s.beforePlan != nil {
 			st.s.beforePlan(ctx, r.id)
 		}
 		t0 := time.Now()
-		p := planned{r: r, plan: dag.New(jobs), start: t0}
+		var g dag.Graph
+		g.Drvs, g.Edges = bus.AssembleGraph(chunks)
+		p := planned{r: r, plan: dag.New(jobs, g), start: t0}
 		for i := range jobs {
 			jobs[i].DependsOn = nil // only New reads them
 		}
@@ -508,7 +544,7 @@ func (st *state) finish(ctx context.Context, r *run, status nixbuspb.RunStatus, 
 	}
 	delete(st.runs, r.id)
 	st.forget(r)
-	r.backlog, r.early, r.jobs, r.outputs, r.plan = backlog{}, nil, nil, nil, nil
+	r.backlog, r.early, r.jobs, r.outputs, r.plan, r.graph = backlog{}, nil, nil, nil, nil, nil
 	st.s.metrics.activeRuns.Dec()
 	st.s.metrics.verdicts.WithLabelValues(status.String()).Inc()
 	st.s.logger.Info("run finished", "run", r.id, "change", r.change.GetChange(), "patchset", r.change.GetPatchset(),

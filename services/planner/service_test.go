@@ -137,6 +137,52 @@ func TestPlannerWaitsForLateJobs(t *testing.T) {
 	require.Equal(t, int64(2), v.GetSucceededCount())
 }
 
+// The evaluator publishes the derivation graph between the jobs in chunks:
+// jobs wait through derivations that are not jobs, a failure skips through
+// them naming the failed job, and planning waits for every chunk EvalDone
+// counts, however late and however often one comes.
+func TestPlannerOrdersByGraphChunks(t *testing.T) {
+	e := newEnv(t)
+	e.startPlanner(testConfig())
+	b := e.startBuilder(func(r *nixbuspb.BuildRequest) nixbuspb.BuildStatus {
+		if r.GetDrvPath() == drv("a") {
+			return nixbuspb.BuildStatus_BUILD_STATUS_FAILED
+		}
+		return nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED
+	})
+	e.startRun("r1", nil)
+	for _, a := range []string{"top", "a", "b", "c", "d"} {
+		e.job("r1", &nixbuspb.Job{Attr: a, DrvPath: drv(a), System: x86})
+	}
+	// top -> h1 -> {h2 -> a, b}; d -> h3 -> c.
+	drvs := []string{drv("top"), drv("a"), drv("b"), drv("c"), drv("d"), drv("h1"), drv("h2"), drv("h3")}
+	edges := []int32{5, 6, 6, 1, 5, 2, 4, 7, 7, 3, 0, 5}
+	chunks := bus.GraphChunks("r1", drvs, edges, 100)
+	require.Greater(t, len(chunks), 3)
+	last := chunks[len(chunks)-1]
+	require.Equal(t, []int32{0, 5}, last.GetEdges()[len(last.GetEdges())-2:], "top's own edge comes last")
+	for _, c := range chunks[:len(chunks)-1] {
+		e.publish(bus.RunSubject("r1", bus.RunGraphKind), bus.MsgIDGraph("r1", c.GetIndex()), c)
+	}
+	// A repeat (another id) does not count as the missing chunk.
+	e.publish(bus.RunSubject("r1", bus.RunGraphKind), "again", chunks[0])
+	done := &nixbuspb.EvalDone{RunId: "r1", JobCount: 5, GraphChunks: int32(len(chunks))}
+	e.publish(bus.RunSubject("r1", bus.RunEvalKind), bus.MsgIDEvalDone("r1"), done)
+	e.publish(bus.RunSubject("r1", bus.RunGraphKind), bus.MsgIDGraph("r1", last.GetIndex()), last)
+
+	v := e.verdict("r1")
+	require.Equal(t, nixbuspb.RunStatus_RUN_STATUS_FAILED, v.GetStatus())
+	got := e.outcomes("r1")
+	require.Equal(t, nixbuspb.JobStatus_JOB_STATUS_FAILED, got["a"].GetStatus())
+	require.Equal(t, nixbuspb.JobStatus_JOB_STATUS_SKIPPED, got["top"].GetStatus())
+	require.Equal(t, "dependency a failed", got["top"].GetReason())
+	for _, a := range []string{"b", "c", "d"} {
+		require.Equal(t, nixbuspb.JobStatus_JOB_STATUS_SUCCEEDED, got[a].GetStatus(), a)
+	}
+	require.Zero(t, b.counts()["r1/"+drv("top")], "top is never built")
+	require.Equal(t, 1, b.counts()["r1/"+drv("d")])
+}
+
 func TestPlannerSupersede(t *testing.T) {
 	e := newEnv(t)
 	e.startPlanner(testConfig())

@@ -529,7 +529,11 @@ type Job struct {
 	// Set when evaluation of this attribute failed; drv_path is then empty.
 	EvalError string `protobuf:"bytes,9,opt,name=eval_error,json=evalError,proto3" json:"eval_error,omitempty"`
 	// Derivation paths of the jobs this one must wait for: the job
-	// derivations reachable from it through non-job derivations.
+	// derivations reachable from it through non-job derivations. Deprecated:
+	// it grows with the graph's density; evaluators publish GraphChunks
+	// instead. The planner still honours it in old runs.
+	//
+	// Deprecated: Marked as deprecated in nixbus/v1/nixbus.proto.
 	DependsOn     []string `protobuf:"bytes,10,rep,name=depends_on,json=dependsOn,proto3" json:"depends_on,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -628,9 +632,97 @@ func (x *Job) GetEvalError() string {
 	return ""
 }
 
+// Deprecated: Marked as deprecated in nixbus/v1/nixbus.proto.
 func (x *Job) GetDependsOn() []string {
 	if x != nil {
 		return x.DependsOn
+	}
+	return nil
+}
+
+// GraphChunk is one bounded part of the derivation graph between a run's
+// jobs: the job derivations and the non-job derivations through which one
+// job reaches another, numbered, and their input edges. A job waits for
+// the jobs reachable from it through non-job derivations. The evaluator
+// publishes the chunks after the jobs and before EvalDone, which counts
+// them; each stays far below the bus's message limit whatever the graph.
+type GraphChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	RunId string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	// Position of this chunk, from 0.
+	Index int32 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	// drv_paths[k] is derivation number first_drv + k; the chunks number
+	// the run's derivations 0, 1, ... without gaps.
+	FirstDrv int32    `protobuf:"varint,3,opt,name=first_drv,json=firstDrv,proto3" json:"first_drv,omitempty"`
+	DrvPaths []string `protobuf:"bytes,4,rep,name=drv_paths,json=drvPaths,proto3" json:"drv_paths,omitempty"`
+	// Pairs of derivation numbers (of any chunk), flattened: edges[2k] has
+	// edges[2k+1] among its input derivations.
+	Edges         []int32 `protobuf:"varint,5,rep,packed,name=edges,proto3" json:"edges,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GraphChunk) Reset() {
+	*x = GraphChunk{}
+	mi := &file_nixbus_v1_nixbus_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GraphChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GraphChunk) ProtoMessage() {}
+
+func (x *GraphChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_nixbus_v1_nixbus_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GraphChunk.ProtoReflect.Descriptor instead.
+func (*GraphChunk) Descriptor() ([]byte, []int) {
+	return file_nixbus_v1_nixbus_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *GraphChunk) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *GraphChunk) GetIndex() int32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *GraphChunk) GetFirstDrv() int32 {
+	if x != nil {
+		return x.FirstDrv
+	}
+	return 0
+}
+
+func (x *GraphChunk) GetDrvPaths() []string {
+	if x != nil {
+		return x.DrvPaths
+	}
+	return nil
+}
+
+func (x *GraphChunk) GetEdges() []int32 {
+	if x != nil {
+		return x.Edges
 	}
 	return nil
 }
@@ -644,14 +736,16 @@ type EvalDone struct {
 	Error      string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
 	DurationMs int64  `protobuf:"varint,4,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
 	// Jobs dropped because their system is not supported.
-	DroppedJobs   int64 `protobuf:"varint,5,opt,name=dropped_jobs,json=droppedJobs,proto3" json:"dropped_jobs,omitempty"`
+	DroppedJobs int64 `protobuf:"varint,5,opt,name=dropped_jobs,json=droppedJobs,proto3" json:"dropped_jobs,omitempty"`
+	// GraphChunks published before this message: the planner waits for them.
+	GraphChunks   int32 `protobuf:"varint,6,opt,name=graph_chunks,json=graphChunks,proto3" json:"graph_chunks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EvalDone) Reset() {
 	*x = EvalDone{}
-	mi := &file_nixbus_v1_nixbus_proto_msgTypes[3]
+	mi := &file_nixbus_v1_nixbus_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -663,7 +757,7 @@ func (x *EvalDone) String() string {
 func (*EvalDone) ProtoMessage() {}
 
 func (x *EvalDone) ProtoReflect() protoreflect.Message {
-	mi := &file_nixbus_v1_nixbus_proto_msgTypes[3]
+	mi := &file_nixbus_v1_nixbus_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -676,7 +770,7 @@ func (x *EvalDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvalDone.ProtoReflect.Descriptor instead.
 func (*EvalDone) Descriptor() ([]byte, []int) {
-	return file_nixbus_v1_nixbus_proto_rawDescGZIP(), []int{3}
+	return file_nixbus_v1_nixbus_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *EvalDone) GetRunId() string {
@@ -714,6 +808,13 @@ func (x *EvalDone) GetDroppedJobs() int64 {
 	return 0
 }
 
+func (x *EvalDone) GetGraphChunks() int32 {
+	if x != nil {
+		return x.GraphChunks
+	}
+	return 0
+}
+
 // BuildRequest is what the planner releases on nix.build.<system>.
 type BuildRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -733,7 +834,7 @@ type BuildRequest struct {
 
 func (x *BuildRequest) Reset() {
 	*x = BuildRequest{}
-	mi := &file_nixbus_v1_nixbus_proto_msgTypes[4]
+	mi := &file_nixbus_v1_nixbus_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -745,7 +846,7 @@ func (x *BuildRequest) String() string {
 func (*BuildRequest) ProtoMessage() {}
 
 func (x *BuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_nixbus_v1_nixbus_proto_msgTypes[4]
+	mi := &file_nixbus_v1_nixbus_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -758,7 +859,7 @@ func (x *BuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildRequest.ProtoReflect.Descriptor instead.
 func (*BuildRequest) Descriptor() ([]byte, []int) {
-	return file_nixbus_v1_nixbus_proto_rawDescGZIP(), []int{4}
+	return file_nixbus_v1_nixbus_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *BuildRequest) GetRunId() string {
@@ -827,7 +928,7 @@ type BuildResult struct {
 
 func (x *BuildResult) Reset() {
 	*x = BuildResult{}
-	mi := &file_nixbus_v1_nixbus_proto_msgTypes[5]
+	mi := &file_nixbus_v1_nixbus_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -839,7 +940,7 @@ func (x *BuildResult) String() string {
 func (*BuildResult) ProtoMessage() {}
 
 func (x *BuildResult) ProtoReflect() protoreflect.Message {
-	mi := &file_nixbus_v1_nixbus_proto_msgTypes[5]
+	mi := &file_nixbus_v1_nixbus_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -852,7 +953,7 @@ func (x *BuildResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildResult.ProtoReflect.Descriptor instead.
 func (*BuildResult) Descriptor() ([]byte, []int) {
-	return file_nixbus_v1_nixbus_proto_rawDescGZIP(), []int{5}
+	return file_nixbus_v1_nixbus_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *BuildResult) GetRunId() string {
@@ -954,7 +1055,7 @@ type UploadResult struct {
 
 func (x *UploadResult) Reset() {
 	*x = UploadResult{}
-	mi := &file_nixbus_v1_nixbus_proto_msgTypes[6]
+	mi := &file_nixbus_v1_nixbus_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -966,7 +1067,7 @@ func (x *UploadResult) String() string {
 func (*UploadResult) ProtoMessage() {}
 
 func (x *UploadResult) ProtoReflect() protoreflect.Message {
-	mi := &file_nixbus_v1_nixbus_proto_msgTypes[6]
+	mi := &file_nixbus_v1_nixbus_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -979,7 +1080,7 @@ func (x *UploadResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadResult.ProtoReflect.Descriptor instead.
 func (*UploadResult) Descriptor() ([]byte, []int) {
-	return file_nixbus_v1_nixbus_proto_rawDescGZIP(), []int{6}
+	return file_nixbus_v1_nixbus_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *UploadResult) GetRunId() string {
@@ -1037,7 +1138,7 @@ type Cancel struct {
 
 func (x *Cancel) Reset() {
 	*x = Cancel{}
-	mi := &file_nixbus_v1_nixbus_proto_msgTypes[7]
+	mi := &file_nixbus_v1_nixbus_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1049,7 +1150,7 @@ func (x *Cancel) String() string {
 func (*Cancel) ProtoMessage() {}
 
 func (x *Cancel) ProtoReflect() protoreflect.Message {
-	mi := &file_nixbus_v1_nixbus_proto_msgTypes[7]
+	mi := &file_nixbus_v1_nixbus_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1062,7 +1163,7 @@ func (x *Cancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
 func (*Cancel) Descriptor() ([]byte, []int) {
-	return file_nixbus_v1_nixbus_proto_rawDescGZIP(), []int{7}
+	return file_nixbus_v1_nixbus_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Cancel) GetRunId() string {
@@ -1105,7 +1206,7 @@ type JobOutcome struct {
 
 func (x *JobOutcome) Reset() {
 	*x = JobOutcome{}
-	mi := &file_nixbus_v1_nixbus_proto_msgTypes[8]
+	mi := &file_nixbus_v1_nixbus_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1117,7 +1218,7 @@ func (x *JobOutcome) String() string {
 func (*JobOutcome) ProtoMessage() {}
 
 func (x *JobOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_nixbus_v1_nixbus_proto_msgTypes[8]
+	mi := &file_nixbus_v1_nixbus_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1130,7 +1231,7 @@ func (x *JobOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobOutcome.ProtoReflect.Descriptor instead.
 func (*JobOutcome) Descriptor() ([]byte, []int) {
-	return file_nixbus_v1_nixbus_proto_rawDescGZIP(), []int{8}
+	return file_nixbus_v1_nixbus_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *JobOutcome) GetRunId() string {
@@ -1218,7 +1319,7 @@ type RunVerdict struct {
 
 func (x *RunVerdict) Reset() {
 	*x = RunVerdict{}
-	mi := &file_nixbus_v1_nixbus_proto_msgTypes[9]
+	mi := &file_nixbus_v1_nixbus_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1230,7 +1331,7 @@ func (x *RunVerdict) String() string {
 func (*RunVerdict) ProtoMessage() {}
 
 func (x *RunVerdict) ProtoReflect() protoreflect.Message {
-	mi := &file_nixbus_v1_nixbus_proto_msgTypes[9]
+	mi := &file_nixbus_v1_nixbus_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1243,7 +1344,7 @@ func (x *RunVerdict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunVerdict.ProtoReflect.Descriptor instead.
 func (*RunVerdict) Descriptor() ([]byte, []int) {
-	return file_nixbus_v1_nixbus_proto_rawDescGZIP(), []int{9}
+	return file_nixbus_v1_nixbus_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RunVerdict) GetRunId() string {
@@ -1345,7 +1446,7 @@ type ReviewPosted struct {
 
 func (x *ReviewPosted) Reset() {
 	*x = ReviewPosted{}
-	mi := &file_nixbus_v1_nixbus_proto_msgTypes[10]
+	mi := &file_nixbus_v1_nixbus_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1357,7 +1458,7 @@ func (x *ReviewPosted) String() string {
 func (*ReviewPosted) ProtoMessage() {}
 
 func (x *ReviewPosted) ProtoReflect() protoreflect.Message {
-	mi := &file_nixbus_v1_nixbus_proto_msgTypes[10]
+	mi := &file_nixbus_v1_nixbus_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1370,7 +1471,7 @@ func (x *ReviewPosted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReviewPosted.ProtoReflect.Descriptor instead.
 func (*ReviewPosted) Descriptor() ([]byte, []int) {
-	return file_nixbus_v1_nixbus_proto_rawDescGZIP(), []int{10}
+	return file_nixbus_v1_nixbus_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ReviewPosted) GetRunId() string {
@@ -1434,7 +1535,7 @@ type LogChunk struct {
 
 func (x *LogChunk) Reset() {
 	*x = LogChunk{}
-	mi := &file_nixbus_v1_nixbus_proto_msgTypes[11]
+	mi := &file_nixbus_v1_nixbus_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1446,7 +1547,7 @@ func (x *LogChunk) String() string {
 func (*LogChunk) ProtoMessage() {}
 
 func (x *LogChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_nixbus_v1_nixbus_proto_msgTypes[11]
+	mi := &file_nixbus_v1_nixbus_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1459,7 +1560,7 @@ func (x *LogChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
 func (*LogChunk) Descriptor() ([]byte, []int) {
-	return file_nixbus_v1_nixbus_proto_rawDescGZIP(), []int{11}
+	return file_nixbus_v1_nixbus_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *LogChunk) GetRunId() string {
@@ -1548,7 +1649,7 @@ type RestartJob struct {
 
 func (x *RestartJob) Reset() {
 	*x = RestartJob{}
-	mi := &file_nixbus_v1_nixbus_proto_msgTypes[12]
+	mi := &file_nixbus_v1_nixbus_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1560,7 +1661,7 @@ func (x *RestartJob) String() string {
 func (*RestartJob) ProtoMessage() {}
 
 func (x *RestartJob) ProtoReflect() protoreflect.Message {
-	mi := &file_nixbus_v1_nixbus_proto_msgTypes[12]
+	mi := &file_nixbus_v1_nixbus_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1573,7 +1674,7 @@ func (x *RestartJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartJob.ProtoReflect.Descriptor instead.
 func (*RestartJob) Descriptor() ([]byte, []int) {
-	return file_nixbus_v1_nixbus_proto_rawDescGZIP(), []int{12}
+	return file_nixbus_v1_nixbus_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RestartJob) GetRunId() string {
@@ -1644,7 +1745,7 @@ const file_nixbus_v1_nixbus_proto_rawDesc = "" +
 	"RunStarted\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12.\n" +
 	"\x06change\x18\x02 \x01(\v2\x16.nixbus.v1.ChangeEventR\x06change\x12&\n" +
-	"\x0fstarted_unix_ms\x18\x03 \x01(\x03R\rstartedUnixMs\"\xdd\x02\n" +
+	"\x0fstarted_unix_ms\x18\x03 \x01(\x03R\rstartedUnixMs\"\xe1\x02\n" +
 	"\x03Job\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x12\n" +
 	"\x04attr\x18\x02 \x01(\tR\x04attr\x12\x1b\n" +
@@ -1655,20 +1756,28 @@ const file_nixbus_v1_nixbus_proto_rawDesc = "" +
 	"\aoutputs\x18\a \x03(\v2\x1b.nixbus.v1.Job.OutputsEntryR\aoutputs\x12\x16\n" +
 	"\x06cached\x18\b \x01(\bR\x06cached\x12\x1d\n" +
 	"\n" +
-	"eval_error\x18\t \x01(\tR\tevalError\x12\x1d\n" +
+	"eval_error\x18\t \x01(\tR\tevalError\x12!\n" +
 	"\n" +
 	"depends_on\x18\n" +
-	" \x03(\tR\tdependsOn\x1a:\n" +
+	" \x03(\tB\x02\x18\x01R\tdependsOn\x1a:\n" +
 	"\fOutputsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x98\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x89\x01\n" +
+	"\n" +
+	"GraphChunk\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x05R\x05index\x12\x1b\n" +
+	"\tfirst_drv\x18\x03 \x01(\x05R\bfirstDrv\x12\x1b\n" +
+	"\tdrv_paths\x18\x04 \x03(\tR\bdrvPaths\x12\x14\n" +
+	"\x05edges\x18\x05 \x03(\x05R\x05edges\"\xbb\x01\n" +
 	"\bEvalDone\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1b\n" +
 	"\tjob_count\x18\x02 \x01(\x03R\bjobCount\x12\x14\n" +
 	"\x05error\x18\x03 \x01(\tR\x05error\x12\x1f\n" +
 	"\vduration_ms\x18\x04 \x01(\x03R\n" +
 	"durationMs\x12!\n" +
-	"\fdropped_jobs\x18\x05 \x01(\x03R\vdroppedJobs\"\x8b\x02\n" +
+	"\fdropped_jobs\x18\x05 \x01(\x03R\vdroppedJobs\x12!\n" +
+	"\fgraph_chunks\x18\x06 \x01(\x05R\vgraphChunks\"\x8b\x02\n" +
 	"\fBuildRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x19\n" +
 	"\bdrv_path\x18\x02 \x01(\tR\adrvPath\x12\x16\n" +
@@ -1804,7 +1913,7 @@ func file_nixbus_v1_nixbus_proto_rawDescGZIP() []byte {
 }
 
 var file_nixbus_v1_nixbus_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_nixbus_v1_nixbus_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_nixbus_v1_nixbus_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_nixbus_v1_nixbus_proto_goTypes = []any{
 	(BuildStatus)(0),      // 0: nixbus.v1.BuildStatus
 	(JobStatus)(0),        // 1: nixbus.v1.JobStatus
@@ -1814,32 +1923,33 @@ var file_nixbus_v1_nixbus_proto_goTypes = []any{
 	(*ChangeEvent)(nil),   // 5: nixbus.v1.ChangeEvent
 	(*RunStarted)(nil),    // 6: nixbus.v1.RunStarted
 	(*Job)(nil),           // 7: nixbus.v1.Job
-	(*EvalDone)(nil),      // 8: nixbus.v1.EvalDone
-	(*BuildRequest)(nil),  // 9: nixbus.v1.BuildRequest
-	(*BuildResult)(nil),   // 10: nixbus.v1.BuildResult
-	(*UploadResult)(nil),  // 11: nixbus.v1.UploadResult
-	(*Cancel)(nil),        // 12: nixbus.v1.Cancel
-	(*JobOutcome)(nil),    // 13: nixbus.v1.JobOutcome
-	(*RunVerdict)(nil),    // 14: nixbus.v1.RunVerdict
-	(*ReviewPosted)(nil),  // 15: nixbus.v1.ReviewPosted
-	(*LogChunk)(nil),      // 16: nixbus.v1.LogChunk
-	(*RestartJob)(nil),    // 17: nixbus.v1.RestartJob
-	nil,                   // 18: nixbus.v1.Job.OutputsEntry
-	nil,                   // 19: nixbus.v1.BuildRequest.OutputsEntry
-	nil,                   // 20: nixbus.v1.BuildResult.OutputsEntry
+	(*GraphChunk)(nil),    // 8: nixbus.v1.GraphChunk
+	(*EvalDone)(nil),      // 9: nixbus.v1.EvalDone
+	(*BuildRequest)(nil),  // 10: nixbus.v1.BuildRequest
+	(*BuildResult)(nil),   // 11: nixbus.v1.BuildResult
+	(*UploadResult)(nil),  // 12: nixbus.v1.UploadResult
+	(*Cancel)(nil),        // 13: nixbus.v1.Cancel
+	(*JobOutcome)(nil),    // 14: nixbus.v1.JobOutcome
+	(*RunVerdict)(nil),    // 15: nixbus.v1.RunVerdict
+	(*ReviewPosted)(nil),  // 16: nixbus.v1.ReviewPosted
+	(*LogChunk)(nil),      // 17: nixbus.v1.LogChunk
+	(*RestartJob)(nil),    // 18: nixbus.v1.RestartJob
+	nil,                   // 19: nixbus.v1.Job.OutputsEntry
+	nil,                   // 20: nixbus.v1.BuildRequest.OutputsEntry
+	nil,                   // 21: nixbus.v1.BuildResult.OutputsEntry
 }
 var file_nixbus_v1_nixbus_proto_depIdxs = []int32{
 	4,  // 0: nixbus.v1.ChangeEvent.kind:type_name -> nixbus.v1.ChangeEvent.Kind
 	5,  // 1: nixbus.v1.RunStarted.change:type_name -> nixbus.v1.ChangeEvent
-	18, // 2: nixbus.v1.Job.outputs:type_name -> nixbus.v1.Job.OutputsEntry
-	19, // 3: nixbus.v1.BuildRequest.outputs:type_name -> nixbus.v1.BuildRequest.OutputsEntry
+	19, // 2: nixbus.v1.Job.outputs:type_name -> nixbus.v1.Job.OutputsEntry
+	20, // 3: nixbus.v1.BuildRequest.outputs:type_name -> nixbus.v1.BuildRequest.OutputsEntry
 	0,  // 4: nixbus.v1.BuildResult.status:type_name -> nixbus.v1.BuildStatus
-	20, // 5: nixbus.v1.BuildResult.outputs:type_name -> nixbus.v1.BuildResult.OutputsEntry
+	21, // 5: nixbus.v1.BuildResult.outputs:type_name -> nixbus.v1.BuildResult.OutputsEntry
 	1,  // 6: nixbus.v1.JobOutcome.status:type_name -> nixbus.v1.JobStatus
 	2,  // 7: nixbus.v1.JobOutcome.failure:type_name -> nixbus.v1.FailureKind
 	5,  // 8: nixbus.v1.RunVerdict.change:type_name -> nixbus.v1.ChangeEvent
 	3,  // 9: nixbus.v1.RunVerdict.status:type_name -> nixbus.v1.RunStatus
-	13, // 10: nixbus.v1.RunVerdict.failed:type_name -> nixbus.v1.JobOutcome
+	14, // 10: nixbus.v1.RunVerdict.failed:type_name -> nixbus.v1.JobOutcome
 	5,  // 11: nixbus.v1.ReviewPosted.change:type_name -> nixbus.v1.ChangeEvent
 	12, // [12:12] is the sub-list for method output_type
 	12, // [12:12] is the sub-list for method input_type
@@ -1859,7 +1969,7 @@ func file_nixbus_v1_nixbus_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_nixbus_v1_nixbus_proto_rawDesc), len(file_nixbus_v1_nixbus_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -126,11 +126,25 @@ type Plan struct {
 	started   bool
 }
 
-// New builds the plan of jobs, in time linear in jobs plus edges. The plan
-// keeps jobs; the caller must not change them, except that DependsOn is only
-// read here and may be dropped afterwards to free memory.
-func New(jobs []Job) *Plan {
-	p := &Plan{jobs: jobs, index: make(map[string]int32, len(jobs))}
+// Graph is the derivation graph between a run's jobs: job derivations and
+// the non-job derivations through which one job reaches another (see
+// drv.Reduce). A non-job derivation is never built: it is done once all its
+// inputs are, and a failure skips what depends on it, so a job waits for
+// exactly the jobs reachable from it through non-job derivations, in time
+// linear in derivations plus edges.
+type Graph struct {
+	Drvs []string
+	// Edges are pairs of indexes into Drvs, flattened: Edges[2k] waits for
+	// Edges[2k+1]. Pairs out of range are ignored.
+	Edges []int32
+}
+
+// New builds the plan of jobs, ordered by g and by the jobs' DependsOn, in
+// time linear in jobs, derivations and edges. The plan keeps jobs; the
+// caller must not change them, except that DependsOn is only read here and
+// may be dropped afterwards to free memory (as may g).
+func New(jobs []Job, g Graph) *Plan {
+	p := &Plan{jobs: jobs, index: make(map[string]int32, len(jobs)+len(g.Drvs))}
 	jobNode := make([]int32, len(jobs))
 	nodes := int32(0)
 	for i := range jobs {
@@ -156,29 +170,61 @@ func New(jobs []Job) *Plan {
 		jobNode[i] = n
 	}
 	p.jobNode = jobNode
+	// The graph's other derivations are nodes without jobs.
+	gnode := make([]int32, len(g.Drvs))
+	for k, d := range g.Drvs {
+		n, ok := p.index[d]
+		if !ok {
+			n = nodes
+			nodes++
+			p.index[d] = n
+		}
+		gnode[k] = n
+	}
+	p.evalNode = append(p.evalNode, make([]bool, int(nodes)-len(p.evalNode))...)
+	p.cached = append(p.cached, make([]bool, int(nodes)-len(p.cached))...)
 	p.jobStart, p.nodeJobs = group(nodes, jobNode)
 
-	// Dependency edges, de-duplicated per node (aliases may repeat them).
-	mark := make([]int32, nodes)
-	depStart := make([]int32, nodes+1)
-	var depEnds []int32 // the dependency of each edge, grouped by node
+	// Dependency edges (from waits for to), grouped by from and
+	// de-duplicated: aliases may repeat them, and DependsOn may repeat
+	// what the graph says.
+	var from, to []int32
 	for n := range nodes {
-		depStart[n] = int32(len(depEnds))
 		if p.evalNode[n] {
 			continue
 		}
 		for _, j := range p.nodeJobs[p.jobStart[n]:p.jobStart[n+1]] {
 			for _, d := range jobs[j].DependsOn {
-				m, ok := p.index[d]
-				if !ok || m == n || mark[m] == n+1 {
-					continue
+				if m, ok := p.index[d]; ok {
+					from, to = append(from, n), append(to, m)
 				}
-				mark[m] = n + 1
-				depEnds = append(depEnds, m)
 			}
 		}
 	}
+	for k := 0; k+1 < len(g.Edges); k += 2 {
+		u, v := g.Edges[k], g.Edges[k+1]
+		if u < 0 || v < 0 || int(u) >= len(gnode) || int(v) >= len(gnode) {
+			continue
+		}
+		from, to = append(from, gnode[u]), append(to, gnode[v])
+	}
+	depStart, order := group(nodes, from)
+	mark := make([]int32, nodes)
+	depEnds := make([]int32, 0, len(order))
+	for n := range nodes {
+		first := int32(len(depEnds))
+		for _, e := range order[depStart[n]:depStart[n+1]] {
+			m := to[e]
+			if m == n || mark[m] == n+1 || p.evalNode[m] {
+				continue
+			}
+			mark[m] = n + 1
+			depEnds = append(depEnds, m)
+		}
+		depStart[n] = first
+	}
 	depStart[nodes] = int32(len(depEnds))
+	from, to, order, mark = nil, nil, nil, nil
 	p.pending = make([]int32, nodes)
 	edgeFrom := make([]int32, len(depEnds))
 	for n := range nodes {
@@ -401,6 +447,12 @@ func (p *Plan) drain(ev *Events) {
 	for k := 0; k < len(p.queue); k++ {
 		n := p.queue[k]
 		if p.status[n] != Pending {
+			continue
+		}
+		if p.jobStart[n] == p.jobStart[n+1] {
+			// A derivation between jobs: done once its inputs are.
+			p.status[n] = Succeeded
+			p.release(n)
 			continue
 		}
 		if p.cached[n] {

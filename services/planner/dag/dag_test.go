@@ -1,6 +1,8 @@
 package dag
 
 import (
+	"maps"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -15,9 +17,9 @@ type result struct {
 // simulate runs a plan to the end with builders that answer every release
 // in order: drvs in fail fail, all others succeed. It returns each attr's
 // outcome (asserting there is exactly one) and the drvs in release order.
-func simulate(t *testing.T, jobs []Job, fail map[string]bool) (map[string]result, []string, *Plan) {
+func simulate(t *testing.T, jobs []Job, g Graph, fail map[string]bool) (map[string]result, []string, *Plan) {
 	t.Helper()
-	p := New(jobs)
+	p := New(jobs, g)
 	got := map[string]result{}
 	var released []string
 	var queue []Release
@@ -69,8 +71,10 @@ func skipped(attr string) result {
 
 func TestPlanRules(t *testing.T) {
 	tests := []struct {
-		name     string
-		jobs     []Job
+		name string
+		jobs []Job
+		// graph: derivations between jobs, by name, as lists of inputs.
+		graph    map[string][]string
 		fail     []string
 		want     map[string]result
 		released []string
@@ -194,24 +198,92 @@ func TestPlanRules(t *testing.T) {
 			released: []string{"F"},
 		},
 		{
+			name: "jobs wait through derivations that are not jobs",
+			jobs: []Job{
+				{Attr: "top", Drv: "T"},
+				{Attr: "a", Drv: "A"},
+				{Attr: "b", Drv: "B"},
+			},
+			graph: map[string][]string{"T": {"h1", "src"}, "h1": {"h2", "A"}, "h2": {"B"}, "src": nil, "A": {"src"}},
+			want:  map[string]result{"top": ok, "a": ok, "b": ok},
+			// A waits for src, which waits for nothing.
+			released: []string{"B", "A", "T"},
+			success:  true,
+		},
+		{
+			name: "a failure skips through derivations that are not jobs, naming the failed job",
+			jobs: []Job{
+				{Attr: "top", Drv: "T"},
+				{Attr: "mid", Drv: "M", Cached: true},
+				{Attr: "a", Drv: "A"},
+				{Attr: "b", Drv: "B"},
+			},
+			graph:    map[string][]string{"T": {"h1"}, "h1": {"h2", "M"}, "h2": {"h3"}, "h3": {"A", "B"}, "M": {"h3"}},
+			fail:     []string{"A"},
+			want:     map[string]result{"top": skipped("a"), "mid": skipped("a"), "a": broke, "b": ok},
+			released: []string{"A", "B"},
+		},
+		{
+			name: "a job is released once it waits for nothing through any path",
+			jobs: []Job{
+				{Attr: "top", Drv: "T"},
+				{Attr: "a", Drv: "A"},
+				{Attr: "b", Drv: "B", Cached: true},
+				{Attr: "c", Drv: "C"},
+			},
+			graph:    map[string][]string{"T": {"h1", "h2", "A"}, "h1": {"A"}, "h2": {"B"}, "B": {"C"}},
+			want:     map[string]result{"top": ok, "a": ok, "b": cached, "c": ok},
+			released: []string{"A", "C", "T"},
+			success:  true,
+		},
+		{
+			name: "a cycle through a derivation that is not a job fails its jobs",
+			jobs: []Job{
+				{Attr: "p", Drv: "P"},
+				{Attr: "free", Drv: "F"},
+			},
+			graph:    map[string][]string{"P": {"h"}, "h": {"P"}, "F": {"x"}},
+			want:     map[string]result{"p": {Failed, DependencyFailure, "dependency cycle"}, "free": ok},
+			released: []string{"F"},
+		},
+		{
 			name:    "no jobs",
 			want:    map[string]result{},
 			success: true,
 		},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			fail := map[string]bool{}
-			for _, f := range tt.fail {
-				fail[f] = true
-			}
-			got, released, p := simulate(t, tt.jobs, fail)
+		fail := map[string]bool{}
+		for _, f := range tt.fail {
+			fail[f] = true
+		}
+		check := func(t *testing.T, jobs []Job, g Graph) {
+			got, released, p := simulate(t, jobs, g, fail)
 			require.Equal(t, tt.want, got)
 			require.Equal(t, tt.released, released)
 			require.Equal(t, tt.success, p.Succeeded())
-			for i, j := range tt.jobs {
+			for i, j := range jobs {
 				require.Equal(t, got[j.Attr].status, p.Status(i))
 			}
+		}
+		if tt.graph != nil {
+			t.Run(tt.name, func(t *testing.T) { check(t, tt.jobs, graphOf(tt.graph)) })
+			continue
+		}
+		// The same rules whether the order comes from the jobs' DependsOn
+		// (older evaluators) or from the derivation graph.
+		t.Run(tt.name+"/depends on", func(t *testing.T) { check(t, tt.jobs, Graph{}) })
+		t.Run(tt.name+"/graph", func(t *testing.T) {
+			deps := map[string][]string{}
+			jobs := make([]Job, len(tt.jobs))
+			for i, j := range tt.jobs {
+				if j.Drv != "" {
+					deps[j.Drv] = append(deps[j.Drv], j.DependsOn...)
+				}
+				j.DependsOn = nil
+				jobs[i] = j
+			}
+			check(t, jobs, graphOf(deps))
 		})
 	}
 }
@@ -222,7 +294,7 @@ func TestPlanReleasesOnlyWhenAllDependenciesSucceeded(t *testing.T) {
 		{Attr: "b", Drv: "B", System: "aarch64-linux"},
 		{Attr: "c", Drv: "C", System: "x86_64-linux", DependsOn: []string{"A", "B"}},
 	}
-	p := New(jobs)
+	p := New(jobs, Graph{})
 	var ev Events
 	p.Start(&ev)
 	require.Equal(t, []Release{{Drv: "A", System: "x86_64-linux", Jobs: []int32{0}}, {Drv: "B", System: "aarch64-linux", Jobs: []int32{1}}}, ev.Releases)
@@ -249,6 +321,28 @@ func TestPlanReleasesOnlyWhenAllDependenciesSucceeded(t *testing.T) {
 }
 
 func TestPlanAliasesDisagreeingOnCache(t *testing.T) {
-	_, released, _ := simulate(t, []Job{{Attr: "a", Drv: "A", Cached: true}, {Attr: "b", Drv: "A"}}, nil)
+	_, released, _ := simulate(t, []Job{{Attr: "a", Drv: "A", Cached: true}, {Attr: "b", Drv: "A"}}, Graph{}, nil)
 	require.Equal(t, []string{"A"}, released)
+}
+
+// graphOf numbers a graph given as derivation -> inputs, in sorted order so
+// that tests do not depend on map order.
+func graphOf(m map[string][]string) Graph {
+	var g Graph
+	index := map[string]int32{}
+	id := func(d string) int32 {
+		if k, ok := index[d]; ok {
+			return k
+		}
+		index[d] = int32(len(g.Drvs))
+		g.Drvs = append(g.Drvs, d)
+		return index[d]
+	}
+	for _, d := range slices.Sorted(maps.Keys(m)) {
+		for _, in := range m[d] {
+			g.Edges = append(g.Edges, id(d), id(in))
+		}
+		id(d)
+	}
+	return g
 }

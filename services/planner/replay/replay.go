@@ -63,11 +63,15 @@ type Line struct {
 
 // Stats describe one replay.
 type Stats struct {
-	Jobs, Dropped, Derivations, Edges int
-	Counts                            dag.Counts
-	Builds                            int
+	Jobs, Dropped, Derivations int
+	// Edges and Between (derivations between jobs that are not jobs) are
+	// the graph the planner orders the jobs by.
+	Edges, Between int
+	Counts         dag.Counts
+	Builds         int
 	// ReadJobs and ParseDerivations run at once; both count from the start.
-	ReadJobs, ParseDerivations   time.Duration
+	ReadJobs, ParseDerivations time.Duration
+	// JobDeps is the time taken to reduce the graph to what lies between jobs.
 	JobDeps, Plan, Replay, Total time.Duration
 }
 
@@ -82,10 +86,10 @@ func Run(ctx context.Context, o Options, stdout, stderr io.Writer) error {
 	if err := w.Flush(); err != nil {
 		return fmt.Errorf("write outcomes: %w", err)
 	}
-	_, err = fmt.Fprintf(stderr, "plan: %d jobs (%d dropped: other systems), %d derivations, %d job edges, %d builds\n"+
+	_, err = fmt.Fprintf(stderr, "plan: %d jobs (%d dropped: other systems), %d derivations (%d between jobs, %d edges), %d builds\n"+
 		"plan: %d succeeded, %d failed, %d skipped, %d cached\n"+
-		"plan: read jobs %s and derivations %s (at once), job dependencies %s, plan %s, replay %s, total %s\n",
-		st.Jobs, st.Dropped, st.Derivations, st.Edges, st.Builds,
+		"plan: read jobs %s and derivations %s (at once), graph between jobs %s, plan %s, replay %s, total %s\n",
+		st.Jobs, st.Dropped, st.Derivations, st.Between, st.Edges, st.Builds,
 		st.Counts.Succeeded, st.Counts.Failed, st.Counts.Skipped, st.Counts.Cached,
 		ms(st.ReadJobs), ms(st.ParseDerivations), ms(st.JobDeps), ms(st.Plan), ms(st.Replay), ms(st.Total))
 	if err != nil {
@@ -144,20 +148,18 @@ func Replay(ctx context.Context, o Options, out io.Writer) (Stats, error) {
 			drvs = append(drvs, j.Drv)
 		}
 	}
-	deps, err := drv.JobDeps(ctx, g, drvs)
+	// What the evaluator puts on the bus: the graph between the jobs.
+	red, err := drv.Reduce(ctx, g, drvs)
 	if err != nil {
 		return st, err
 	}
-	for i := range jobs {
-		jobs[i].DependsOn = deps[jobs[i].Drv]
-	}
-	for _, d := range deps {
-		st.Edges += len(d)
-	}
+	g = nil
+	st.Edges, st.Between = len(red.Edges)/2, len(red.Drvs)-red.Jobs
 	t3 := time.Now()
 	st.JobDeps = t3.Sub(t2)
 
-	p := dag.New(jobs)
+	p := dag.New(jobs, dag.Graph{Drvs: red.Drvs, Edges: red.Edges})
+	red = drv.Reduced{}
 	var ev dag.Events
 	p.Start(&ev)
 	t4 := time.Now()

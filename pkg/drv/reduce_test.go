@@ -4,17 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 )
 
-func TestJobDeps(t *testing.T) {
+func TestReduce(t *testing.T) {
 	tests := []struct {
 		name  string
 		graph MapGraph
 		jobs  []string
 		want  map[string][]string
+		drvs  int // how many derivations are kept, when it matters
 	}{
 		{
 			name:  "diamond",
@@ -65,10 +67,11 @@ func TestJobDeps(t *testing.T) {
 			want:  map[string][]string{"a": nil, "b": {"a"}},
 		},
 		{
-			name:  "a job reaching itself through a helper does not wait for itself",
-			graph: MapGraph{"a": {"h"}, "h": {"a"}},
-			jobs:  []string{"a"},
-			want:  map[string][]string{"a": nil},
+			name:  "helpers that reach no job are dropped",
+			graph: MapGraph{"b": {"src", "h"}, "src": {"fetcher"}, "h": {"a", "patch"}},
+			jobs:  []string{"a", "b"},
+			want:  map[string][]string{"a": nil, "b": {"a"}},
+			drvs:  3,
 		},
 		{
 			name:  "no jobs",
@@ -78,14 +81,17 @@ func TestJobDeps(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := JobDeps(t.Context(), tt.graph, tt.jobs)
+			r, err := Reduce(t.Context(), tt.graph, tt.jobs)
 			require.NoError(t, err)
-			require.Equal(t, tt.want, got)
+			require.Equal(t, tt.want, jobDeps(r))
+			if tt.drvs > 0 {
+				require.Len(t, r.Drvs, tt.drvs)
+			}
 		})
 	}
 }
 
-func TestJobDepsRefusesCycles(t *testing.T) {
+func TestReduceRefusesCycles(t *testing.T) {
 	tests := []struct {
 		name  string
 		graph MapGraph
@@ -93,10 +99,11 @@ func TestJobDepsRefusesCycles(t *testing.T) {
 	}{
 		{"helpers in a cycle", MapGraph{"a": {"h1"}, "h1": {"h2"}, "h2": {"h1"}}, []string{"a"}},
 		{"jobs waiting for each other", MapGraph{"a": {"b"}, "b": {"h"}, "h": {"a"}}, []string{"a", "b"}},
+		{"a job reaching itself through a helper", MapGraph{"a": {"h"}, "h": {"a"}}, []string{"a"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := JobDeps(t.Context(), tt.graph, tt.jobs)
+			_, err := Reduce(t.Context(), tt.graph, tt.jobs)
 			require.ErrorContains(t, err, "cycle")
 		})
 	}
@@ -111,12 +118,12 @@ func (g errGraph) Inputs(p string) ([]string, error) {
 	return g.MapGraph.Inputs(p)
 }
 
-func TestJobDepsGraphError(t *testing.T) {
-	_, err := JobDeps(t.Context(), errGraph{MapGraph{"a": {"bad"}}}, []string{"a"})
+func TestReduceGraphError(t *testing.T) {
+	_, err := Reduce(t.Context(), errGraph{MapGraph{"a": {"bad"}}}, []string{"a"})
 	require.ErrorContains(t, err, "boom")
 }
 
-func TestJobDepsDeepChain(t *testing.T) {
+func TestReduceDeepChain(t *testing.T) {
 	// A very deep chain of helpers must not exhaust the stack.
 	const n = 200_000
 	g := MapGraph{"top": {"h0"}}
@@ -124,12 +131,13 @@ func TestJobDepsDeepChain(t *testing.T) {
 		g[fmt.Sprintf("h%d", i)] = []string{fmt.Sprintf("h%d", i+1)}
 	}
 	g[fmt.Sprintf("h%d", n-1)] = []string{"bottom"}
-	got, err := JobDeps(t.Context(), g, []string{"top", "bottom"})
+	r, err := Reduce(t.Context(), g, []string{"top", "bottom"})
 	require.NoError(t, err)
-	require.Equal(t, []string{"bottom"}, got["top"])
+	require.Equal(t, []string{"bottom"}, jobDeps(r)["top"])
+	require.Len(t, r.Drvs, n+2)
 }
 
-func TestJobDepsCancelled(t *testing.T) {
+func TestReduceCancelled(t *testing.T) {
 	g := MapGraph{}
 	var jobs []string
 	for i := range 10_000 {
@@ -137,6 +145,38 @@ func TestJobDepsCancelled(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	_, err := JobDeps(ctx, g, jobs)
+	_, err := Reduce(ctx, g, jobs)
 	require.Error(t, err)
+}
+
+// jobDeps reads, from a reduced graph, the jobs each job waits for: those
+// reachable through non-job derivations only (the planner's rule), by a
+// plain search per job.
+func jobDeps(r Reduced) map[string][]string {
+	inputs := make([][]int32, len(r.Drvs))
+	for k := 0; k < len(r.Edges); k += 2 {
+		inputs[r.Edges[k]] = append(inputs[r.Edges[k]], r.Edges[k+1])
+	}
+	out := map[string][]string{}
+	for j := range r.Jobs {
+		var deps []string
+		seen := map[int32]bool{}
+		stack := slices.Clone(inputs[j])
+		for len(stack) > 0 {
+			n := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			if seen[n] {
+				continue
+			}
+			seen[n] = true
+			if int(n) < r.Jobs {
+				deps = append(deps, r.Drvs[n])
+				continue
+			}
+			stack = append(stack, inputs[n]...)
+		}
+		slices.Sort(deps)
+		out[r.Drvs[j]] = deps
+	}
+	return out
 }
