@@ -21,6 +21,7 @@ import (
 
 	"nixbus.dev/nixbus/internal/app"
 	"nixbus.dev/nixbus/pkg/bus"
+	"nixbus.dev/nixbus/pkg/changeevent"
 	"nixbus.dev/nixbus/pkg/natstest"
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
 )
@@ -113,7 +114,9 @@ func follow(t *testing.T, srv *natstest.Server, dir string) (*app.RunResult, jet
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 	var out strings.Builder
-	res, err := app.Follow(ctx, js, app.ManualEvent(dir), &out, logger(t))
+	ev, err := changeevent.Manual(changeevent.Options{LocalPath: dir})
+	require.NoError(t, err)
+	res, err := app.Follow(ctx, js, ev, &out, logger(t))
 	require.NoError(t, err, out.String())
 	t.Log(out.String())
 	return res, js

@@ -12,9 +12,9 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"nixbus.dev/nixbus/pkg/bus"
+	"nixbus.dev/nixbus/pkg/changeevent"
 	"nixbus.dev/nixbus/pkg/gerrit"
 	"nixbus.dev/nixbus/services/evaluator"
-	gerritingest "nixbus.dev/nixbus/services/gerrit-ingest"
 	"nixbus.dev/nixbus/services/reporter"
 )
 
@@ -101,7 +101,7 @@ func triggerCommand(ctx context.Context, args []string, stdout, stderr *os.File)
 	fs := newFlagSet("trigger", stderr)
 	var o Options
 	var g GerritConfig
-	var t gerritingest.TriggerOptions
+	var t changeevent.Options
 	o.RegisterFlags(fs)
 	g.RegisterFlags(fs)
 	fs.StringVar(&t.Project, "project", "", "Gerrit project")
@@ -125,7 +125,7 @@ func triggerCommand(ctx context.Context, args []string, stdout, stderr *os.File)
 	if err := validateEndpoint(o.OTelEndpoint); err != nil {
 		return err
 	}
-	ev, err := gerritingest.NewTriggerEvent(t)
+	ev, err := changeevent.Manual(t)
 	if err != nil {
 		return err
 	}
@@ -145,7 +145,7 @@ func triggerCommand(ctx context.Context, args []string, stdout, stderr *os.File)
 	}
 	// The root of the run's trace, as gerrit-ingest makes for Gerrit's events.
 	ctx, span := bus.Tracer(tp, "nixbus.dev/nixbus/internal/app").Start(ctx, "change event",
-		trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(gerritingest.EventAttrs(ev)...))
+		trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(changeevent.Attrs(ev)...))
 	defer span.End()
 	nc, err := inst.connect("trigger")
 	if err != nil {
@@ -155,7 +155,7 @@ func triggerCommand(ctx context.Context, args []string, stdout, stderr *os.File)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	if err := gerritingest.PublishEvent(ctx, js, ev); err != nil {
+	if err := changeevent.Publish(ctx, js, ev); err != nil {
 		bus.Fail(span, err)
 		return err
 	}

@@ -2,8 +2,6 @@ package app
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -18,8 +16,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"nixbus.dev/nixbus/pkg/bus"
+	"nixbus.dev/nixbus/pkg/changeevent"
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
-	gerritingest "nixbus.dev/nixbus/services/gerrit-ingest"
 )
 
 // RunResult is what a one-shot run ended with.
@@ -90,14 +88,17 @@ func followManual(ctx context.Context, inst *Instance, dir string, out io.Writer
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	ev := ManualEvent(dir)
+	ev, err := changeevent.Manual(changeevent.Options{LocalPath: dir})
+	if err != nil {
+		return nil, err
+	}
 	// The root of the run's trace, from publishing the event to the end.
 	tp, err := inst.tracing.provider(ctx, "run")
 	if err != nil {
 		return nil, err
 	}
 	ctx, span := bus.Tracer(tp, "nixbus.dev/nixbus/internal/app").Start(ctx, "nixbus run",
-		trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(gerritingest.EventAttrs(ev)...))
+		trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(changeevent.Attrs(ev)...))
 	res, err := Follow(ctx, js, ev, out, inst.logger)
 	if res != nil && res.Verdict != nil {
 		span.SetAttributes(attribute.String("nixbus.run_status", res.Verdict.GetStatus().String()))
@@ -207,20 +208,6 @@ func (r *RunResult) complete(built int) bool {
 		return false
 	}
 	return r.Review != nil || r.Verdict.GetStatus() == nixbuspb.RunStatus_RUN_STATUS_CANCELLED
-}
-
-// ManualEvent is the change event of a one-shot run of a local flake. Each
-// call is a new event, so running the same flake again is a new run.
-func ManualEvent(dir string) *nixbuspb.ChangeEvent {
-	var nonce [8]byte
-	_, _ = rand.Read(nonce[:])
-	return &nixbuspb.ChangeEvent{
-		EventId:     "manual:" + dir + ":" + hex.EncodeToString(nonce[:]),
-		Kind:        nixbuspb.ChangeEvent_KIND_MANUAL,
-		Project:     filepath.Base(dir),
-		LocalPath:   dir,
-		CreatedUnix: time.Now().Unix(),
-	}
 }
 
 func statusWord(s nixbuspb.JobStatus) string {

@@ -13,6 +13,12 @@ func ChangeRef(change int64, patchset int32) string {
 	return fmt.Sprintf("refs/changes/%02d/%d/%d", change%100, change, patchset)
 }
 
+var commitRe = regexp.MustCompile(`^[0-9a-f]{40}([0-9a-f]{24})?$`)
+
+// IsCommit reports whether s is a full git commit id (SHA-1, or SHA-256),
+// the only form of revision nixbus passes on to git.
+func IsCommit(s string) bool { return commitRe.MatchString(s) }
+
 var changeRefRe = regexp.MustCompile(`^refs/changes/([0-9]{2})/([1-9][0-9]{0,17})/([1-9][0-9]{0,8})$`)
 
 // ParseChangeRef reads refs/changes/NN/N/K, checking NN against N.

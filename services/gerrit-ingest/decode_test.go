@@ -156,7 +156,7 @@ func TestNormalize(t *testing.T) {
 			require.Equal(t, "ssh://nixbus@gerrit:29418/nixbus", ce.RepoUrl)
 			require.NotEmpty(t, ce.EventId)
 			require.NoError(t, gerrit.CheckRef(ce.Ref))
-			require.True(t, isCommit(ce.Revision), ce.Revision)
+			require.True(t, gerrit.IsCommit(ce.Revision), ce.Revision)
 			if ce.Change > 0 {
 				require.Equal(t, "main", ce.Branch)
 			}
@@ -237,7 +237,7 @@ func FuzzDecodeEvent(f *testing.F) {
 		require.NotEmpty(t, ce.Project)
 		require.NoError(t, gerrit.CheckRef(ce.Ref))
 		if ce.Revision != "" {
-			require.True(t, isCommit(ce.Revision))
+			require.True(t, gerrit.IsCommit(ce.Revision))
 		}
 		if _, err := bus.Encode(ce); err != nil && len(line) < bus.MaxMessageSize {
 			t.Fatalf("encode: %v", err)

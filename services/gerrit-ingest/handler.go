@@ -117,7 +117,7 @@ func (n *normalizer) patchset(ev Event, kind nixbuspb.ChangeEvent_Kind, idParts 
 	}
 	ref := gerrit.ChangeRef(ev.Change, ev.Patchset)
 	rev := ""
-	if isCommit(ev.Revision) {
+	if gerrit.IsCommit(ev.Revision) {
 		rev = ev.Revision
 	}
 	id := eventID(idParts[0], append([]string{ev.Project, strconv.FormatInt(ev.Change, 10), strconv.Itoa(int(ev.Patchset))}, idParts[1:]...)...)
@@ -137,7 +137,7 @@ func (n *normalizer) branch(ev Event, kind nixbuspb.ChangeEvent_Kind, branch, re
 		return nil, reasonBranch
 	}
 	ref, err := gerrit.BranchRef(branch)
-	if err != nil || !isCommit(rev) {
+	if err != nil || !gerrit.IsCommit(rev) {
 		return nil, reasonMalformed
 	}
 	return &nixbuspb.ChangeEvent{
@@ -159,12 +159,9 @@ func eventID(kind string, parts ...string) string {
 }
 
 var (
-	commitRe   = regexp.MustCompile(`^[0-9a-f]{40}([0-9a-f]{24})?$`)
 	countLine  = regexp.MustCompile(`^\(\d+ (inline )?comments?\)$`)
 	psHeaderRe = regexp.MustCompile(`^Patch Set \d+:`)
 )
-
-func isCommit(s string) bool { return commitRe.MatchString(s) }
 
 // isRecheck reports whether a review comment is the recheck command:
 // its first line of text, after Gerrit's "Patch Set N: <votes>" header

@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"nixbus.dev/nixbus/pkg/bus"
+	"nixbus.dev/nixbus/pkg/changeevent"
 	"nixbus.dev/nixbus/pkg/gerrit"
 )
 
@@ -148,7 +149,7 @@ func (s *Service) handleLine(ctx context.Context, line []byte) error {
 	// The root of the run's trace: everything the event causes is its
 	// descendant, down to the vote.
 	ctx, span := s.tracer.Start(ctx, "change event", trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindProducer),
-		trace.WithAttributes(EventAttrs(ce, attribute.String("gerrit.event.type", ev.Type))...))
+		trace.WithAttributes(changeevent.Attrs(ce, attribute.String("gerrit.event.type", ev.Type))...))
 	err = s.pub.Publish(ctx, subject, bus.MsgIDChange(ce.EventId), ce, nil)
 	bus.EndSpan(span, err)
 	if err != nil {

@@ -116,8 +116,6 @@ func New(cfg Config) (*Fetcher, error) {
 // of s closes the quotes, is escaped with a backslash, and reopens them.
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
-var commitRe = regexp.MustCompile(`^[0-9a-f]{40}([0-9a-f]{24})?$`)
-
 // Fetch checks out ev's ref (at ev's revision, when it names one) into
 // workDir and returns workDir.
 func (f *Fetcher) Fetch(ctx context.Context, ev *nixbuspb.ChangeEvent, workDir string) (string, error) {
@@ -126,7 +124,7 @@ func (f *Fetcher) Fetch(ctx context.Context, ev *nixbuspb.ChangeEvent, workDir s
 		return "", err
 	}
 	rev := ev.GetRevision()
-	if rev != "" && !commitRe.MatchString(rev) {
+	if rev != "" && !gerrit.IsCommit(rev) {
 		return "", fmt.Errorf("revision %q is not a commit id", rev)
 	}
 	repo, env, err := f.remote(ev.GetRepoUrl())

@@ -1,4 +1,7 @@
-package gerritingest
+// Package changeevent makes and publishes the change events that start
+// runs: Gerrit's (gerrit-ingest), and manual ones (`nixbus trigger`,
+// `nixbus run`), with one id scheme and one root span shape.
+package changeevent
 
 import (
 	"context"
@@ -7,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -19,10 +23,10 @@ import (
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
 )
 
-// TriggerOptions name what a manual run (`nixbus trigger`) evaluates: a
+// Options name what a manual run (`nixbus trigger`) evaluates: a
 // patchset (Change and Patchset, or its Ref), or a branch (Branch, or Ref
 // refs/heads/<branch>), of Project fetched from RepoURL.
-type TriggerOptions struct {
+type Options struct {
 	Project  string
 	Change   int64
 	Patchset int32
@@ -38,15 +42,17 @@ type TriggerOptions struct {
 	EventID string
 }
 
-// NewTriggerEvent checks o and returns the change event it publishes.
-func NewTriggerEvent(o TriggerOptions) (*nixbuspb.ChangeEvent, error) {
+// Manual checks o and returns the change event of a manual run. A local
+// path alone is enough (`nixbus run`); its project defaults to the
+// directory's name.
+func Manual(o Options) (*nixbuspb.ChangeEvent, error) {
 	if o.Project == "" && o.LocalPath == "" {
 		return nil, errors.New("trigger: a project (or a local path) is required")
 	}
 	if o.Change < 0 || o.Patchset < 0 {
 		return nil, errors.New("trigger: change and patchset must be positive")
 	}
-	if o.Revision != "" && !isCommit(o.Revision) {
+	if o.Revision != "" && !gerrit.IsCommit(o.Revision) {
 		return nil, fmt.Errorf("trigger: revision %q is not a full commit id", o.Revision)
 	}
 	switch {
@@ -77,6 +83,9 @@ func NewTriggerEvent(o TriggerOptions) (*nixbuspb.ChangeEvent, error) {
 	case o.LocalPath == "":
 		return nil, errors.New("trigger: name a change and patchset, a ref or a branch")
 	}
+	if o.Project == "" {
+		o.Project = filepath.Base(o.LocalPath)
+	}
 	if o.RepoURL == "" && o.LocalPath == "" {
 		return nil, errors.New("trigger: a repository URL (or a local path) is required")
 	}
@@ -95,19 +104,9 @@ func NewTriggerEvent(o TriggerOptions) (*nixbuspb.ChangeEvent, error) {
 	}, nil
 }
 
-// Trigger publishes the change event o describes, like a Gerrit event
-// would be, and returns once JetStream has it (or ctx ends).
-func Trigger(ctx context.Context, js jetstream.JetStream, o TriggerOptions) error {
-	ev, err := NewTriggerEvent(o)
-	if err != nil {
-		return err
-	}
-	return PublishEvent(ctx, js, ev)
-}
-
-// EventAttrs are the attributes of the root span of ev's run: the span of
+// Attrs are the attributes of the root span of ev's run: the span of
 // publishing it here, or of whatever else publishes it (nixbus run).
-func EventAttrs(ev *nixbuspb.ChangeEvent, extra ...attribute.KeyValue) []attribute.KeyValue {
+func Attrs(ev *nixbuspb.ChangeEvent, extra ...attribute.KeyValue) []attribute.KeyValue {
 	attrs := append(bus.ChangeAttrs(ev),
 		bus.AttrRun.String(bus.RunID(ev.GetEventId())),
 		attribute.String("nixbus.event_id", ev.GetEventId()),
@@ -118,16 +117,16 @@ func EventAttrs(ev *nixbuspb.ChangeEvent, extra ...attribute.KeyValue) []attribu
 	return append(attrs, extra...)
 }
 
-// PublishEvent publishes a change event made by NewTriggerEvent. The event
+// Publish publishes a change event made by Manual. The event
 // carries the span context of ctx, if any: the caller's span is the root
 // of the run's trace.
-func PublishEvent(ctx context.Context, js jetstream.JetStream, ev *nixbuspb.ChangeEvent) error {
+func Publish(ctx context.Context, js jetstream.JetStream, ev *nixbuspb.ChangeEvent) error {
 	if err := bus.EnsureStreams(ctx, js, bus.StreamOptions{}); err != nil {
-		return fmt.Errorf("trigger: %w", err)
+		return fmt.Errorf("publish change event: %w", err)
 	}
 	pub := bus.NewPublisher(js, slog.New(slog.DiscardHandler))
 	if err := pub.Publish(ctx, bus.ChangeSubject(ev.GetProject()), bus.MsgIDChange(ev.GetEventId()), ev, nil); err != nil {
-		return fmt.Errorf("trigger: %w", err)
+		return fmt.Errorf("publish change event: %w", err)
 	}
 	return nil
 }
