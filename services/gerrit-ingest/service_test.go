@@ -274,4 +274,3 @@ func TestIdleWithoutGerrit(t *testing.T) {
 	start(t, js, Config{}, gerrit.SSHConfig{}, logs)
 	eventually(t, "idle", func() bool { return strings.Contains(logs.String(), "no gerrit configured") })
 }
-
