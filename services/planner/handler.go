@@ -156,6 +156,11 @@ func (st *state) handle(ctx context.Context, msg jetstream.Msg) error {
 		if st.decode(msg, &m) {
 			return st.result(ctx, runID, &m, at)
 		}
+	case bus.RunRestartKind:
+		var m nixbuspb.RestartJob
+		if st.decode(msg, &m) {
+			return st.restart(ctx, runID, meta.Sequence.Stream, &m, msg.Headers())
+		}
 	case bus.RunCancelKind:
 		var m nixbuspb.Cancel
 		if st.decode(msg, &m) {
