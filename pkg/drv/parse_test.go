@@ -52,6 +52,15 @@ func TestParseShowDerivation(t *testing.T) {
 			got, err = ParseShowDerivation(iotest.OneByteReader(strings.NewReader(tt.in)))
 			require.NoError(t, err)
 			require.Equal(t, tt.want, got)
+			// The indexed reading holds the same graph.
+			ig, err := ParseShowDerivationIndexed(iotest.HalfReader(strings.NewReader(tt.in)))
+			require.NoError(t, err)
+			require.Equal(t, len(tt.want), ig.Derivations())
+			for d, ins := range tt.want {
+				in, err := ig.Inputs(d)
+				require.NoError(t, err)
+				require.Equal(t, ins, in, d)
+			}
 		})
 	}
 }
@@ -186,6 +195,8 @@ in b.drvPath`
 
 	g, err := ParseShowDerivation(bytes.NewReader(js))
 	require.NoError(t, err)
+	ig, err := ParseShowDerivationIndexed(bytes.NewReader(js))
+	require.NoError(t, err)
 	store := NewStoreGraph()
 	for path, want := range shown {
 		path = normalise(path)
@@ -222,7 +233,7 @@ in b.drvPath`
 			b = p
 		}
 	}
-	for _, graph := range []Graph{g, store} {
+	for _, graph := range []Graph{g, ig, store} {
 		r, err := Reduce(t.Context(), graph, []string{a, b})
 		require.NoError(t, err)
 		require.Equal(t, map[string][]string{a: nil, b: {a}}, jobDeps(r))

@@ -3,7 +3,6 @@ package drv
 import (
 	"context"
 	"fmt"
-	"slices"
 )
 
 // Reduced is the part of a derivation graph that orders a run's jobs: the
@@ -32,56 +31,91 @@ type Reduced struct {
 // Empty and duplicate job paths are ignored; unknown derivations are leaves.
 // A cycle of derivations is refused with an error.
 func Reduce(ctx context.Context, g Graph, jobs []string) (Reduced, error) {
-	w := &reducer{g: g, index: make(map[string]int32, 2*len(jobs))}
-	if mg, ok := g.(MapGraph); ok {
-		w.index = make(map[string]int32, len(mg)+len(jobs))
+	ig, ok := g.(*IndexedGraph)
+	if !ok {
+		var err error
+		if ig, err = load(ctx, g, jobs); err != nil {
+			return Reduced{}, err
+		}
 	}
+	// Nodes are ig's numbers, then jobs ig does not mention (leaves).
+	base := int32(len(ig.paths))
+	w := &reducer{g: ig, nodes: base}
+	var extra []string
+	isJob := make([]bool, base)
+	var jobIDs []int32
+	var extraSeen map[string]bool
 	for _, j := range jobs {
-		if _, dup := w.index[j]; j == "" || dup {
+		if j == "" {
 			continue
 		}
-		w.index[j] = int32(len(w.nodes))
-		w.nodes = append(w.nodes, rnode{path: j, keep: true})
+		n, ok := ig.lookup(j)
+		if !ok {
+			if extraSeen[j] {
+				continue
+			}
+			if extraSeen == nil {
+				extraSeen = map[string]bool{}
+			}
+			extraSeen[j] = true
+			jobIDs = append(jobIDs, base+int32(len(extra)))
+			extra = append(extra, j)
+			continue
+		}
+		if isJob[n] {
+			continue
+		}
+		isJob[n] = true
+		jobIDs = append(jobIDs, n)
 	}
-	nj := int32(len(w.nodes))
-	for r := range nj {
-		if w.nodes[r].state == white {
+	w.nodes += int32(len(extra))
+	w.state = make([]uint8, w.nodes)
+	w.keep = make([]bool, w.nodes)
+	for _, n := range jobIDs {
+		w.keep[n] = true
+	}
+	for _, r := range jobIDs {
+		if w.state[r] == white {
 			if err := w.walk(ctx, r); err != nil {
 				return Reduced{}, err
 			}
 		}
 	}
+	path := func(n int32) string {
+		if n < base {
+			return ig.paths[n]
+		}
+		return extra[n-base]
+	}
 	// Number what is kept: jobs, then non-jobs in the walk's post-order
 	// (inputs before their users).
-	num := make([]int32, len(w.nodes))
-	out := Reduced{Drvs: make([]string, 0, int(nj)+len(w.order)), Jobs: int(nj)}
-	for i := range nj {
-		num[i] = i
-		out.Drvs = append(out.Drvs, w.nodes[i].path)
-	}
-	for _, n := range w.order {
-		if n >= nj && w.nodes[n].keep {
-			num[n] = int32(len(out.Drvs))
-			out.Drvs = append(out.Drvs, w.nodes[n].path)
-		}
+	num := make([]int32, w.nodes)
+	out := Reduced{Drvs: make([]string, 0, len(jobIDs)), Jobs: len(jobIDs)}
+	for k, n := range jobIDs {
+		num[n] = int32(k)
+		out.Drvs = append(out.Drvs, path(n))
 	}
 	edges := 0
-	for n := range w.nodes {
-		if w.nodes[n].keep {
-			for _, c := range w.nodes[n].inputs {
-				if w.nodes[c].keep {
+	for _, n := range w.order {
+		if w.keep[n] {
+			if n >= base || !isJob[n] {
+				num[n] = int32(len(out.Drvs))
+				out.Drvs = append(out.Drvs, path(n))
+			}
+			for _, c := range ig.inputsOf(n) {
+				if w.keep[c] {
 					edges++
 				}
 			}
 		}
 	}
 	out.Edges = make([]int32, 0, 2*edges)
-	for n := range w.nodes {
-		if !w.nodes[n].keep {
+	for _, n := range w.order {
+		if !w.keep[n] {
 			continue
 		}
-		for _, c := range w.nodes[n].inputs {
-			if w.nodes[c].keep {
+		for _, c := range ig.inputsOf(n) {
+			if w.keep[c] {
 				out.Edges = append(out.Edges, num[n], num[c])
 			}
 		}
@@ -95,18 +129,12 @@ const (
 	black              // done: keep is final
 )
 
-type rnode struct {
-	path   string
-	inputs []int32
-	state  uint8
-	// keep: a job, or a job is reachable from it.
-	keep bool
-}
-
 type reducer struct {
-	g     Graph
-	index map[string]int32
-	nodes []rnode
+	g     *IndexedGraph
+	nodes int32
+	state []uint8
+	// keep: a job, or a job is reachable from it.
+	keep  []bool
 	order []int32 // post-order of the walk
 	stack []frame
 	seen  int
@@ -114,56 +142,28 @@ type reducer struct {
 
 type frame struct{ n, next int32 }
 
-// expand loads n's inputs (each once) and puts n on the stack.
-func (w *reducer) expand(ctx context.Context, n int32) error {
-	if w.seen++; w.seen%4096 == 0 && ctx.Err() != nil {
-		return fmt.Errorf("derivation graph: %w", ctx.Err())
-	}
-	ins, err := w.g.Inputs(w.nodes[n].path)
-	if err != nil {
-		return fmt.Errorf("inputs of %s: %w", w.nodes[n].path, err)
-	}
-	ids := make([]int32, 0, len(ins))
-	for _, in := range ins {
-		id, ok := w.index[in]
-		if !ok {
-			id = int32(len(w.nodes))
-			w.index[in] = id
-			w.nodes = append(w.nodes, rnode{path: in})
-		}
-		ids = append(ids, id)
-	}
-	if len(ids) > 1 {
-		// A hand-made graph may repeat an input; inputDrvs cannot.
-		slices.Sort(ids)
-		ids = slices.Compact(ids)
-	}
-	w.nodes[n].inputs = ids
-	w.nodes[n].state = gray
-	w.stack = append(w.stack, frame{n: n})
-	return nil
-}
-
 // walk visits everything below root depth first, without recursion
 // (derivation chains can be very deep).
 func (w *reducer) walk(ctx context.Context, root int32) error {
-	if err := w.expand(ctx, root); err != nil {
-		return err
-	}
+	w.state[root] = gray
+	w.stack = append(w.stack[:0], frame{n: root})
 	for len(w.stack) > 0 {
 		f := &w.stack[len(w.stack)-1]
 		n := f.n
+		ins := w.g.inputsOf(n)
 		descended := false
-		for int(f.next) < len(w.nodes[n].inputs) {
-			c := w.nodes[n].inputs[f.next]
+		for int(f.next) < len(ins) {
+			c := ins[f.next]
 			f.next++
-			switch w.nodes[c].state {
+			switch w.state[c] {
 			case gray:
-				return fmt.Errorf("derivation cycle through %s", w.nodes[c].path)
+				return fmt.Errorf("derivation cycle through %s", w.g.paths[c])
 			case white:
-				if err := w.expand(ctx, c); err != nil {
-					return err
+				if w.seen++; w.seen%4096 == 0 && ctx.Err() != nil {
+					return fmt.Errorf("derivation graph: %w", ctx.Err())
 				}
+				w.state[c] = gray
+				w.stack = append(w.stack, frame{n: c})
 				descended = true
 			}
 			if descended {
@@ -173,12 +173,13 @@ func (w *reducer) walk(ctx context.Context, root int32) error {
 		if descended {
 			continue
 		}
-		nd := &w.nodes[n]
-		nd.state = black
-		for _, c := range nd.inputs {
-			if w.nodes[c].keep {
-				nd.keep = true
-				break
+		w.state[n] = black
+		if !w.keep[n] {
+			for _, c := range ins {
+				if w.keep[c] {
+					w.keep[n] = true
+					break
+				}
 			}
 		}
 		w.order = append(w.order, n)

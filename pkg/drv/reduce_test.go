@@ -1,7 +1,9 @@
 package drv
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -84,6 +86,25 @@ func TestReduce(t *testing.T) {
 			r, err := Reduce(t.Context(), tt.graph, tt.jobs)
 			require.NoError(t, err)
 			require.Equal(t, tt.want, jobDeps(r))
+			// The same from the graph as parsed JSON.
+			var abs []string
+			for _, j := range tt.jobs {
+				if j != "" {
+					j = "/" + j
+				}
+				abs = append(abs, j)
+			}
+			ir, err := Reduce(t.Context(), indexed(t, tt.graph), abs)
+			require.NoError(t, err)
+			got := map[string][]string{}
+			for j, deps := range jobDeps(ir) {
+				for k := range deps {
+					deps[k] = deps[k][1:]
+				}
+				got[j[1:]] = deps
+			}
+			require.Equal(t, tt.want, got)
+			require.Len(t, ir.Drvs, len(r.Drvs))
 			if tt.drvs > 0 {
 				require.Len(t, r.Drvs, tt.drvs)
 			}
@@ -179,4 +200,22 @@ func jobDeps(r Reduced) map[string][]string {
 		out[r.Drvs[j]] = deps
 	}
 	return out
+}
+
+// indexed writes g as show-derivation JSON, each name made a path by a
+// leading /, and parses it back.
+func indexed(t *testing.T, g MapGraph) *IndexedGraph {
+	t.Helper()
+	in := map[string]map[string]map[string][]string{}
+	for d, ins := range g {
+		in["/"+d] = map[string]map[string][]string{"inputDrvs": {}}
+		for _, i := range ins {
+			in["/"+d]["inputDrvs"]["/"+i] = []string{"out"}
+		}
+	}
+	js, err := json.Marshal(in)
+	require.NoError(t, err)
+	ig, err := ParseShowDerivationIndexed(bytes.NewReader(js))
+	require.NoError(t, err)
+	return ig
 }

@@ -41,6 +41,72 @@ type showParser struct {
 	inputs  []string // reused while reading one inputDrvs
 	intern  map[string]string
 	hint    int
+	// Indexed mode: paths are numbered in ig, inputs collected in ids.
+	ig   *IndexedGraph
+	ids  []int32
+	full []byte
+}
+
+// ParseShowDerivationIndexed reads the same JSON as ParseShowDerivation
+// into an IndexedGraph, which Reduce walks without string lookups.
+func ParseShowDerivationIndexed(r io.Reader) (*IndexedGraph, error) {
+	hint := 1 << 12
+	if f, ok := r.(interface{ Stat() (os.FileInfo, error) }); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+			hint = int(min(max(fi.Size()/1024, int64(hint)), 1<<22))
+		}
+	}
+	p := &showParser{s: scanner{r: r, buf: make([]byte, 0, 256<<10), quoteAt: -1}, ig: newIndexedGraph(2 * hint)}
+	// Derivations take a few hundred bytes of JSON, an input edge ~60.
+	p.ig.inputs = make([]int32, 0, hint*1024/128)
+	if err := p.parseIndexed(); err != nil {
+		return nil, fmt.Errorf("parse derivations JSON at byte %d: %w", p.s.offset(), err)
+	}
+	return p.ig, nil
+}
+
+func (p *showParser) parseIndexed() error {
+	if err := p.s.expect('{'); err != nil {
+		return err
+	}
+	if ok, err := p.s.consumeIf('}'); err != nil || ok {
+		return p.end(err)
+	}
+	for {
+		n, err := p.pathID()
+		if err != nil {
+			return err
+		}
+		if err := p.s.expect(':'); err != nil {
+			return err
+		}
+		p.ids = p.ids[:0]
+		if _, err := p.derivation(); err != nil {
+			return fmt.Errorf("derivation %s: %w", p.ig.paths[n], err)
+		}
+		p.ig.setInputs(n, p.ids)
+		more, err := p.s.next('}')
+		if err != nil {
+			return err
+		}
+		if !more {
+			return p.end(nil)
+		}
+	}
+}
+
+// pathID reads a JSON string holding a derivation path and numbers it.
+func (p *showParser) pathID() (int32, error) {
+	var err error
+	p.scratch, err = p.s.str(p.scratch[:0])
+	if err != nil {
+		return 0, err
+	}
+	if len(p.scratch) > 0 && p.scratch[0] == '/' {
+		return p.ig.idBytes(p.scratch), nil
+	}
+	p.full = append(append(append(p.full[:0], DefaultStoreDir...), '/'), p.scratch...)
+	return p.ig.idBytes(p.full), nil
 }
 
 func (p *showParser) parse() (MapGraph, error) {
@@ -151,7 +217,15 @@ func (p *showParser) inputDrvs() ([]string, error) {
 	}
 	p.inputs = p.inputs[:0]
 	for {
-		path, err := p.path()
+		var path string
+		var err error
+		if p.ig != nil {
+			var id int32
+			id, err = p.pathID()
+			p.ids = append(p.ids, id)
+		} else {
+			path, err = p.path()
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -161,10 +235,15 @@ func (p *showParser) inputDrvs() ([]string, error) {
 		if err := p.s.skipValue(); err != nil {
 			return nil, err
 		}
-		p.inputs = append(p.inputs, path)
+		if p.ig == nil {
+			p.inputs = append(p.inputs, path)
+		}
 		more, err := p.s.next('}')
 		if err != nil {
 			return nil, err
+		}
+		if !more && p.ig != nil {
+			return nil, nil
 		}
 		if !more {
 			// One exact allocation per derivation.

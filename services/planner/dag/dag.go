@@ -188,7 +188,11 @@ func New(jobs []Job, g Graph) *Plan {
 	// Dependency edges (from waits for to), grouped by from and
 	// de-duplicated: aliases may repeat them, and DependsOn may repeat
 	// what the graph says.
-	var from, to []int32
+	nedges := len(g.Edges) / 2
+	for i := range jobs {
+		nedges += len(jobs[i].DependsOn)
+	}
+	from, to := make([]int32, 0, nedges), make([]int32, 0, nedges)
 	for n := range nodes {
 		if p.evalNode[n] {
 			continue

@@ -121,8 +121,11 @@ func Replay(ctx context.Context, o Options, out io.Writer) (Stats, error) {
 			g = drv.NewStoreGraph()
 			return
 		}
-		mg, err := readDerivations(o.DerivationsPath)
-		st.Derivations, g, gErr = len(mg), mg, err
+		ig, err := readDerivations(o.DerivationsPath)
+		if err == nil {
+			st.Derivations, g = ig.Derivations(), ig
+		}
+		gErr = err
 		readDrv = time.Since(t0)
 	}()
 	jobs, dropped, err := readJobs(o.JobsPath, systems)
@@ -269,12 +272,12 @@ func parseJobs(r io.Reader, systems []string, hint int) ([]dag.Job, int, error) 
 	return jobs, dropped, nil
 }
 
-func readDerivations(path string) (drv.MapGraph, error) {
+func readDerivations(path string) (*drv.IndexedGraph, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("read derivations: %w", err)
 	}
-	g, err := drv.ParseShowDerivation(f)
+	g, err := drv.ParseShowDerivationIndexed(f)
 	if cerr := f.Close(); err == nil && cerr != nil {
 		err = cerr
 	}
