@@ -4,18 +4,29 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"nixbus.dev/nixbus/pkg/binarycache"
 	"nixbus.dev/nixbus/pkg/secret"
 )
 
 // Config is the cache-uploader's configuration.
 type Config struct {
-	// CacheURL is the binary cache outputs are copied to (file://...,
-	// s3://..., ssh://...), as nix copy --to takes it.
+	// CacheURL is the binary cache outputs are copied to: an s3:// bucket
+	// (s3://<bucket>?region=…&endpoint=…&scheme=…, as Nix writes it),
+	// which nixbus uploads to itself, or any store nix copy --to takes
+	// (file://..., ssh://...).
 	CacheURL string
+	// S3 is how to reach an s3:// cache: credentials and TLS.
+	S3 binarycache.S3Config
+	// S3Uploads is how many objects are uploaded to an s3:// cache at once.
+	S3Uploads int
+	// StagingDir holds the binary caches that uploads to an s3:// cache
+	// are staged in, one per batch, removed after it.
+	StagingDir string
 	// SecretKeyFile signs the outputs (nix store sign --key-file).
 	SecretKeyFile string
 	// GenerateKey creates SecretKeyFile (and <SecretKeyFile>.pub) when it
@@ -23,8 +34,11 @@ type Config struct {
 	GenerateKey bool
 	// KeyName names a generated key; clients list it in trusted-public-keys.
 	KeyName string
-	// Concurrency is how many uploads this process runs at once.
+	// Concurrency is how many build results this process takes at once;
+	// their outputs are uploaded together, in batches.
 	Concurrency int
+	// BatchBuilds bounds the builds uploaded in one batch.
+	BatchBuilds int
 	// StoreDir is the Nix store; only paths inside it are uploaded.
 	StoreDir string
 	// MaxAttempts bounds the tries of one upload before it is reported
@@ -62,7 +76,11 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	secret.FlagVar(fs, &c.SecretKeyFile, "cache-uploader.secret-key-file", "cache-signing-key", "secret key signing the outputs (required)")
 	fs.BoolVar(&c.GenerateKey, "cache-uploader.generate-key", false, "create the secret key file (and <file>.pub) when it does not exist")
 	fs.StringVar(&c.KeyName, "cache-uploader.key-name", "nixbus-1", "name of a generated key")
-	fs.IntVar(&c.Concurrency, "cache-uploader.concurrency", 2, "uploads run at once by this process")
+	c.S3.RegisterFlags(fs, "cache-uploader.")
+	fs.IntVar(&c.S3Uploads, "cache-uploader.s3-uploads", 8, "objects uploaded to an s3:// cache at once")
+	fs.StringVar(&c.StagingDir, "cache-uploader.staging-dir", filepath.Join(os.TempDir(), "nixbus-cache-staging"), "directory where uploads to an s3:// cache are staged")
+	fs.IntVar(&c.Concurrency, "cache-uploader.concurrency", 32, "build results taken at once by this process; their outputs are uploaded in batches")
+	fs.IntVar(&c.BatchBuilds, "cache-uploader.batch-builds", 64, "most builds whose outputs are uploaded in one batch (one nix store sign, one nix copy)")
 	fs.StringVar(&c.StoreDir, "cache-uploader.store-dir", "/nix/store", "the Nix store; only paths in it are uploaded")
 	fs.IntVar(&c.MaxAttempts, "cache-uploader.max-attempts", 5, "tries of one upload before it is reported as failed")
 	fs.DurationVar(&c.AckWait, "cache-uploader.ack-wait", 30*time.Second, "time without a heartbeat before an upload is handed to another uploader")
@@ -87,6 +105,14 @@ func (c *Config) Validate() error {
 	var errs []error
 	if c.CacheURL == "" {
 		errs = append(errs, errors.New("cache-uploader.cache-url is required"))
+	} else if loc, err := binarycache.Parse(c.CacheURL); err != nil {
+		errs = append(errs, fmt.Errorf("cache-uploader.cache-url: %w", err))
+	} else if loc.Kind == binarycache.KindHTTP {
+		errs = append(errs, errors.New("cache-uploader.cache-url: an http(s):// cache is read-only; upload to its s3:// bucket or its directory"))
+	} else if err := c.S3.Validate(loc); err != nil {
+		errs = append(errs, fmt.Errorf("cache-uploader.%w", err))
+	} else if loc.Kind == binarycache.KindS3 && (c.S3Uploads <= 0 || !filepath.IsAbs(c.StagingDir)) {
+		errs = append(errs, errors.New("cache-uploader.s3-uploads must be positive and cache-uploader.staging-dir absolute"))
 	}
 	if c.SecretKeyFile == "" {
 		errs = append(errs, errors.New("cache-uploader.secret-key-file is required"))
@@ -94,8 +120,8 @@ func (c *Config) Validate() error {
 	if c.GenerateKey && (c.KeyName == "" || strings.ContainsAny(c.KeyName, ": \t\n")) {
 		errs = append(errs, errors.New("cache-uploader.key-name must be a non-empty name without ':' or spaces"))
 	}
-	if c.Concurrency <= 0 || c.MaxAttempts <= 0 {
-		errs = append(errs, errors.New("cache-uploader.concurrency and cache-uploader.max-attempts must be positive"))
+	if c.Concurrency <= 0 || c.MaxAttempts <= 0 || c.BatchBuilds <= 0 {
+		errs = append(errs, errors.New("cache-uploader.concurrency, cache-uploader.batch-builds and cache-uploader.max-attempts must be positive"))
 	}
 	if !strings.HasPrefix(c.StoreDir, "/") {
 		errs = append(errs, errors.New("cache-uploader.store-dir must be absolute"))

@@ -23,7 +23,8 @@ import (
 )
 
 type handler struct {
-	s *Service
+	s     *Service
+	batch *batcher
 	// runs is the runs stream, where a run's RunStarted names its change.
 	runs jetstream.Stream
 }
@@ -71,7 +72,7 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 		// Links first: a gc root also keeps the outputs through the upload.
 		h.link(ctx, logger, &res)
 		start = time.Now()
-		if err := h.upload(ctx, paths); err != nil {
+		if err := h.batch.upload(ctx, paths); err != nil {
 			if ctx.Err() != nil {
 				return err
 			}
@@ -104,9 +105,17 @@ func (h *handler) check(paths []string) error {
 		return errors.New("the build result lists no outputs")
 	}
 	for _, p := range paths {
-		if filepath.Dir(p) != h.s.cfg.StoreDir || !storeBaseRe.MatchString(filepath.Base(p)) {
-			return fmt.Errorf("%q is not a path in %s", p, h.s.cfg.StoreDir)
+		if err := h.s.checkPath(p); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// checkPath refuses what is not a path in the store.
+func (s *Service) checkPath(p string) error {
+	if filepath.Dir(p) != s.cfg.StoreDir || !storeBaseRe.MatchString(filepath.Base(p)) {
+		return fmt.Errorf("%q is not a path in %s", p, s.cfg.StoreDir)
 	}
 	return nil
 }
@@ -173,29 +182,6 @@ func (h *handler) runChange(ctx context.Context, run string) (*nixbuspb.ChangeEv
 		return nil, 0, fmt.Errorf("run %s has no start naming its change", run)
 	}
 	return rs.GetChange(), seq, nil
-}
-
-// upload signs the outputs and their closure with the key, then copies
-// the closure to the cache, which holds only signed paths that way.
-func (h *handler) upload(ctx context.Context, paths []string) error {
-	s := h.s
-	sign := append([]string{"--key-file", s.cfg.SecretKeyFile, "--recursive", "--"}, paths...)
-	if err := h.nixStep(ctx, "sign", []string{"store", "sign"}, sign); err != nil {
-		return fmt.Errorf("sign outputs: %w", err)
-	}
-	copyArgs := append([]string{"--to", s.cfg.CacheURL, "--"}, paths...)
-	if err := h.nixStep(ctx, "copy", []string{"copy"}, copyArgs); err != nil {
-		return fmt.Errorf("copy outputs to the cache: %w", err)
-	}
-	return nil
-}
-
-// nixStep runs one nix command of an upload in its own span.
-func (h *handler) nixStep(ctx context.Context, name string, cmd, args []string) error {
-	ctx, span := h.s.tracer.Start(ctx, name)
-	_, err := h.s.nix.Output(ctx, cmd, args...)
-	bus.EndSpan(span, err)
-	return err
 }
 
 // errorLine is nix's own first error line, for the upload result.

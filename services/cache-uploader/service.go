@@ -10,11 +10,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 
+	"nixbus.dev/nixbus/pkg/binarycache"
 	"nixbus.dev/nixbus/pkg/bus"
 	"nixbus.dev/nixbus/pkg/nix"
 )
@@ -40,6 +42,8 @@ type Service struct {
 	metrics   *metrics
 	publicKey string
 	links     *linker
+	sink      sink
+	closeSink func()
 }
 
 // New checks cfg, creates the signing key if asked to, and returns a
@@ -66,12 +70,40 @@ func New(cfg Config, d Deps) (*Service, error) {
 		return nil, fmt.Errorf("cache-uploader: %w", err)
 	}
 	logger.Info("signing outputs", "public_key", pub, "cache", cfg.CacheURL)
-	return &Service{
+	s := &Service{
 		cfg: cfg, js: d.JS, logger: logger, nix: d.Nix,
 		pub: bus.NewPublisher(d.JS, logger), tracer: bus.Tracer(d.TracerProvider, "nixbus.dev/nixbus/services/cache-uploader"),
 		metrics: newMetrics(d.Registerer), publicKey: pub,
-		links: &linker{nix: d.Nix},
-	}, nil
+		links: &linker{nix: d.Nix}, closeSink: func() {},
+	}
+	if err := s.openSink(); err != nil {
+		return nil, fmt.Errorf("cache-uploader: %w", err)
+	}
+	return s, nil
+}
+
+// knownPaths bounds the store paths an uploader remembers as uploaded.
+const knownPaths = 1 << 18
+
+// openSink picks how outputs reach the cache: nixbus's own S3 uploads, or
+// nix copy.
+func (s *Service) openSink() error {
+	loc, err := binarycache.Parse(s.cfg.CacheURL)
+	if err != nil {
+		return err
+	}
+	if loc.Kind != binarycache.KindS3 {
+		s.sink = &nixSink{s: s, known: newKnownSet(knownPaths)}
+		return nil
+	}
+	bucket, err := binarycache.OpenS3(loc, s.cfg.S3)
+	if err != nil {
+		return err
+	}
+	checker := binarycache.NewBucketChecker(bucket, s.cfg.S3Uploads*4)
+	s.sink = &s3Sink{s: s, loc: loc, bucket: bucket, checker: checker, known: newKnownSet(knownPaths)}
+	s.closeSink = bucket.Close
+	return nil
 }
 
 // PublicKey is the public half of the signing key, as clients of the cache
@@ -80,6 +112,7 @@ func (s *Service) PublicKey() string { return s.publicKey }
 
 // Run uploads the outputs of successful builds until ctx ends.
 func (s *Service) Run(ctx context.Context) error {
+	defer s.closeSink()
 	if err := bus.EnsureStreams(ctx, s.js, bus.StreamOptions{}); err != nil {
 		return fmt.Errorf("cache-uploader: %w", err)
 	}
@@ -90,10 +123,27 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		return fmt.Errorf("cache-uploader: %w", err)
 	}
-	h := &handler{s: s, runs: runs}
-	return bus.Work(ctx, s.js, bus.WorkOptions{
+	b := newBatcher(s.sink, s.cfg.BatchBuilds, func(builds int, took time.Duration, err error) {
+		result := "ok"
+		if err != nil {
+			result = "failed"
+		}
+		s.metrics.batches.WithLabelValues(result).Observe(float64(builds))
+		s.logger.Debug("batch uploaded", "builds", builds, "duration", took, "err", err)
+	})
+	h := &handler{s: s, runs: runs, batch: b}
+	bctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b.run(bctx)
+	}()
+	err = bus.Work(ctx, s.js, bus.WorkOptions{
 		Stream: bus.StreamRuns, Durable: bus.CacheUploaderConsumer(s.cfg.Builders), Filter: bus.RunResults,
 		Concurrency: s.cfg.Concurrency, AckWait: s.cfg.AckWait, RetryDelay: s.cfg.RetryDelay,
 		Tracer: s.tracer, SpanName: "upload",
 	}, s.logger, h.handle)
+	stop()
+	<-done
+	return err
 }

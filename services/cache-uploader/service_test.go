@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
@@ -67,15 +69,20 @@ func testConfig(t *testing.T) Config {
 	dir := t.TempDir()
 	return Config{
 		CacheURL: "file://" + filepath.Join(dir, "cache"), SecretKeyFile: filepath.Join(dir, "keys", "cache.sec"),
-		GenerateKey: true, KeyName: "nixbus-test-1", Concurrency: 2, StoreDir: "/nix/store", MaxAttempts: 2,
+		GenerateKey: true, KeyName: "nixbus-test-1", Concurrency: 4, BatchBuilds: 16, StoreDir: "/nix/store", MaxAttempts: 2,
 		AckWait: 5 * time.Second, RetryDelay: 50 * time.Millisecond, DefaultBranch: "main",
 	}
 }
 
 func start(t *testing.T, srv *natstest.Server, cfg Config) *Service {
 	t.Helper()
+	return startWith(t, srv, cfg, prometheus.NewRegistry())
+}
+
+func startWith(t *testing.T, srv *natstest.Server, cfg Config, reg prometheus.Registerer) *Service {
+	t.Helper()
 	_, js := srv.Connect(t)
-	svc, err := New(cfg, Deps{JS: js, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Nix: testNix()})
+	svc, err := New(cfg, Deps{JS: js, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Nix: testNix(), Registerer: reg})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
@@ -166,6 +173,30 @@ func TestUploadSignsAndCopies(t *testing.T) {
 	sigs, err := testNix().Output(t.Context(), []string{"path-info"}, "--store", cfg.CacheURL, "--sigs", top.out)
 	require.NoError(t, err)
 	require.Contains(t, string(sigs), "nixbus-test-1:")
+}
+
+// TestKnownOutputsAreNotCopiedAgain: outputs this uploader put in the cache
+// are neither signed nor copied again when another run builds them.
+func TestKnownOutputsAreNotCopiedAgain(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	reg := prometheus.NewRegistry()
+	svc := startWith(t, srv, testConfig(t), reg)
+	_, top := buildChain(t)
+	ok := func(run string) *nixbuspb.BuildResult {
+		return &nixbuspb.BuildResult{RunId: run, DrvPath: top.drv, Status: nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED, Outputs: map[string]string{"out": top.out}}
+	}
+	publishResult(t, js, "k1", ok("rknown1"))
+	drained(t, js)
+	calls := func() float64 { return testutil.ToFloat64(svc.metrics.nixCalls.WithLabelValues("copy")) }
+	require.Equal(t, 1.0, calls())
+	require.Equal(t, 1.0, testutil.ToFloat64(svc.metrics.nixCalls.WithLabelValues("sign")))
+	publishResult(t, js, "k2", ok("rknown2"))
+	drained(t, js)
+	require.Equal(t, 1.0, calls(), "a known output is not copied again")
+	got := uploads(t, js, "rknown2")
+	require.Len(t, got, 1)
+	require.True(t, got[0].GetOk(), got[0].GetError())
 }
 
 // TestUploadersPerHost: uploaders told which builders share their host's

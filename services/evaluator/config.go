@@ -9,6 +9,8 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"nixbus.dev/nixbus/pkg/binarycache"
 )
 
 // Config is the evaluator's configuration.
@@ -40,6 +42,11 @@ type Config struct {
 	// CacheURL is the binary cache whose contents count as cached (for
 	// example file:///var/lib/nixbus/cache). Empty: the local store.
 	CacheURL string
+	// S3 is how to reach an s3:// CacheURL: credentials and TLS.
+	S3 binarycache.S3Config
+	// CacheConcurrency is how many paths are looked up at once in a
+	// file://, http(s):// or s3:// cache.
+	CacheConcurrency int
 	// PathInfoBatch is how many store paths one `nix path-info` checks.
 	PathInfoBatch int
 	// Concurrency is how many changes this process evaluates at once.
@@ -82,6 +89,7 @@ func DefaultConfig() Config {
 		Workers:           2,
 		MaxMemoryMB:       4096,
 		PathInfoBatch:     500,
+		CacheConcurrency:  32,
 		Concurrency:       1,
 		EvalTimeout:       time.Hour,
 		AckWait:           30 * time.Second,
@@ -107,6 +115,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.GCRootsDir, "evaluator.gc-roots-dir", "", "directory for GC roots of evaluated derivations (default: per run, for nix-eval-jobs only)")
 	fs.StringVar(&c.WorkDir, "evaluator.work-dir", "", "directory for per-run checkouts (default: nixbus-evaluator in the temporary directory)")
 	fs.StringVar(&c.CacheURL, "evaluator.cache-url", "", "binary cache whose contents count as cached (default: the local store)")
+	c.S3.RegisterFlags(fs, "evaluator.")
+	fs.IntVar(&c.CacheConcurrency, "evaluator.cache-concurrency", d.CacheConcurrency, "paths looked up at once in a file://, http(s):// or s3:// cache")
 	fs.IntVar(&c.PathInfoBatch, "evaluator.path-info-batch", d.PathInfoBatch, "store paths checked per nix path-info call")
 	fs.IntVar(&c.Concurrency, "evaluator.concurrency", d.Concurrency, "changes this process evaluates at once")
 	fs.DurationVar(&c.EvalTimeout, "evaluator.eval-timeout", d.EvalTimeout, "longest one evaluation may take")
@@ -132,6 +142,11 @@ func (c *Config) Validate() error {
 	}
 	if c.EvalTimeout <= 0 || c.AckWait <= 0 || c.RetryDelay <= 0 || c.PublishAckTimeout <= 0 {
 		errs = append(errs, errors.New("evaluator.eval-timeout, ack-wait, retry-delay and publish-ack-timeout must be positive"))
+	}
+	if loc, err := binarycache.Parse(c.CacheURL); err != nil {
+		errs = append(errs, fmt.Errorf("evaluator.cache-url: %w", err))
+	} else if err := c.S3.Validate(loc); err != nil {
+		errs = append(errs, fmt.Errorf("evaluator.%w", err))
 	}
 	return errors.Join(errs...)
 }

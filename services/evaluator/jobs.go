@@ -125,11 +125,15 @@ func (h *handler) cached(ctx context.Context, recs []eval.Record, logger *slog.L
 	return out, nil
 }
 
-// validPaths asks `nix path-info` which of paths are valid in the cache
-// (or the local store), PathInfoBatch paths per call.
+// validPaths asks which of paths are valid in the cache: see cacheCheck
+// for binary caches nixbus reads itself; `nix path-info` asks the others
+// (and the local store), PathInfoBatch paths per call.
 func (h *handler) validPaths(ctx context.Context, paths []string) (map[string]bool, error) {
 	slices.Sort(paths)
 	paths = slices.Compact(paths)
+	if h.s.cache != nil {
+		return h.s.cache.have(ctx, paths)
+	}
 	valid := make(map[string]bool, len(paths))
 	for batch := range slices.Chunk(paths, h.s.cfg.PathInfoBatch) {
 		args := []string{"--json"}

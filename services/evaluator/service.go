@@ -54,6 +54,7 @@ type Service struct {
 	pub     *bus.Publisher
 	tracer  trace.Tracer
 	metrics *metrics
+	cache   *cacheCheck // nil: nix path-info asks the cache
 }
 
 // New checks cfg and returns an evaluator.
@@ -71,17 +72,22 @@ func New(cfg Config, d Deps) (*Service, error) {
 		d.Nix = &nix.Nix{}
 	}
 	logger := d.Logger.With("service", "evaluator")
+	cache, err := newCacheCheck(cfg, d.Registerer, logger)
+	if err != nil {
+		return nil, fmt.Errorf("evaluator: %w", err)
+	}
 	return &Service{
 		cfg: cfg, js: d.JS, logger: logger, nix: d.Nix, fetcher: d.Fetcher,
 		evalNix: &nix.Nix{Bin: d.Nix.Bin, Options: d.Nix.Options, Env: d.Nix.Env, MaxMemoryMB: cfg.MaxMemoryMB},
 		pub:     bus.NewPublisher(d.JS, logger), tracer: bus.Tracer(d.TracerProvider, "nixbus.dev/nixbus/services/evaluator"),
-		metrics: newMetrics(d.Registerer),
+		metrics: newMetrics(d.Registerer), cache: cache,
 	}, nil
 }
 
 // Run evaluates change events until ctx ends. Every process shares one
 // durable consumer, so a second evaluator takes the next change.
 func (s *Service) Run(ctx context.Context) error {
+	defer s.cache.close()
 	if err := bus.EnsureStreams(ctx, s.js, bus.StreamOptions{}); err != nil {
 		return fmt.Errorf("evaluator: %w", err)
 	}
