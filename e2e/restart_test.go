@@ -135,7 +135,7 @@ func TestRestartReporterKilledMidPost(t *testing.T) {
 			reporter := startProc(t, bin, "reporter", procArgs(srv.URL, t.TempDir(),
 				"--gerrit.review-via", "rest", "--gerrit.http.url", web.URL, "--gerrit.http.user", rest.User,
 				"--gerrit.http.password-file", pw, "--reporter.ack-wait", "2s", "--reporter.retry-delay", "100ms",
-				"--reporter.stale-claim", "3s")...)
+				"--reporter.stale-claim", "3s", "--reporter.upload-wait", "0")...)
 
 			// The verdict the planner would publish for a patchset's run.
 			ctx := t.Context()

@@ -51,6 +51,10 @@ func runCommand(ctx context.Context, args []string, stdout, stderr *os.File) (bo
 	if err != nil {
 		return false, err
 	}
+	if res.Review != nil {
+		// The vote also counts what the verdict does not: uploads.
+		return res.Review.GetVerified() > 0, nil
+	}
 	return res.Verdict.GetStatus() == nixbuspb.RunStatus_RUN_STATUS_SUCCEEDED, nil
 }
 

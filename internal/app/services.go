@@ -54,6 +54,12 @@ func (c *Configs) defaults(stateDir string) {
 	}
 	if c.Evaluator.CacheURL == "" {
 		c.Evaluator.CacheURL = c.CacheUploader.CacheURL
+		if c.Evaluator.S3.AccessKeyFile == "" && c.Evaluator.S3.SecretKeyFile == "" {
+			c.Evaluator.S3.AccessKeyFile, c.Evaluator.S3.SecretKeyFile = c.CacheUploader.S3.AccessKeyFile, c.CacheUploader.S3.SecretKeyFile
+		}
+		if c.Evaluator.S3.CAFile == "" {
+			c.Evaluator.S3.CAFile = c.CacheUploader.S3.CAFile
+		}
 	}
 	if c.CacheUploader.SecretKeyFile == "" {
 		c.CacheUploader.SecretKeyFile = filepath.Join(stateDir, "keys", "nixbus-cache.sec")

@@ -95,6 +95,14 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 		return nil
 	}
 	key := v.GetRunId()
+	if e, err := h.votes.Get(ctx, key); err == nil && string(e.Value()) == markPosted {
+		logger.Info("verdict already reported")
+		return nil
+	}
+	up, err := h.awaitUploads(ctx, &v, msg)
+	if err != nil {
+		return err
+	}
 	owned, unsure, err := h.claim(ctx, key)
 	if err != nil || !owned {
 		if err == nil {
@@ -103,10 +111,15 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 		}
 		return err
 	}
+	vote, message := review(&v, up, s.cfg)
+	if len(up.failed) > 0 {
+		s.metrics.uploadFailures.Add(float64(len(up.failed)))
+		span.SetAttributes(attribute.Int("nixbus.upload_failures", len(up.failed)))
+		logger.Warn("uploads to the binary cache failed", "failed", len(up.failed), "built", up.built)
+	}
 	post := Post{
-		Change: v.GetChange(), RunID: v.GetRunId(), Verified: Vote(&v), Tag: s.cfg.Tag,
-		Message: Message(&v, s.cfg.LogBaseURL, s.cfg.FailedListLimit),
-		Marker:  Marker(v.GetRunId()), MaybePosted: unsure,
+		Change: v.GetChange(), RunID: v.GetRunId(), Verified: vote, Tag: s.cfg.Tag,
+		Message: message, Marker: Marker(v.GetRunId()), MaybePosted: unsure,
 	}
 	span.SetAttributes(attribute.Int("gerrit.verified", post.Verified))
 	via, err := h.give(ctx, post)

@@ -6,6 +6,9 @@ type metrics struct {
 	verdicts    *prometheus.CounterVec
 	posts       *prometheus.CounterVec
 	postSeconds prometheus.Histogram
+	// uploadFailures counts builds whose outputs a review reported as not
+	// uploaded to the binary cache.
+	uploadFailures prometheus.Counter
 }
 
 func newMetrics(r prometheus.Registerer) *metrics {
@@ -20,7 +23,11 @@ func newMetrics(r prometheus.Registerer) *metrics {
 			Name: "nixbus_reporter_post_seconds", Help: "Time to post one review.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 12),
 		}),
+		uploadFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nixbus_reporter_upload_failures_total",
+			Help: "Built derivations a review reported as not uploaded to the binary cache (failed after retries, or not reported in time).",
+		}),
 	}
-	r.MustRegister(m.verdicts, m.posts, m.postSeconds)
+	r.MustRegister(m.verdicts, m.posts, m.postSeconds, m.uploadFailures)
 	return m
 }

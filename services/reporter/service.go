@@ -109,7 +109,8 @@ func (s *Service) Run(ctx context.Context) error {
 	g.Go(func() error {
 		return bus.Work(gctx, s.js, bus.WorkOptions{
 			Stream: bus.StreamReports, Durable: bus.ConsumerReporter, Filter: bus.VerdictAll,
-			Concurrency: 4, AckWait: s.cfg.AckWait, RetryDelay: s.cfg.RetryDelay,
+			// Reviews wait for their runs' uploads: many at once.
+			Concurrency: 16, AckWait: s.cfg.AckWait, RetryDelay: s.cfg.RetryDelay,
 			Tracer: s.tracer, SpanName: "report",
 		}, s.logger, h.handle)
 	})
