@@ -15,7 +15,12 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"nixbus.dev/nixbus/pkg/secret"
 )
+
+// DefaultS3Timeout bounds one request to an S3 service by default.
+const DefaultS3Timeout = 10 * time.Minute
 
 // S3Config is how to reach an S3-compatible service beyond what the
 // cache URL says: credentials and TLS trust, from files.
@@ -34,12 +39,12 @@ type S3Config struct {
 
 // RegisterFlags registers the S3 flags under prefix (e.g. "cache-uploader.").
 func (c *S3Config) RegisterFlags(fs *flag.FlagSet, prefix string) {
-	secretFlag(fs, &c.AccessKeyFile, prefix+"s3-access-key-file", "s3-access-key",
+	secret.FlagVar(fs, &c.AccessKeyFile, prefix+"s3-access-key-file", "s3-access-key",
 		"file holding the S3 access key id of an s3:// cache")
-	secretFlag(fs, &c.SecretKeyFile, prefix+"s3-secret-key-file", "s3-secret-key",
+	secret.FlagVar(fs, &c.SecretKeyFile, prefix+"s3-secret-key-file", "s3-secret-key",
 		"file holding the S3 secret access key of an s3:// cache")
 	fs.StringVar(&c.CAFile, prefix+"s3-ca-file", "", "PEM file of CA certificates trusted for the TLS of an s3:// or https:// cache, besides the system's")
-	fs.DurationVar(&c.Timeout, prefix+"s3-timeout", 10*time.Minute, "longest one request to the S3 endpoint may take (an upload included)")
+	fs.DurationVar(&c.Timeout, prefix+"s3-timeout", DefaultS3Timeout, "longest one request to the S3 endpoint may take (an upload included)")
 }
 
 // Validate checks the configuration for a cache at loc.
@@ -122,27 +127,17 @@ func (c *S3Config) transport() (*http.Transport, error) {
 	return tr, nil
 }
 
-// readSecret is a credential file's first line; the error never quotes it.
+// readSecret is a credential file's content, one line; errors never
+// quote it.
 func readSecret(path string) (string, error) {
-	st, err := os.Stat(path)
+	v, err := secret.ReadString(path)
 	if err != nil {
 		return "", err
 	}
-	if !st.Mode().IsRegular() || st.Size() > 64<<10 {
-		return "", fmt.Errorf("%s: not a small regular file", path)
+	if v = strings.TrimSpace(v); v == "" || strings.ContainsAny(v, "\r\n") {
+		return "", fmt.Errorf("%s: want one non-empty line", path)
 	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return "", fmt.Errorf("%s: readable by others; chmod go-rwx %s", path, path)
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return "", err
-	}
-	line, _, _ := strings.Cut(string(data), "\n")
-	if line = strings.TrimSpace(line); line == "" {
-		return "", fmt.Errorf("%s is empty", path)
-	}
-	return line, nil
+	return v, nil
 }
 
 // Name is the bucket's name.

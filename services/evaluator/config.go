@@ -90,6 +90,7 @@ func DefaultConfig() Config {
 		MaxMemoryMB:       4096,
 		PathInfoBatch:     500,
 		CacheConcurrency:  32,
+		S3:                binarycache.S3Config{Timeout: binarycache.DefaultS3Timeout},
 		Concurrency:       1,
 		EvalTimeout:       time.Hour,
 		AckWait:           30 * time.Second,
