@@ -341,6 +341,10 @@ func (s *Service) jobPage(w http.ResponseWriter, r *http.Request, u user) {
 	switch d.Row.Status {
 	case jsBuilding, jsQueued, jsWaiting, jsRestart:
 		d.Live = true
+		if seq := d.Row.restartSeq; seq > 0 {
+			// Follow the rebuild, not the build that failed.
+			d.LiveURL += "?restart=" + strconv.FormatUint(seq, 10)
+		}
 	default:
 		text, cut, ok, err := s.storedLog(r, id, drv)
 		if err != nil {

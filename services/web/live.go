@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 	"unicode/utf8"
 
@@ -27,6 +28,8 @@ func (s *Service) liveLog(w http.ResponseWriter, r *http.Request, _ user) {
 		http.Error(w, "no such log", http.StatusNotFound)
 		return
 	}
+	// ?restart=N follows the rebuild a RestartJob at sequence N released.
+	minRestart, _ := strconv.ParseUint(r.URL.Query().Get("restart"), 10, 64)
 	select {
 	case s.live <- struct{}{}:
 		defer func() { <-s.live }()
@@ -50,7 +53,7 @@ func (s *Service) liveLog(w http.ResponseWriter, r *http.Request, _ user) {
 	chunks := make(chan *nixbuspb.LogChunk, 16)
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		var c nixbuspb.LogChunk
-		if bus.Decode(m.Data(), &c) != nil {
+		if bus.Decode(m.Data(), &c) != nil || c.GetRestartSeq() < minRestart {
 			return
 		}
 		select {

@@ -150,6 +150,8 @@ type jobRow struct {
 	// Restartable: an admin may build it again (a build that failed, in
 	// a run that ended).
 	Restartable bool
+	// restartSeq is the pending restart's sequence (status restarting).
+	restartSeq uint64
 }
 
 // rows computes every job's row; building tells which derivations have
@@ -185,7 +187,7 @@ func (rs *runState) rows(building func(drv string) bool) []jobRow {
 			r.Restartable = ended && res.GetStatus() != nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED
 		}
 		if seq := rs.restarts[j.drv]; seq > 0 && seq > rs.resultSeq[j.drv] {
-			r.Status, r.Reason, r.Restartable = jsRestart, "restart requested", false
+			r.Status, r.Reason, r.Restartable, r.restartSeq = jsRestart, "restart requested", false, seq
 			if building(j.drv) {
 				r.Reason = "rebuilding"
 			}

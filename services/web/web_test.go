@@ -39,15 +39,23 @@ func testConfig() Config {
 
 func start(t *testing.T, cfg Config) *fixture {
 	t.Helper()
+	return startAt(t, func(string) Config { return cfg })
+}
+
+// startAt serves the pages on a test server whose URL configure gets.
+func startAt(t *testing.T, configure func(baseURL string) Config) *fixture {
+	t.Helper()
 	srv := natstest.Start(t)
 	_, js := srv.Connect(t)
 	require.NoError(t, bus.EnsureStreams(t.Context(), js, bus.StreamOptions{}))
-	svc, err := New(cfg, Deps{JS: js, Logger: slog.New(slog.DiscardHandler)})
+	var handler http.Handler
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { handler.ServeHTTP(w, r) }))
+	svc, err := New(configure(hs.URL), Deps{JS: js, Logger: slog.New(slog.DiscardHandler)})
 	require.NoError(t, err)
+	handler = svc.Handler()
 	runCtx, stop := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(runCtx) }()
-	hs := httptest.NewServer(svc.Handler())
 	t.Cleanup(func() {
 		hs.CloseClientConnections()
 		hs.Close()
