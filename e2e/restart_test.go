@@ -267,7 +267,7 @@ func onlyRun(t *testing.T, js jetstream.JetStream) string {
 }
 
 // waitVerdict returns the first run verdict on the bus.
-func waitVerdict(t *testing.T, js jetstream.JetStream, timeout time.Duration) *nixbuspb.RunVerdict {
+func waitVerdict(t testing.TB, js jetstream.JetStream, timeout time.Duration) *nixbuspb.RunVerdict {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), timeout)
 	defer cancel()
