@@ -14,6 +14,7 @@ import (
 	"nixbus.dev/nixbus/internal/app"
 	"nixbus.dev/nixbus/internal/corpus"
 	"nixbus.dev/nixbus/pkg/bus"
+	"nixbus.dev/nixbus/pkg/changeevent"
 	"nixbus.dev/nixbus/pkg/natstest"
 	"nixbus.dev/nixbus/pkg/nix"
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
@@ -51,7 +52,8 @@ func corpusRun(tb testing.TB, sets corpus.Sets) (run, evalDone, bare time.Durati
 	_, js := srv.Connect(tb)
 
 	t0 := time.Now()
-	ev := app.ManualEvent(dir)
+	ev, err := changeevent.Manual(changeevent.Options{LocalPath: dir})
+	require.NoError(tb, err)
 	require.NoError(tb, bus.NewPublisher(js, slog.New(slog.DiscardHandler)).Publish(tb.Context(), bus.ChangeSubject(ev.GetProject()), bus.MsgIDChange(ev.GetEventId()), ev, nil))
 	verdict := waitVerdict(tb, js, 30*time.Minute)
 	run = time.Since(t0)
