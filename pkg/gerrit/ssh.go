@@ -7,134 +7,18 @@ package gerrit
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
-	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
-	"golang.org/x/crypto/ssh/knownhosts"
 
 	"nixbus.dev/nixbus/pkg/secret"
 )
-
-// DefaultPort is Gerrit's SSH port.
-const DefaultPort = 29418
-
-// SSHConfig says how to reach Gerrit's SSH port. The zero value means no
-// Gerrit is configured.
-type SSHConfig struct {
-	// Address is host or host:port; the port defaults to 29418.
-	Address string
-	// User is the Gerrit account nixbus logs in as.
-	User string
-	// KeyFile is the account's private key (OpenSSH or PEM, unencrypted).
-	KeyFile string
-	// KnownHostsFile pins the server's host key; a host missing from it or
-	// presenting another key is refused.
-	KnownHostsFile string
-	// DialTimeout bounds the TCP connect and the SSH handshake.
-	DialTimeout time.Duration
-	// KeepaliveInterval is how often an idle connection is probed, and
-	// KeepaliveTimeout how long a probe may go unanswered before the
-	// connection is declared dead and closed.
-	KeepaliveInterval time.Duration
-	KeepaliveTimeout  time.Duration
-}
-
-// RegisterFlags registers the fields as <prefix>address, <prefix>user, ...
-// (for example prefix "gerrit.ssh.").
-func (c *SSHConfig) RegisterFlags(fs *flag.FlagSet, prefix string) {
-	fs.StringVar(&c.Address, prefix+"address", "", "Gerrit SSH host[:port] (port 29418 by default); empty: no Gerrit")
-	fs.StringVar(&c.User, prefix+"user", "", "Gerrit account to log in as")
-	secret.FlagVar(fs, &c.KeyFile, prefix+"key-file", "gerrit-ssh-key", "private key file of the Gerrit account")
-	secret.FlagVar(fs, &c.KnownHostsFile, prefix+"known-hosts-file", "gerrit-known-hosts", "known_hosts file holding Gerrit's host key")
-	fs.DurationVar(&c.DialTimeout, prefix+"dial-timeout", 20*time.Second, "bound on connecting and the SSH handshake")
-	fs.DurationVar(&c.KeepaliveInterval, prefix+"keepalive-interval", 15*time.Second, "how often an idle SSH connection is probed")
-	fs.DurationVar(&c.KeepaliveTimeout, prefix+"keepalive-timeout", 45*time.Second, "how long a probe may go unanswered before reconnecting")
-}
-
-// Enabled reports whether a Gerrit is configured.
-func (c SSHConfig) Enabled() bool { return c.Address != "" }
-
-// Validate checks a configured Gerrit; a disabled one is valid.
-func (c SSHConfig) Validate() error {
-	if !c.Enabled() {
-		return nil
-	}
-	if _, _, err := c.HostPort(); err != nil {
-		return err
-	}
-	if c.User == "" || c.KeyFile == "" || c.KnownHostsFile == "" {
-		return errors.New("gerrit ssh: user, key file and known_hosts file are required")
-	}
-	if c.DialTimeout < 0 || c.KeepaliveInterval < 0 || c.KeepaliveTimeout < 0 {
-		return errors.New("gerrit ssh: timeouts must not be negative")
-	}
-	return nil
-}
-
-func (c SSHConfig) withDefaults() SSHConfig {
-	if c.DialTimeout <= 0 {
-		c.DialTimeout = 20 * time.Second
-	}
-	if c.KeepaliveInterval <= 0 {
-		c.KeepaliveInterval = 15 * time.Second
-	}
-	if c.KeepaliveTimeout <= 0 {
-		c.KeepaliveTimeout = 3 * c.KeepaliveInterval
-	}
-	return c
-}
-
-// HostPort splits Address, defaulting the port.
-func (c SSHConfig) HostPort() (string, int, error) {
-	host, portStr, err := net.SplitHostPort(c.Address)
-	if err != nil {
-		// No port: the whole address is the host (IPv6 in brackets or not).
-		host, portStr = strings.TrimSuffix(strings.TrimPrefix(c.Address, "["), "]"), ""
-	}
-	if host == "" || strings.HasPrefix(host, "-") || strings.ContainsAny(host, " \t\r\n/@'\"\\") {
-		return "", 0, fmt.Errorf("gerrit ssh address %q: bad host", c.Address)
-	}
-	port := DefaultPort
-	if portStr != "" {
-		port, err = strconv.Atoi(portStr)
-		if err != nil || port <= 0 || port > 65535 {
-			return "", 0, fmt.Errorf("gerrit ssh address %q: bad port", c.Address)
-		}
-	}
-	return host, port, nil
-}
-
-// addr is host:port as dialled, and as looked up in known_hosts.
-func (c SSHConfig) addr() (string, error) {
-	host, port, err := c.HostPort()
-	if err != nil {
-		return "", err
-	}
-	return net.JoinHostPort(host, strconv.Itoa(port)), nil
-}
-
-// RepoURL is the ssh:// URL git fetches project from.
-func (c SSHConfig) RepoURL(project string) string {
-	host, port, err := c.HostPort()
-	if err != nil {
-		return ""
-	}
-	u := url.URL{Scheme: "ssh", Host: net.JoinHostPort(host, strconv.Itoa(port)), Path: "/" + strings.TrimPrefix(project, "/")}
-	if c.User != "" {
-		u.User = url.User(c.User)
-	}
-	return u.String()
-}
 
 // Client is an SSH connection to Gerrit, kept alive until Close.
 type Client struct {
@@ -218,86 +102,6 @@ func clientConfig(cfg SSHConfig, addr string) (*ssh.ClientConfig, error) {
 	}, nil
 }
 
-// HostKeyCallback verifies host keys against knownHostsFile, with errors
-// that name the host and the file. It also returns the host key algorithms
-// to offer for addr: those of the keys the file pins for it, so a server
-// with several host keys presents one the file knows.
-func HostKeyCallback(knownHostsFile, addr string) (ssh.HostKeyCallback, []string, error) {
-	if err := secret.CheckTrusted(knownHostsFile); err != nil {
-		return nil, nil, fmt.Errorf("read gerrit known_hosts: %w", err)
-	}
-	check, err := knownhosts.New(knownHostsFile)
-	if err != nil {
-		return nil, nil, fmt.Errorf("read gerrit known_hosts: %w", err)
-	}
-	verify := func(hostname string, remote net.Addr, key ssh.PublicKey) error {
-		err := check(hostname, remote, key)
-		var ke *knownhosts.KeyError
-		switch {
-		case err == nil:
-			return nil
-		case errors.As(err, &ke) && len(ke.Want) == 0:
-			return fmt.Errorf("gerrit host %s is not in known_hosts file %s (it offered %s key %s); refusing to connect",
-				knownhosts.Normalize(hostname), knownHostsFile, key.Type(), ssh.FingerprintSHA256(key))
-		case errors.As(err, &ke):
-			return fmt.Errorf("gerrit host key mismatch for %s: it offered %s key %s, known_hosts file %s pins %s; refusing to connect",
-				knownhosts.Normalize(hostname), key.Type(), ssh.FingerprintSHA256(key), knownHostsFile, describeKnown(ke.Want))
-		default:
-			return fmt.Errorf("verify gerrit host key of %s against %s: %w", knownhosts.Normalize(hostname), knownHostsFile, err)
-		}
-	}
-	return verify, knownAlgorithms(check, addr), nil
-}
-
-func describeKnown(keys []knownhosts.KnownKey) string {
-	parts := make([]string, len(keys))
-	for i, k := range keys {
-		parts[i] = fmt.Sprintf("%s key %s (%s:%d)", k.Key.Type(), ssh.FingerprintSHA256(k.Key), k.Filename, k.Line)
-	}
-	return strings.Join(parts, ", ")
-}
-
-// knownAlgorithms asks the known_hosts checker which keys it holds for addr
-// by showing it a throwaway key: the mismatch error lists them.
-func knownAlgorithms(check ssh.HostKeyCallback, addr string) []string {
-	_, priv, err := ed25519.GenerateKey(nil)
-	if err != nil {
-		return nil
-	}
-	probe, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		return nil
-	}
-	tcp, err := net.ResolveTCPAddr("tcp", addr)
-	if err != nil {
-		tcp = &net.TCPAddr{}
-	}
-	var ke *knownhosts.KeyError
-	if err := check(addr, tcp, probe.PublicKey()); !errors.As(err, &ke) || len(ke.Want) == 0 {
-		return nil
-	}
-	var algos []string
-	seen := map[string]bool{}
-	add := func(a ...string) {
-		for _, x := range a {
-			if !seen[x] {
-				seen[x] = true
-				algos = append(algos, x)
-			}
-		}
-	}
-	for _, k := range ke.Want {
-		switch t := k.Key.Type(); t {
-		case ssh.KeyAlgoRSA:
-			add(ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256, ssh.KeyAlgoRSA)
-		default:
-			add(t)
-		}
-	}
-	return algos
-}
-
-// keepalive probes the server; an unanswered probe closes the connection,
 // which ends every session on it so the caller reconnects.
 func (c *Client) keepalive(interval, timeout time.Duration) {
 	defer c.wg.Done()
