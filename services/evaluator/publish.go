@@ -3,10 +3,9 @@ package evaluator
 import (
 	"context"
 	"fmt"
-	"time"
+	"sync"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"nixbus.dev/nixbus/pkg/bus"
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
@@ -41,65 +40,25 @@ func (h *handler) publishGraph(ctx context.Context, run string, chunks []*nixbus
 	return h.publishAll(ctx, run, msgs)
 }
 
-// publishAll publishes msgs asynchronously, at most PublishWindow awaiting
-// their acknowledgement, waits for every acknowledgement and publishes
-// again (synchronously, with retries) each message that was not
-// acknowledged. Message ids make the repeats harmless.
+// publishAll publishes msgs through a bus.Window: asynchronously, at most
+// PublishWindow awaiting their acknowledgement, each one that was not
+// acknowledged published again (message ids make repeats harmless); it
+// returns once every message is stored.
 func (h *handler) publishAll(ctx context.Context, run string, msgs []*nats.Msg) error {
-	type pending struct {
-		msg      *nats.Msg
-		fut      jetstream.PubAckFuture
-		deadline time.Time
-	}
-	var (
-		window []pending
-		failed []*nats.Msg
-	)
-	await := func(p pending) error {
-		if p.fut == nil {
-			failed = append(failed, p.msg)
-			return nil
-		}
-		timer := time.NewTimer(time.Until(p.deadline))
-		defer timer.Stop()
-		select {
-		case <-p.fut.Ok():
-		case <-p.fut.Err():
-			failed = append(failed, p.msg)
-		case <-timer.C:
-			failed = append(failed, p.msg)
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		return nil
-	}
+	w := bus.NewWindow(h.s.js, bus.WindowOptions{
+		Size: h.s.cfg.PublishWindow, AckTimeout: h.s.cfg.PublishAckTimeout,
+		Logger: h.s.logger.With("run", run),
+	})
+	wctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { w.Run(wctx) })
+	defer func() { stop(); wg.Wait() }()
 	for _, msg := range msgs {
-		if len(window) == h.s.cfg.PublishWindow {
-			if err := await(window[0]); err != nil {
-				return err
-			}
-			window = window[1:]
-		}
-		fut, err := h.s.js.PublishMsgAsync(msg)
-		if err != nil {
-			fut = nil
-		}
-		window = append(window, pending{msg: msg, fut: fut, deadline: time.Now().Add(h.s.cfg.PublishAckTimeout)})
-	}
-	for _, p := range window {
-		if err := await(p); err != nil {
+		if err := w.Publish(ctx, msg); err != nil {
 			return err
 		}
 	}
-	if len(failed) > 0 {
-		h.s.logger.Warn("publish again", "run", run, "messages", len(failed))
-	}
-	for _, msg := range failed {
-		if err := h.s.pub.PublishMsg(ctx, msg); err != nil {
-			return err
-		}
-	}
-	return nil
+	return w.Flush(ctx)
 }
 
 // jobMsg encodes a job. A job too large for the bus (a huge error, very

@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"strconv"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -16,52 +15,27 @@ import (
 // stream sequence of NIXBUS_RUNS to read from after a restart.
 const checkpointKey = "checkpoint"
 
-// outbox publishes asynchronously and never loses a message: every publish
-// is awaited in order, one that fails or is not acknowledged in time is
-// published again (same message id, so JetStream keeps it once) until it is
-// stored or ctx ends. Checkpoints travel through the same queue, so one is
-// saved only after everything published before it is stored.
+// outbox is the planner's bus.Window: every message it emits is published
+// asynchronously and never lost, and checkpoints travel through the same
+// window, so one is saved only after everything published before it is
+// stored.
 type outbox struct {
-	js         jetstream.JetStream
-	kv         jetstream.KeyValue
-	pub        *bus.Publisher
-	logger     *slog.Logger
-	ackTimeout time.Duration
-	metrics    *metrics
-	queue      chan outItem
-}
-
-type outItem struct {
-	subject string
-	header  nats.Header
-	data    []byte
-	fut     jetstream.PubAckFuture
-	// checkpoint is set (and subject empty) for a checkpoint marker.
-	checkpoint uint64
+	w      *bus.Window
+	kv     jetstream.KeyValue
+	logger *slog.Logger
 }
 
 func newOutbox(js jetstream.JetStream, kv jetstream.KeyValue, logger *slog.Logger, cfg Config, m *metrics) *outbox {
 	return &outbox{
-		js: js, kv: kv, pub: bus.NewPublisher(js, logger), logger: logger,
-		ackTimeout: cfg.PublishAckTimeout, metrics: m, queue: make(chan outItem, cfg.PublishWindow),
+		w: bus.NewWindow(js, bus.WindowOptions{
+			Size: cfg.PublishWindow, AckTimeout: cfg.PublishAckTimeout, Logger: logger, OnRepublish: m.republished.Inc,
+		}),
+		kv: kv, logger: logger,
 	}
 }
 
 // publish starts publishing msg; it blocks only while the window is full.
-func (o *outbox) publish(ctx context.Context, msg *nats.Msg) error {
-	it := outItem{subject: msg.Subject, header: msg.Header, data: msg.Data}
-	fut, err := o.js.PublishMsgAsync(msg)
-	if err == nil {
-		it.fut = fut
-	}
-	// On error fut stays nil and the watcher publishes synchronously.
-	select {
-	case o.queue <- it:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+func (o *outbox) publish(ctx context.Context, msg *nats.Msg) error { return o.w.Publish(ctx, msg) }
 
 // backlogInFlight is how many unacknowledged messages the outbox may hold
 // before backlogs wait: enough to keep JetStream busy, few enough that a
@@ -69,59 +43,18 @@ func (o *outbox) publish(ctx context.Context, msg *nats.Msg) error {
 const backlogInFlight = 512
 
 // inFlight is how many published messages await their acknowledgement.
-func (o *outbox) inFlight() int { return len(o.queue) }
+func (o *outbox) inFlight() int { return o.w.InFlight() }
+
+// settled receives a value each time the outbox drained a little.
+func (o *outbox) settled() <-chan struct{} { return o.w.Settled() }
 
 // checkpoint saves seq once everything published before it is stored.
 func (o *outbox) checkpoint(ctx context.Context, seq uint64) error {
-	select {
-	case o.queue <- outItem{checkpoint: seq}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return o.w.After(ctx, func(ctx context.Context) { o.saveCheckpoint(ctx, seq) })
 }
 
-// run awaits acknowledgements in order until ctx ends or the queue closes.
-func (o *outbox) run(ctx context.Context) {
-	timer := time.NewTimer(o.ackTimeout)
-	defer timer.Stop()
-	for {
-		var it outItem
-		var ok bool
-		select {
-		case it, ok = <-o.queue:
-			if !ok {
-				return
-			}
-		case <-ctx.Done():
-			return
-		}
-		if it.subject == "" {
-			o.saveCheckpoint(ctx, it.checkpoint)
-			continue
-		}
-		if it.fut != nil {
-			timer.Reset(o.ackTimeout) // Go >= 1.23 timers: no draining needed
-			select {
-			case <-it.fut.Ok():
-				timer.Stop()
-				continue
-			case err := <-it.fut.Err():
-				timer.Stop()
-				o.logger.Warn("publish not acknowledged", "subject", it.subject, "err", err)
-			case <-timer.C:
-				o.logger.Warn("publish not acknowledged in time", "subject", it.subject)
-			case <-ctx.Done():
-				return
-			}
-		}
-		o.metrics.republished.Inc()
-		msg := &nats.Msg{Subject: it.subject, Header: it.header, Data: it.data}
-		if err := o.pub.PublishMsg(ctx, msg); err != nil {
-			return // only when ctx ended
-		}
-	}
-}
+// run settles the window until ctx ends.
+func (o *outbox) run(ctx context.Context) { o.w.Run(ctx) }
 
 func (o *outbox) saveCheckpoint(ctx context.Context, seq uint64) {
 	_ = untilDone(ctx, o.logger, "save checkpoint", func() error {

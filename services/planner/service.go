@@ -167,13 +167,12 @@ func (s *Service) run(ctx context.Context) error {
 		// A backlog takes turns with incoming messages, and only while the
 		// outbox is not busy with earlier ones, so that a large run's
 		// releases never queue in front of another run's for long.
-		var turn <-chan struct{}
-		var later <-chan time.Time
+		var turn, drained <-chan struct{}
 		if len(st.busy) > 0 {
 			if out.inFlight() < backlogInFlight {
 				turn = ready
 			} else {
-				later = time.After(time.Millisecond)
+				drained = out.settled()
 			}
 		}
 		var err error
@@ -186,7 +185,7 @@ func (s *Service) run(ctx context.Context) error {
 			err = st.install(ctx, p)
 		case <-turn:
 			err = st.drain(ctx)
-		case <-later:
+		case <-drained:
 		case <-tick.C:
 			if cp := st.checkpoint(); cp != saved && st.lastSeq > 0 {
 				err = out.checkpoint(ctx, cp)
