@@ -6,7 +6,10 @@ BIN           := $(CURDIR)/bin
 SERVICES      := gerrit-ingest evaluator planner builder cache-uploader reporter
 TESTFLAGS     ?= -count=1 -timeout 20m
 
-.PHONY: all build proto proto-check proto-release setup test vet fmt-check bench run clean
+GOLANGCI_LINT := v2.15.0
+TOOLS         ?= $(HOME)/.cache/nixbus-tools/bin
+
+.PHONY: all build lint proto proto-check proto-release setup test vet fmt-check bench run clean
 
 all: build
 
@@ -33,6 +36,17 @@ proto-release:
 # Installs what a fresh Debian machine with Go lacks (Nix, protoc).
 setup:
 	@scripts/setup.sh
+
+# golangci-lint with .golangci.yml: depguard (as internal/archtest),
+# forbidigo (no sleeps or background contexts in tests), errorlint,
+# staticcheck and friends. Built once from the module proxy, then cached.
+lint: $(TOOLS)/golangci-lint-$(GOLANGCI_LINT)
+	$(TOOLS)/golangci-lint-$(GOLANGCI_LINT) run ./...
+
+$(TOOLS)/golangci-lint-$(GOLANGCI_LINT):
+	mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT)
+	mv $(TOOLS)/golangci-lint $@
 
 vet:
 	$(GO) vet ./... ./proto/...

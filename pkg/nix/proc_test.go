@@ -90,7 +90,7 @@ func gone(pid int) bool {
 // child it started (the parent-death signal).
 func TestKilledParentLeavesNoNix(t *testing.T) {
 	if os.Getenv("NIXBUS_TEST_NIX_PARENT") != "" {
-		cmd := (&Nix{}).Command(context.Background(), []string{"repl"})
+		cmd := (&Nix{}).Command(t.Context(), []string{"repl"})
 		stdin, err := cmd.StdinPipe() // kept open: the repl waits for input
 		if err != nil {
 			os.Exit(2)

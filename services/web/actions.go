@@ -1,6 +1,7 @@
 package web
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -99,7 +100,7 @@ func (s *Service) lookRun(r *http.Request, id string) (*runState, error) {
 		return nil, userError{http.StatusNotFound, "No such run."}
 	}
 	rs, err := s.runs.look(r.Context(), s.js, id)
-	if err == errNoRun {
+	if errors.Is(err, errNoRun) {
 		return nil, userError{http.StatusNotFound, "No such run."}
 	}
 	return rs, err

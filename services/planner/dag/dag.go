@@ -228,7 +228,7 @@ func New(jobs []Job, g Graph) *Plan {
 		depStart[n] = first
 	}
 	depStart[nodes] = int32(len(depEnds))
-	from, to, order, mark = nil, nil, nil, nil
+	from, to, order, mark = nil, nil, nil, nil //nolint:ineffassign // lets the GC free them while the rest is built
 	p.pending = make([]int32, nodes)
 	edgeFrom := make([]int32, len(depEnds))
 	for n := range nodes {
