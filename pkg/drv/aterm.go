@@ -172,8 +172,8 @@ func (p *aterm) unexpected(want string) error {
 	if p.pos >= len(p.data) {
 		return fmt.Errorf("expected %s, found end of file", want)
 	}
-	end := min(p.pos+16, len(p.data))
-	return fmt.Errorf("expected %s, found %q", want, p.data[p.pos:end])
+	// The file is not quoted: a hostile drvPath may name any file.
+	return fmt.Errorf("expected %s", want)
 }
 
 // list reads the elements of a list whose '[' was consumed, through ']'.

@@ -8,10 +8,12 @@ package drv
 
 import (
 	"strings"
+
+	"nixbus.dev/nixbus/pkg/storepath"
 )
 
 // DefaultStoreDir is where derivation paths live unless a caller says otherwise.
-const DefaultStoreDir = "/nix/store"
+const DefaultStoreDir = storepath.DefaultDir
 
 // Graph gives a derivation's input derivations (the keys of its inputDrvs).
 type Graph interface {

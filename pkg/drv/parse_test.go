@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"testing/iotest"
 	"time"
@@ -244,12 +246,59 @@ in b.drvPath`
 func TestStoreGraphMissing(t *testing.T) {
 	g := NewStoreGraph()
 	g.StoreDir = t.TempDir()
-	_, err := g.Inputs("nope.drv")
-	require.Error(t, err)
-	require.NoError(t, os.WriteFile(g.StoreDir+"/x.drv", []byte(`Derive([],[("/nix/store/y.drv",["out"])],[],"s","b",[],[])`), 0o644))
-	in, err := g.Inputs("x.drv")
+	const x = "0123456789abcdfghijklmnpqrsvwxyz-x.drv"
+	_, err := g.Inputs("00000000000000000000000000000000-nope.drv")
+	require.ErrorIs(t, err, os.ErrNotExist)
+	require.NoError(t, os.WriteFile(g.StoreDir+"/"+x, []byte(`Derive([],[("/nix/store/y.drv",["out"])],[],"s","b",[],[])`), 0o644))
+	in, err := g.Inputs(x)
 	require.NoError(t, err)
 	require.Equal(t, []string{"/nix/store/y.drv"}, in)
+}
+
+// A flake names any drvPath it likes: only regular .drv files of the store
+// are read, and no error quotes what a file holds.
+func TestStoreGraphRefusesHostileDrvPaths(t *testing.T) {
+	dir := t.TempDir()
+	store := filepath.Join(dir, "store")
+	require.NoError(t, os.Mkdir(store, 0o755))
+	const secret = "password=hunter2"
+	secretFile := filepath.Join(dir, "secret")
+	require.NoError(t, os.WriteFile(secretFile, []byte(secret), 0o644))
+	h := "0123456789abcdfghijklmnpqrsvwxyz"
+	link := store + "/" + h + "-link.drv"
+	require.NoError(t, os.Symlink(secretFile, link))
+	notDrv := store + "/" + h + "-text.drv"
+	require.NoError(t, os.WriteFile(notDrv, []byte(secret), 0o644))
+	fifo := store + "/" + h + "-fifo.drv"
+	require.NoError(t, syscall.Mkfifo(fifo, 0o644))
+	big := store + "/" + h + "-big.drv"
+	require.NoError(t, os.WriteFile(big, nil, 0o644))
+	require.NoError(t, os.Truncate(big, 64<<20))
+
+	for name, p := range map[string]string{
+		"outside the store":   secretFile,
+		"dot dot":             store + "/../secret",
+		"dot dot in the name": store + "/" + h + "-../../secret.drv",
+		"device":              "/dev/zero",
+		"no hash":             store + "/secret.drv",
+		"bad hash alphabet":   store + "/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-x.drv",
+		"not .drv":            store + "/" + h + "-x",
+		"symlink out":         link,
+		"not an aterm":        notDrv,
+		"fifo":                fifo,
+		"huge":                big,
+		"relative escape":     "../secret",
+		"control chars":       store + "/" + h + "-[31m.drv",
+	} {
+		t.Run(name, func(t *testing.T) {
+			g := NewStoreGraph()
+			g.StoreDir = store
+			_, err := g.Inputs(p)
+			require.Error(t, err)
+			require.NotContains(t, err.Error(), "hunter2")
+			require.NotContains(t, err.Error(), "\x1b", "no raw control character")
+		})
+	}
 }
 
 func FuzzParseShowDerivation(f *testing.F) {

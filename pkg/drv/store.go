@@ -2,9 +2,10 @@ package drv
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
+	"strings"
 	"sync"
+
+	"nixbus.dev/nixbus/pkg/storepath"
 )
 
 // StoreGraph is a Graph that reads .drv files from the store directory on
@@ -24,8 +25,17 @@ func NewStoreGraph() *StoreGraph {
 	return &StoreGraph{StoreDir: DefaultStoreDir, inputs: make(map[string][]string)}
 }
 
+func (g *StoreGraph) dir() string {
+	if g.StoreDir == "" {
+		return DefaultStoreDir
+	}
+	return g.StoreDir
+}
+
 // Inputs returns the input derivations of the .drv file at drvPath (a full
-// path, or a name inside StoreDir).
+// path, or a name inside StoreDir). drvPath is hostile: only a regular
+// <StoreDir>/<hash>-<name>.drv file is read (storepath.ReadDrv), and a
+// parse error says where, never what the file holds.
 func (g *StoreGraph) Inputs(drvPath string) ([]string, error) {
 	g.mu.RLock()
 	in, ok := g.inputs[drvPath]
@@ -34,20 +44,16 @@ func (g *StoreGraph) Inputs(drvPath string) ([]string, error) {
 		return in, nil
 	}
 	file := drvPath
-	if !filepath.IsAbs(file) {
-		dir := g.StoreDir
-		if dir == "" {
-			dir = DefaultStoreDir
-		}
-		file = filepath.Join(dir, file)
+	if !strings.HasPrefix(file, "/") {
+		file = g.dir() + "/" + file
 	}
-	data, err := os.ReadFile(file)
+	data, err := storepath.ReadDrv(g.dir(), file)
 	if err != nil {
-		return nil, fmt.Errorf("read derivation: %w", err)
+		return nil, err
 	}
 	in, err = parseInputDrvs(data)
 	if err != nil {
-		return nil, fmt.Errorf("derivation %s: %w", drvPath, err)
+		return nil, fmt.Errorf("derivation %s: %w", storepath.Show(drvPath), err)
 	}
 	g.mu.Lock()
 	if g.inputs == nil {

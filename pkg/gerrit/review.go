@@ -52,8 +52,7 @@ type Reviewer interface {
 }
 
 var (
-	revisionRe = regexp.MustCompile(`^[0-9a-f]{40}([0-9a-f]{24})?$`)
-	tagRe      = regexp.MustCompile(`^[A-Za-z0-9_.:/+-]+$`)
+	tagRe = regexp.MustCompile(`^[A-Za-z0-9_.:/+-]+$`)
 )
 
 func (r Review) validate() error {
@@ -64,7 +63,7 @@ func (r Review) validate() error {
 		return fmt.Errorf("review: change number %d is not positive", r.Change)
 	case r.Patchset <= 0 && r.Revision == "":
 		return errors.New("review: neither patchset nor revision is set")
-	case r.Revision != "" && !revisionRe.MatchString(r.Revision):
+	case r.Revision != "" && !IsCommit(r.Revision):
 		return fmt.Errorf("review: revision %q is not a commit id", r.Revision)
 	case r.Verified < -2 || r.Verified > 2:
 		return fmt.Errorf("review: Verified=%d is out of range", r.Verified)

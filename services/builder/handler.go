@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"nixbus.dev/nixbus/pkg/bus"
+	"nixbus.dev/nixbus/pkg/storepath"
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
 	"nixbus.dev/nixbus/services/builder/internal/nixbuild"
 )
@@ -27,11 +28,7 @@ type handler struct {
 	runs jetstream.Stream
 }
 
-var (
-	// A store path's base name: 32 hash characters, a dash, a name.
-	drvBaseRe = regexp.MustCompile(`^[0-9a-z]{32}-[A-Za-z0-9+\-_?=][A-Za-z0-9+\-._?=]*\.drv$`)
-	runIDRe   = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
-)
+var runIDRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
 
 // handle builds one request and publishes its result. It returns nil only
 // once the result is stored. If the builder is shutting down, the build is
@@ -122,9 +119,8 @@ func (h *handler) check(req *nixbuspb.BuildRequest) error {
 	if !runIDRe.MatchString(req.GetRunId()) {
 		return fmt.Errorf("build request: bad run id %q", req.GetRunId())
 	}
-	drv := req.GetDrvPath()
-	if filepath.Dir(drv) != h.s.cfg.StoreDir || !drvBaseRe.MatchString(filepath.Base(drv)) {
-		return fmt.Errorf("build request: %q is not a derivation in %s", drv, h.s.cfg.StoreDir)
+	if err := storepath.CheckDrv(h.s.cfg.StoreDir, req.GetDrvPath()); err != nil {
+		return fmt.Errorf("build request: %w", err)
 	}
 	return nil
 }

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -19,6 +17,7 @@ import (
 
 	"nixbus.dev/nixbus/pkg/bus"
 	"nixbus.dev/nixbus/pkg/nix"
+	"nixbus.dev/nixbus/pkg/storepath"
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
 )
 
@@ -28,9 +27,6 @@ type handler struct {
 	// runs is the runs stream, where a run's RunStarted names its change.
 	runs jetstream.Stream
 }
-
-// A store path's base name: 32 hash characters, a dash, a name.
-var storeBaseRe = regexp.MustCompile(`^[0-9a-z]{32}-[A-Za-z0-9+\-_?=][A-Za-z0-9+\-._?=]*$`)
 
 // handle uploads the outputs of one successful build and publishes the
 // upload result. Signing and copying are idempotent, and the result's
@@ -114,10 +110,7 @@ func (h *handler) check(paths []string) error {
 
 // checkPath refuses what is not a path in the store.
 func (s *Service) checkPath(p string) error {
-	if filepath.Dir(p) != s.cfg.StoreDir || !storeBaseRe.MatchString(filepath.Base(p)) {
-		return fmt.Errorf("%q is not a path in %s", p, s.cfg.StoreDir)
-	}
-	return nil
+	return storepath.Check(s.cfg.StoreDir, p)
 }
 
 // link gives the outputs of a post-merge build of the default branch

@@ -253,7 +253,7 @@ func TestUploadFailureIsReported(t *testing.T) {
 		require.NotContains(t, u.GetError(), "\n")
 	}
 	require.Contains(t, got[0].GetError()+got[1].GetError(), missing)
-	require.Contains(t, got[0].GetError()+got[1].GetError(), `"/etc/passwd" is not a path in /nix/store`)
+	require.Contains(t, got[0].GetError()+got[1].GetError(), `"/etc/passwd" is not a store path in /nix/store`)
 }
 
 func TestKeyGeneration(t *testing.T) {

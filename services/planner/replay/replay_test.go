@@ -120,7 +120,7 @@ func TestRunErrors(t *testing.T) {
 		{"missing jobs", Options{JobsPath: filepath.Join(dir, "nope")}, "read jobs"},
 		{"bad derivations", Options{JobsPath: write("ok.jsonl", good), DerivationsPath: write("d.json", `{"x": [`)}, "read derivations"},
 		{"missing fail list", Options{JobsPath: write("ok2.jsonl", good), FailPath: filepath.Join(dir, "nope")}, "read fail list"},
-		{"no drv file in the store", Options{JobsPath: write("ok3.jsonl", good)}, "read derivation"},
+		{"no drv file in the store", Options{JobsPath: write("ok3.jsonl", good)}, "inputs of /nix/store/a.drv"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
