@@ -2,10 +2,10 @@ package evaljobs
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -70,8 +70,8 @@ func (d *decoder) object(member func(key []byte) error) error {
 		}
 		if bytes.IndexByte(key, '\\') >= 0 {
 			// Rare: decode the escapes (this allocates).
-			var k string
-			if err := json.Unmarshal(key, &k); err != nil {
+			k, err := unquote(key)
+			if err != nil {
 				return err
 			}
 			key = []byte(k)
@@ -128,16 +128,87 @@ func (d *decoder) str() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
+	if bytes.IndexByte(raw, '\\') < 0 {
 		return string(raw[1 : len(raw)-1]), nil
 	}
-	// encoding/json decodes the escapes and replaces invalid UTF-8, which
-	// a protobuf string may not hold.
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
-		return "", err
+	return unquote(raw)
+}
+
+// unquote decodes a JSON string token (with its quotes) byte for byte:
+// unlike encoding/json it keeps bytes that are not UTF-8, which Nix prints
+// raw in attribute names, so that distinct names stay distinct. A lone
+// surrogate escape becomes U+FFFD, as in encoding/json.
+func unquote(raw []byte) (string, error) {
+	in := raw[1 : len(raw)-1]
+	out := make([]byte, 0, len(in))
+	for i := 0; i < len(in); i++ {
+		c := in[i]
+		if c != '\\' {
+			out = append(out, c)
+			continue
+		}
+		i++
+		if i >= len(in) {
+			return "", errEOL
+		}
+		switch in[i] {
+		case '"', '\\', '/':
+			out = append(out, in[i])
+		case 'b':
+			out = append(out, '\b')
+		case 'f':
+			out = append(out, '\f')
+		case 'n':
+			out = append(out, '\n')
+		case 'r':
+			out = append(out, '\r')
+		case 't':
+			out = append(out, '\t')
+		case 'u':
+			r, ok := hex4(in[i+1:])
+			if !ok {
+				return "", errors.New("bad \\u escape")
+			}
+			i += 4
+			if utf16.IsSurrogate(r) {
+				r2, ok := rune(-1), false
+				if i+2 < len(in) && in[i+1] == '\\' && in[i+2] == 'u' {
+					r2, ok = hex4(in[i+3:])
+				}
+				if dec := utf16.DecodeRune(r, r2); ok && dec != utf8.RuneError {
+					r = dec
+					i += 6
+				} else {
+					r = utf8.RuneError
+				}
+			}
+			out = utf8.AppendRune(out, r)
+		default:
+			return "", fmt.Errorf("bad escape \\%c", in[i])
+		}
 	}
-	return s, nil
+	return string(out), nil
+}
+
+func hex4(b []byte) (rune, bool) {
+	if len(b) < 4 {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[:4] {
+		switch {
+		case c >= '0' && c <= '9':
+			c -= '0'
+		case c >= 'a' && c <= 'f':
+			c -= 'a' - 10
+		case c >= 'A' && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return 0, false
+		}
+		r = r<<4 | rune(c)
+	}
+	return r, true
 }
 
 func (d *decoder) literal(lit string) error {

@@ -13,14 +13,20 @@ import (
 	"strings"
 
 	"nixbus.dev/nixbus/pkg/nix"
+	"nixbus.dev/nixbus/pkg/printable"
 )
 
 // Job is one hydraJobs attribute as an evaluator reported it.
 type Job struct {
 	// Attr is the attribute path as Nix prints one: components joined by
 	// dots, each one that is not a plain identifier quoted, so that
-	// {"a.b" = ...} and {a.b = ...} stay apart.
-	Attr     string
+	// {"a.b" = ...} and {a.b = ...} stay apart (AttrName). It is printable,
+	// valid UTF-8 and unique: names that are not UTF-8 or hold control
+	// characters are escaped, never merged.
+	Attr string
+	// AttrPath holds the names as the flake spells them, byte for byte
+	// (they may not be UTF-8): what addresses the attribute in Nix. On the
+	// bus it goes as ShownPath(AttrPath).
 	AttrPath []string
 	DrvPath  string
 	Name     string
@@ -31,7 +37,8 @@ type Job struct {
 	// (nix-eval-jobs --check-cache-status); Cached is then its answer.
 	CacheKnown bool
 	Cached     bool
-	// Error is set when the attribute did not evaluate; DrvPath is then empty.
+	// Error is set when the attribute did not evaluate; DrvPath is then
+	// empty. It is printable (CleanError).
 	Error string
 }
 
@@ -116,7 +123,8 @@ func ParseLine(line []byte) (Job, error) {
 	case len(job.AttrPath) > 0:
 		job.Attr = AttrName(job.AttrPath)
 	case attr != "":
-		job.Attr, job.AttrPath = attr, strings.Split(attr, ".")
+		job.AttrPath = strings.Split(attr, ".")
+		job.Attr = AttrName(job.AttrPath)
 	default:
 		return Job{}, errors.New("no attr or attrPath")
 	}
@@ -140,34 +148,6 @@ func ParseLine(line []byte) (Job, error) {
 	return job, nil
 }
 
-// identifier reports whether s is a plain Nix identifier,
-// [a-zA-Z_][a-zA-Z0-9_'-]*, which Nix prints unquoted.
-func identifier(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '_':
-		case i > 0 && (c >= '0' && c <= '9' || c == '\'' || c == '-'):
-		default:
-			return false
-		}
-	}
-	return s != ""
-}
-
-// AttrName joins an attribute path the way Nix shows one.
-func AttrName(path []string) string {
-	parts := make([]string, len(path))
-	for i, p := range path {
-		if identifier(p) {
-			parts[i] = p
-		} else {
-			parts[i] = nix.StringLiteral(p)
-		}
-	}
-	return strings.Join(parts, ".")
-}
-
 const showTraceHint = "(use '--show-trace' to show detailed location information)"
 
 // CleanError turns nix's report of an evaluation error into the message a
@@ -188,5 +168,5 @@ func CleanError(stderr string) string {
 	if msg == "" {
 		return "evaluation failed"
 	}
-	return msg
+	return printable.Text(msg)
 }

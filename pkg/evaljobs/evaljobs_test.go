@@ -121,8 +121,8 @@ func TestParseLineLenient(t *testing.T) {
 			Job{Attr: "a", AttrPath: []string{"a"}, Error: "evaluation failed"}},
 		{"error of odd type", `{"attr":"a","error":{"msg":"x"}}`,
 			Job{Attr: "a", AttrPath: []string{"a"}, Error: "evaluation failed"}},
-		{"invalid UTF-8 replaced", "{\"attr\":\"a\xffb\",\"drvPath\":\"/x.drv\"}",
-			Job{Attr: "a\ufffdb", AttrPath: []string{"a\ufffdb"}, DrvPath: "/x.drv"}},
+		{"invalid UTF-8 kept and escaped", "{\"attr\":\"a\xffb\",\"drvPath\":\"/x.drv\"}",
+			Job{Attr: `"a\xffb"`, AttrPath: []string{"a\xffb"}, DrvPath: "/x.drv"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := ParseLine([]byte(tc.line))
@@ -161,7 +161,8 @@ func reference(line []byte) (Job, error) {
 	case job.AttrPath != nil:
 		job.Attr = AttrName(job.AttrPath)
 	case attr != "":
-		job.Attr, job.AttrPath = attr, strings.Split(attr, ".")
+		job.AttrPath = strings.Split(attr, ".")
+		job.Attr = AttrName(job.AttrPath)
 	default:
 		return Job{}, errors.New("no attr")
 	}
@@ -220,4 +221,59 @@ func TestAttrName(t *testing.T) {
 	require.Equal(t, `a.b'-_1.c`, AttrName([]string{"a", "b'-_1", "c"}))
 	require.Equal(t, `"1a"."a.b"."".x`, AttrName([]string{"1a", "a.b", "", "x"}))
 	require.Equal(t, `"-a"."'a"."a b"`, AttrName([]string{"-a", "'a", "a b"}))
+}
+
+// Names that are not UTF-8 (Nix prints them raw) or hold control
+// characters stay distinct, printable and byte-exact in AttrPath.
+func TestHostileNamesStayDistinct(t *testing.T) {
+	lines := []string{
+		"{\"attr\":\"x\",\"attrPath\":[\"a\xfd\"],\"drvPath\":\"/nix/store/2.drv\"}",
+		"{\"attr\":\"x\",\"attrPath\":[\"a\xfe\"],\"drvPath\":\"/nix/store/3.drv\"}",
+		"{\"attr\":\"x\",\"attrPath\":[\"a\ufffd\"],\"drvPath\":\"/nix/store/4.drv\"}",
+		"{\"attr\":\"x\",\"attrPath\":[\"a\\u001b[31m\\u0007\"],\"drvPath\":\"/nix/store/5.drv\"}",
+		"{\"attr\":\"x\",\"attrPath\":[\"a\xc2\x9b\"],\"drvPath\":\"/nix/store/6.drv\"}",
+		"{\"attr\":\"x\",\"attrPath\":[\"a\\\\xfd\"],\"drvPath\":\"/nix/store/7.drv\"}",
+		"{\"attr\":\"a\xfd.b\",\"drvPath\":\"/nix/store/8.drv\"}",
+	}
+	jobs, bad, err := ParseLines(strings.NewReader(strings.Join(lines, "\n")), nil)
+	require.NoError(t, err)
+	require.Zero(t, bad)
+	require.Len(t, jobs, len(lines))
+	names := map[string]bool{}
+	paths := map[string]bool{}
+	for _, j := range jobs {
+		require.True(t, utf8.ValidString(j.Attr), "%q", j.Attr)
+		for _, r := range j.Attr {
+			require.False(t, r < 0x20 || (r >= 0x7f && r <= 0x9f), "control %U in %q", r, j.Attr)
+		}
+		for _, p := range ShownPath(j.AttrPath) {
+			require.True(t, utf8.ValidString(p))
+		}
+		names[j.Attr] = true
+		paths[strings.Join(j.AttrPath, "\x00")] = true
+	}
+	require.Len(t, names, len(lines), "no two attributes share a name: %v", names)
+	require.Len(t, paths, len(lines))
+	require.Equal(t, []string{"a\xfd"}, jobs[0].AttrPath, "the name as the flake spells it, to address it in Nix")
+	require.Equal(t, `"a\xfd"`, jobs[0].Attr)
+	require.Equal(t, `"a\xfe"`, jobs[1].Attr)
+	require.Equal(t, "\"a\ufffd\"", jobs[2].Attr)
+	require.Equal(t, `"a\x1b[31m\x07"`, jobs[3].Attr)
+	require.Equal(t, `"a\u009b"`, jobs[4].Attr)
+	require.Equal(t, `"a\\xfd"`, jobs[5].Attr)
+	require.Equal(t, `"a\xfd".b`, jobs[6].Attr)
+}
+
+func TestErrorsArePrintable(t *testing.T) {
+	j, err := ParseLine([]byte("{\"attr\":\"a\",\"error\":\"boom \\u0007\\u001b]0;title\\u0007 \xfd\\nnext\\tline\"}"))
+	require.NoError(t, err)
+	require.Equal(t, "boom \\x07\\x1b]0;title\\x07 \\xfd\nnext\tline", j.Error)
+}
+
+func TestLongNamesStayUniqueAndBounded(t *testing.T) {
+	a := strings.Repeat("x", 100_000)
+	n1, n2 := AttrName([]string{a + "1"}), AttrName([]string{a + "2"})
+	require.NotEqual(t, n1, n2)
+	require.LessOrEqual(t, len(n1), MaxAttrBytes)
+	require.Equal(t, "short", AttrName([]string{"short"}))
 }

@@ -200,12 +200,15 @@ func ShowDerivationCmd(v Version) []string {
 
 // StringLiteral quotes s as a Nix string literal, so that an untrusted
 // attribute name can be placed inside a Nix expression: backslash, quote
-// and the start of an antiquotation are escaped.
+// and the start of an antiquotation are escaped. Other bytes go through
+// as they are, including bytes that are not UTF-8, which Nix's lexer
+// takes as they are: the literal names exactly the attribute s.
 func StringLiteral(s string) string {
 	var b strings.Builder
+	b.Grow(len(s) + 2)
 	b.WriteByte('"')
-	for _, r := range s {
-		switch r {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
 		case '\\':
 			b.WriteString(`\\`)
 		case '"':
@@ -219,7 +222,7 @@ func StringLiteral(s string) string {
 		case '\t':
 			b.WriteString(`\t`)
 		default:
-			b.WriteRune(r)
+			b.WriteByte(c)
 		}
 	}
 	b.WriteByte('"')

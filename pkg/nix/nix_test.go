@@ -41,6 +41,8 @@ func TestStringLiteral(t *testing.T) {
 		`${builtins}`:  `"\${builtins}"`,
 		`back\slash`:   `"back\\slash"`,
 		"new\nline\t!": `"new\nline\t!"`,
+		"a\xfd":        "\"a\xfd\"",
+		"é":            `"é"`,
 	} {
 		require.Equal(t, want, StringLiteral(in), in)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"nixbus.dev/nixbus/pkg/binarycache"
+	"nixbus.dev/nixbus/pkg/storepath"
 )
 
 // Config is the evaluator's configuration.
@@ -47,6 +48,10 @@ type Config struct {
 	// CacheConcurrency is how many paths are looked up at once in a
 	// file://, http(s):// or s3:// cache.
 	CacheConcurrency int
+	// StoreDir is the Nix store: a job's derivation and outputs must be
+	// paths directly inside it (anything else the flake hands over fails
+	// the job), and only derivation files there are read.
+	StoreDir string
 	// PathInfoBatch is how many store paths one `nix path-info` checks.
 	PathInfoBatch int
 	// Concurrency is how many changes this process evaluates at once.
@@ -88,6 +93,7 @@ func DefaultConfig() Config {
 		Systems:           []string{HostSystem()},
 		Workers:           2,
 		MaxMemoryMB:       4096,
+		StoreDir:          storepath.DefaultDir,
 		PathInfoBatch:     500,
 		CacheConcurrency:  32,
 		S3:                binarycache.S3Config{Timeout: binarycache.DefaultS3Timeout},
@@ -118,6 +124,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.CacheURL, "evaluator.cache-url", "", "binary cache whose contents count as cached (default: the local store)")
 	c.S3.RegisterFlags(fs, "evaluator.")
 	fs.IntVar(&c.CacheConcurrency, "evaluator.cache-concurrency", d.CacheConcurrency, "paths looked up at once in a file://, http(s):// or s3:// cache")
+	fs.StringVar(&c.StoreDir, "evaluator.store-dir", d.StoreDir, "the Nix store; jobs whose derivation or outputs are not paths in it fail")
 	fs.IntVar(&c.PathInfoBatch, "evaluator.path-info-batch", d.PathInfoBatch, "store paths checked per nix path-info call")
 	fs.IntVar(&c.Concurrency, "evaluator.concurrency", d.Concurrency, "changes this process evaluates at once")
 	fs.DurationVar(&c.EvalTimeout, "evaluator.eval-timeout", d.EvalTimeout, "longest one evaluation may take")
@@ -149,7 +156,18 @@ func (c *Config) Validate() error {
 	} else if err := c.S3.Validate(loc); err != nil {
 		errs = append(errs, fmt.Errorf("evaluator.%w", err))
 	}
+	if c.StoreDir != "" && !filepath.IsAbs(c.StoreDir) {
+		errs = append(errs, fmt.Errorf("evaluator.store-dir %q must be absolute", c.StoreDir))
+	}
 	return errors.Join(errs...)
+}
+
+// storeDir is StoreDir or its default.
+func (c *Config) storeDir() string {
+	if c.StoreDir == "" {
+		return storepath.DefaultDir
+	}
+	return c.StoreDir
 }
 
 // workDir is WorkDir or its default.

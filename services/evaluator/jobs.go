@@ -9,6 +9,7 @@ import (
 
 	"nixbus.dev/nixbus/pkg/bus"
 	"nixbus.dev/nixbus/pkg/drv"
+	"nixbus.dev/nixbus/pkg/evaljobs"
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
 	"nixbus.dev/nixbus/services/evaluator/internal/eval"
 )
@@ -28,7 +29,11 @@ func (h *handler) toJobs(ctx context.Context, run string, recs []eval.Record, lo
 	var out outcome
 	seen := map[string]bool{}
 	kept := make([]eval.Record, 0, len(recs))
+	store := drv.NewStoreGraph()
+	store.StoreDir = h.s.cfg.storeDir()
 	for _, r := range recs {
+		// Names are unique (evaljobs.AttrName): a repeat is the same
+		// attribute reported twice, never a second job.
 		if seen[r.Attr] {
 			logger.Warn("attribute reported twice, keeping the first", "attr", r.Attr)
 			continue
@@ -37,6 +42,15 @@ func (h *handler) toJobs(ctx context.Context, run string, recs []eval.Record, lo
 		if r.Error == "" && !systems[r.System] {
 			out.dropped++
 			continue
+		}
+		// Everything the evaluation hands over is hostile: a job whose
+		// derivation is not a readable .drv of the store fails alone.
+		r = evaljobs.Check(r, store.StoreDir)
+		if r.Error == "" {
+			if _, err := store.Inputs(r.DrvPath); err != nil {
+				r.Error = "read the derivation: " + err.Error()
+				r.DrvPath, r.Outputs, r.CacheKnown, r.Cached = "", nil, false, false
+			}
 		}
 		kept = append(kept, r)
 	}
@@ -51,7 +65,7 @@ func (h *handler) toJobs(ctx context.Context, run string, recs []eval.Record, lo
 			drvs = append(drvs, r.DrvPath)
 		}
 	}
-	graph, err := drv.Reduce(ctx, drv.NewStoreGraph(), drvs)
+	graph, err := drv.Reduce(ctx, store, drvs)
 	if err != nil {
 		if ctx.Err() != nil {
 			return outcome{}, ctx.Err()
@@ -64,7 +78,7 @@ func (h *handler) toJobs(ctx context.Context, run string, recs []eval.Record, lo
 	errs := 0
 	for i, r := range kept {
 		job := &nixbuspb.Job{
-			RunId: run, Attr: r.Attr, AttrPath: r.AttrPath, DrvPath: r.DrvPath, System: r.System,
+			RunId: run, Attr: r.Attr, AttrPath: evaljobs.ShownPath(r.AttrPath), DrvPath: r.DrvPath, System: r.System,
 			Name: r.Name, Outputs: r.Outputs, Cached: cached[i],
 		}
 		if r.Error != "" {
