@@ -57,6 +57,12 @@ fmt-check:
 test: setup fmt-check vet
 	$(GO) test $(TESTFLAGS) ./... ./proto/...
 
+# The web pages in a real browser: Debian's chromium driven by playwright-core
+# (installed by the script) against a real nixbus; screenshots in
+# e2e/web/artifacts/.
+test-web: setup
+	@scripts/test-web.sh
+
 bench: setup
 	$(GO) test -run '^$$' -bench . -benchtime 1x -benchmem ./services/planner/... ./services/evaluator/... ./e2e/...
 
