@@ -166,17 +166,46 @@ func (b *Builtin) load(ctx context.Context, r *repl, ref, attr string) (msg stri
 	return msg, nil
 }
 
+// chunkSize is how many children of a set one expression evaluates, for
+// sets of more than chunkSize children: each repl expression costs about
+// 0.2 ms of CPU and a round of reads and writes, which one expression per
+// job would pay thousands of times. The price: on a timeout, the jobs
+// already evaluated in the chunk under way are not reported.
+const chunkSize = 32
+
+// item is one expression of the walk: the attribute at s (node), or the
+// children from..to of the set at s (chunk).
+type item struct {
+	s        step
+	chunk    bool
+	from, to int
+	names    []string
+}
+
+// child is the step to the set's i-th child.
+func (it item) child(i int) step {
+	return step{
+		path: append(append(make([]string, 0, len(it.s.path)+1), it.s.path...), it.names[i]),
+		idx:  append(append(make([]int, 0, len(it.s.idx)+1), it.s.idx...), i),
+	}
+}
+
 // walk evaluates every attribute below the root, depth first, window
 // expressions ahead.
 func (b *Builtin) walk(ctx context.Context, r *repl, attr string, emit func(Record)) error {
-	todo := []step{{}}
-	var inflight []step
+	todo := []item{{}}
+	var inflight []item
+	n := r.nonce
 	for len(todo) > 0 || len(inflight) > 0 {
 		for len(todo) > 0 && len(inflight) < window {
-			s := todo[len(todo)-1]
+			it := todo[len(todo)-1]
 			todo = todo[:len(todo)-1]
-			r.send("__nbW" + r.nonce + " __nbR" + r.nonce + " " + s.expr())
-			inflight = append(inflight, s)
+			if it.chunk {
+				r.send(fmt.Sprintf("__nbW%s.chunk __nbR%s %s %d %d", n, n, it.s.expr(), it.from, it.to))
+			} else {
+				r.send("__nbW" + n + ".node __nbR" + n + " " + it.s.expr())
+			}
+			inflight = append(inflight, it)
 		}
 		if err := r.flush(); err != nil {
 			return b.died(ctx, r, err)
@@ -185,40 +214,101 @@ func (b *Builtin) walk(ctx context.Context, r *repl, attr string, emit func(Reco
 		if err != nil {
 			return b.died(ctx, r, err)
 		}
-		s := inflight[0]
+		it := inflight[0]
 		inflight = inflight[1:]
-		children, rec, err := b.record(s, o, e)
-		if err != nil {
-			return err
-		}
-		if len(s.path) == 0 && rec != nil {
-			if rec.Error != "" {
-				return &Failure{Msg: "evaluate " + attr + ": " + rec.Error}
+		var later []item
+		if it.chunk {
+			later = b.chunk(it, o, emit)
+		} else {
+			sub, err := b.node(it.s, o, e, attr, emit)
+			if err != nil {
+				return err
 			}
-			if rec.DrvPath == "" {
-				return &Failure{Msg: "evaluate " + attr + ": not an attribute set of jobs"}
-			}
+			later = sub
 		}
-		if rec != nil {
-			if rec.Error == "" {
-				b.addRoot(rec.DrvPath)
-			}
-			emit(*rec)
-		}
-		// Pushed in reverse, so they are evaluated in attrNames order.
-		for i := len(children) - 1; i >= 0; i-- {
-			todo = append(todo, step{
-				path: append(append(make([]string, 0, len(s.path)+1), s.path...), children[i]),
-				idx:  append(append(make([]int, 0, len(s.idx)+1), s.idx...), i),
-			})
+		// Pushed in reverse, so they are evaluated in order.
+		for i := len(later) - 1; i >= 0; i-- {
+			todo = append(todo, later[i])
 		}
 	}
 	return nil
 }
 
+// node handles one attribute's result, and returns what to evaluate next
+// below it (a set's children).
+func (b *Builtin) node(s step, o outSeg, e errSeg, attr string, emit func(Record)) ([]item, error) {
+	names, rec := b.record(s, o, e)
+	if len(s.path) == 0 && rec != nil {
+		if rec.Error != "" {
+			return nil, &Failure{Msg: "evaluate " + attr + ": " + rec.Error}
+		}
+		if rec.DrvPath == "" {
+			return nil, &Failure{Msg: "evaluate " + attr + ": not an attribute set of jobs"}
+		}
+	}
+	if rec != nil {
+		b.emit(*rec, emit)
+	}
+	return children(s, names), nil
+}
+
+// children are the items that walk the set at s with names.
+func children(s step, names []string) []item {
+	set := item{s: s, names: names}
+	var out []item
+	if len(names) <= chunkSize {
+		for i := range names {
+			out = append(out, item{s: set.child(i)})
+		}
+		return out
+	}
+	for from := 0; from < len(names); from += chunkSize {
+		out = append(out, item{s: s, chunk: true, from: from, to: min(from+chunkSize, len(names)), names: names})
+	}
+	return out
+}
+
+// chunk handles a chunk's result: its jobs are emitted; a child that failed
+// (or all of them, if the chunk failed as a whole: an error tryEval cannot
+// catch) is evaluated again alone, which gives its message (what it needs
+// is already evaluated).
+func (b *Builtin) chunk(it item, o outSeg, emit func(Record)) []item {
+	var vals []string
+	if len(o.value) > 0 && o.value[0] == 'c' {
+		vals, _ = decodeNames(o.value[1:])
+	}
+	var later []item
+	if len(vals) != it.to-it.from {
+		for i := it.from; i < it.to; i++ {
+			later = append(later, item{s: it.child(i)})
+		}
+		return later
+	}
+	for k, v := range vals {
+		s := it.child(it.from + k)
+		if v == "f" {
+			later = append(later, item{s: s})
+			continue
+		}
+		names, rec := b.record(s, outSeg{value: []byte(v)}, errSeg{})
+		if rec != nil {
+			b.emit(*rec, emit)
+		}
+		later = append(later, children(s, names)...)
+	}
+	return later
+}
+
+func (b *Builtin) emit(rec Record, emit func(Record)) {
+	if rec.Error == "" {
+		b.addRoot(rec.DrvPath)
+	}
+	emit(rec)
+}
+
 // record reads one attribute's result: the names of a set to walk, or the
 // attribute's record (nil for null).
-func (b *Builtin) record(s step, o outSeg, e errSeg) ([]string, *Record, error) {
+func (b *Builtin) record(s step, o outSeg, e errSeg) ([]string, *Record) {
 	rec := &Record{Attr: evaljobs.AttrName(s.path), AttrPath: s.path}
 	v := o.value
 	switch {
@@ -229,7 +319,7 @@ func (b *Builtin) record(s step, o outSeg, e errSeg) ([]string, *Record, error) 
 	case len(v) == 0:
 		rec.Error = "evaluation failed"
 	case v[0] == 'n':
-		return nil, nil, nil
+		return nil, nil
 	case v[0] == 'u':
 		rec.Error = fmt.Sprintf("unsupported value of type %s: not a derivation or an attribute set", string(v[1:]))
 	case v[0] == 's':
@@ -238,7 +328,7 @@ func (b *Builtin) record(s step, o outSeg, e errSeg) ([]string, *Record, error) 
 			rec.Error = fmt.Sprintf("read attribute names: %v", err)
 			break
 		}
-		return names, nil, nil
+		return names, nil
 	case v[0] == 'd':
 		var d struct {
 			DrvPath string            `json:"drvPath"`
@@ -254,7 +344,7 @@ func (b *Builtin) record(s step, o outSeg, e errSeg) ([]string, *Record, error) 
 	default:
 		rec.Error = "evaluation failed"
 	}
-	return nil, rec, nil
+	return nil, rec
 }
 
 // died turns the repl's end into the evaluation's error.

@@ -123,3 +123,40 @@ func TestDecodeNamesKeepsBytes(t *testing.T) {
 	_, err = decodeNames([]byte(`["a"`))
 	require.Error(t, err)
 }
+
+// A set larger than a chunk is evaluated chunkSize children per
+// expression; a child tryEval catches, and a chunk an uncatchable error
+// stops, are asked again alone: every attribute gets its own record and
+// nix's own message.
+func TestBuiltinChunks(t *testing.T) {
+	dir := writeFlake(t, `{
+  outputs = { self }: let `+jobFn+`
+      n = i: if i < 10 then "j0${toString i}" else "j${toString i}";
+      jobs = builtins.listToAttrs (builtins.genList (i: { name = n i; value = job (n i); }) 80);
+    in {
+    hydraJobs = jobs // {
+      j05 = throw "j05 throws";
+      j41 = abort "j41 aborts";
+      j42 = ({ }).missing;
+      j50 = { nested = job "nested"; bad = throw "nested throws"; };
+      j60 = null;
+    };
+  };
+}`)
+	b := &Builtin{Nix: testNix(), Logger: discard()}
+	res, err := b.Eval(t.Context(), "path:"+dir+"#hydraJobs")
+	require.NoError(t, err)
+	got := byAttr(res.Records)
+	require.Len(t, res.Records, 80-2+2, "80 jobs, j50 two, j60 none")
+	require.Len(t, got, len(res.Records), "no attribute twice")
+	for attr, msg := range map[string]string{
+		"j05": "j05 throws", "j41": "j41 aborts", "j42": "attribute 'missing' missing", "j50.bad": "nested throws",
+	} {
+		require.Contains(t, got[attr].Error, msg, attr)
+		require.Empty(t, got[attr].DrvPath, attr)
+	}
+	for _, attr := range []string{"j00", "j04", "j06", "j40", "j43", "j79", "j50.nested"} {
+		require.Empty(t, got[attr].Error, attr)
+		require.NotEmpty(t, got[attr].DrvPath, attr)
+	}
+}
