@@ -1,9 +1,13 @@
 package e2e
 
 import (
+	"context"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -13,6 +17,7 @@ import (
 	"nixbus.dev/nixbus/pkg/bus"
 	"nixbus.dev/nixbus/pkg/natsauth"
 	"nixbus.dev/nixbus/pkg/natstest"
+	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
 )
 
 // startSecured writes the bus's users with `nixbus nats-config` and starts
@@ -30,10 +35,18 @@ func startSecured(t *testing.T, kind string) (*natstest.Server, string) {
 // asRole connects as role with the secret nats-config wrote, using the
 // role's inbox as its services do. Permission errors the server sends back
 // arrive on the returned channel.
-func asRole(t *testing.T, srv *natstest.Server, dir, role string) (*nats.Conn, jetstream.JetStream, <-chan error) {
+func asRole(t *testing.T, srv *natstest.Server, dir, kind, role string) (*nats.Conn, jetstream.JetStream, <-chan error) {
 	t.Helper()
-	auth, err := nats.NkeyOptionFromSeed(natsauth.SecretFile(dir, natsauth.Nkey, role))
-	require.NoError(t, err)
+	var auth nats.Option
+	if kind == natsauth.Nkey {
+		var err error
+		auth, err = nats.NkeyOptionFromSeed(natsauth.SecretFile(dir, natsauth.Nkey, role))
+		require.NoError(t, err)
+	} else {
+		pw, err := os.ReadFile(natsauth.SecretFile(dir, natsauth.Password, role))
+		require.NoError(t, err)
+		auth = nats.UserInfo(role, strings.TrimSpace(string(pw)))
+	}
 	errs := make(chan error, 16)
 	nc, js := srv.Connect(t, auth, nats.CustomInboxPrefix(bus.InboxPrefix(role)),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
@@ -50,7 +63,7 @@ func asRole(t *testing.T, srv *natstest.Server, dir, role string) (*nats.Conn, j
 // another role does, and that an anonymous client cannot connect.
 func TestLeastPrivilegeRefusesForbiddenPublishes(t *testing.T) {
 	srv, dir := startSecured(t, natsauth.Nkey)
-	_, admin, _ := asRole(t, srv, dir, bus.RoleAdmin)
+	_, admin, _ := asRole(t, srv, dir, natsauth.Nkey, bus.RoleAdmin)
 	require.NoError(t, bus.EnsureStreams(t.Context(), admin, bus.StreamOptions{}))
 
 	_, err := nats.Connect(srv.URL, nats.NoReconnect())
@@ -79,7 +92,7 @@ func TestLeastPrivilegeRefusesForbiddenPublishes(t *testing.T) {
 	}
 	for _, f := range forbidden {
 		t.Run(f.role+"/"+f.subject, func(t *testing.T) {
-			nc, _, errs := asRole(t, srv, dir, f.role)
+			nc, _, errs := asRole(t, srv, dir, natsauth.Nkey, f.role)
 			require.NoError(t, nc.Publish(f.subject, []byte("forged")))
 			require.NoError(t, nc.Flush())
 			select {
@@ -99,12 +112,63 @@ func TestLeastPrivilegeRefusesForbiddenPublishes(t *testing.T) {
 
 	// Nor may a role read another's replies or snoop on every subject.
 	for _, sub := range []string{"_INBOX.>", bus.InboxPrefix(bus.RoleReporter) + ".>", bus.VerdictAll, ">"} {
-		nc, _, errs := asRole(t, srv, dir, bus.RoleBuilder)
+		nc, _, errs := asRole(t, srv, dir, natsauth.Nkey, bus.RoleBuilder)
 		_, err := nc.SubscribeSync(sub)
 		require.NoError(t, err)
 		require.NoError(t, nc.Flush())
 		err = <-errs
 		require.ErrorIs(t, err, nats.ErrPermissionViolation, sub)
+	}
+}
+
+// TestLeastPrivilegeRun runs the example flake with every service in its
+// own instance on its own role's user: the run completes with no
+// permission violation anywhere.
+func TestLeastPrivilegeRun(t *testing.T) {
+	for _, kind := range []string{natsauth.Nkey, natsauth.Password} {
+		t.Run(kind, func(t *testing.T) {
+			if kind == natsauth.Password && testing.Short() {
+				t.Skip("one kind is enough in -short")
+			}
+			srv, dir := startSecured(t, kind)
+			state := t.TempDir()
+			ctx, cancel := context.WithCancel(t.Context())
+			var insts []*app.Instance
+			for _, name := range app.Names() {
+				args := []string{"--nats.url", srv.URL, "--state-dir", state, "--nix.option", "substituters="}
+				if kind == natsauth.Nkey {
+					args = append(args, "--nats.nkey-file", natsauth.SecretFile(dir, kind, name))
+				} else {
+					args = append(args, "--nats.user", name, "--nats.password-file", natsauth.SecretFile(dir, kind, name))
+				}
+				var o app.Options
+				fs := newFlagSet()
+				o.RegisterFlags(fs)
+				require.NoError(t, fs.Parse(args))
+				require.NoError(t, o.Services.Set(name))
+				inst, err := app.Start(ctx, o, testConfigs(t), io.Discard, logger(t))
+				require.NoError(t, err, name)
+				insts = append(insts, inst)
+			}
+			t.Cleanup(func() {
+				cancel()
+				for _, inst := range insts {
+					require.NoError(t, inst.Wait())
+				}
+			})
+			_, js, _ := asRole(t, srv, dir, kind, bus.RoleAdmin)
+			fctx, fcancel := context.WithTimeout(t.Context(), 2*time.Minute)
+			defer fcancel()
+			var out strings.Builder
+			res, err := app.Follow(fctx, js, app.ManualEvent(saltedExample(t)), &out, logger(t))
+			require.NoError(t, err, "%s\nserver errors: %q", out.String(), srv.Errors())
+			require.Equal(t, nixbuspb.RunStatus_RUN_STATUS_FAILED, res.Verdict.GetStatus())
+			require.EqualValues(t, 8, res.Verdict.GetJobCount())
+			require.EqualValues(t, 5, res.Verdict.GetSucceededCount())
+			require.Len(t, res.Uploads, 5)
+			require.Equal(t, int32(-1), res.Review.GetVerified())
+			require.Empty(t, srv.Errors(), "the server refused something a service does")
+		})
 	}
 }
 
@@ -128,4 +192,17 @@ func TestSecretFlagsRefuseOpenFiles(t *testing.T) {
 		require.Error(t, err, args)
 		require.NotContains(t, err.Error(), "hunter2")
 	}
+}
+
+// TestNATSCredentialFromSystemd: under systemd's LoadCredential=, the
+// NATS nkey is found by name in $CREDENTIALS_DIRECTORY.
+func TestNATSCredentialFromSystemd(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "nats-nkey"), []byte("SU..."), 0o600))
+	t.Setenv("CREDENTIALS_DIRECTORY", dir)
+	var o app.Options
+	fs := newFlagSet()
+	o.RegisterFlags(fs)
+	require.NoError(t, fs.Parse([]string{"--nats.url", "nats://127.0.0.1:1"}))
+	require.Equal(t, filepath.Join(dir, "nats-nkey"), o.NATSAuth.NkeyFile)
 }

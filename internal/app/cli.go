@@ -23,6 +23,7 @@ Usage:
                                     replay the planner on a recorded evaluation
   nixbus trigger --project P (--change N --patchset K | --ref R) [flags]
                                     publish a change event by hand (like a force build)
+  nixbus streams [flags] show|apply  compare the streams' settings with the --nats.* flags, or apply them
   nixbus nats-config --dir D [--auth nkey|password]
                                     write NATS users with least privilege, one per role
 
@@ -59,6 +60,8 @@ func Main(ctx context.Context, args []string, stdout, stderr *os.File) int {
 		err = planCommand(ctx, rest, stdout, stderr)
 	case cmd == "trigger":
 		err = triggerCommand(ctx, rest, stdout, stderr)
+	case cmd == "streams":
+		err = streamsCommand(ctx, rest, stdout, stderr)
 	case cmd == "nats-config":
 		err = natsConfigCommand(ctx, rest, stdout, stderr)
 	default:

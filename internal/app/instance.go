@@ -142,7 +142,7 @@ func Start(ctx context.Context, o Options, c *Configs, out io.Writer, logger *sl
 	}
 	// Streams exist before any service runs, so producers never publish
 	// into nothing whatever order services come up in.
-	if err := inst.ensureStreams(ctx, o.Streams); err != nil {
+	if err := inst.ensureStreams(ctx, o.Streams, o.ApplyStreams); err != nil {
 		inst.close()
 		return nil, err
 	}
@@ -157,6 +157,9 @@ func Start(ctx context.Context, o Options, c *Configs, out io.Writer, logger *sl
 		inst.HTTPAddr = ln.Addr().String()
 	}
 
+	if o.ApplyStreams {
+		ctx = bus.WithApplySettings(ctx)
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	inst.group = g
 	for _, b := range services {
@@ -219,7 +222,9 @@ func (i *Instance) connect(name string) (*nats.Conn, error) {
 	return nc, nil
 }
 
-func (i *Instance) ensureStreams(ctx context.Context, so bus.StreamOptions) error {
+// ensureStreams creates what is missing; existing streams keep their
+// settings unless the operator asked for these (--nats.apply-stream-config).
+func (i *Instance) ensureStreams(ctx context.Context, so bus.StreamOptions, apply bool) error {
 	nc, err := i.connect("setup")
 	if err != nil {
 		return err
@@ -228,7 +233,19 @@ func (i *Instance) ensureStreams(ctx context.Context, so bus.StreamOptions) erro
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	return bus.EnsureStreams(ctx, js, so)
+	if apply {
+		if err := bus.ApplyStreams(ctx, js, so); err != nil {
+			return err
+		}
+		i.logger.Info("stream settings applied", "max_age", so.MaxAge, "duplicate_window", so.DuplicateWindow, "replicas", so.Replicas)
+		return nil
+	}
+	diffs, err := bus.CheckStreams(ctx, js, so)
+	for _, d := range diffs {
+		i.logger.Warn("stream settings differ from the flags; keeping them (change them with `nixbus streams apply` or --nats.apply-stream-config)",
+			"stream", d.Stream, "setting", d.Setting, "have", d.Have, "flags", d.Want)
+	}
+	return err
 }
 
 func (i *Instance) close() {

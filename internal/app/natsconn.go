@@ -4,12 +4,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net/url"
-	"os"
 	"strings"
 
 	"github.com/nats-io/nats.go"
+
+	"nixbus.dev/nixbus/pkg/secret"
 )
 
 // NATSAuth is how this process proves who it is to an external NATS
@@ -29,13 +29,13 @@ type NATSAuth struct {
 }
 
 func (a *NATSAuth) registerFlags(fs *flag.FlagSet) {
-	fs.StringVar(&a.CredsFile, "nats.creds", "", "file with this service's NATS credentials (JWT and nkey seed)")
-	fs.StringVar(&a.NkeyFile, "nats.nkey-file", "", "file with this service's NATS nkey seed (see `nixbus nats-config`)")
+	secret.FlagVar(fs, &a.CredsFile, "nats.creds", "nats-creds", "file with this service's NATS credentials (JWT and nkey seed)")
+	secret.FlagVar(fs, &a.NkeyFile, "nats.nkey-file", "nats-nkey", "file with this service's NATS nkey seed (see `nixbus nats-config`)")
 	fs.StringVar(&a.User, "nats.user", "", "NATS user name (its password comes from --nats.password-file)")
-	fs.StringVar(&a.PasswordFile, "nats.password-file", "", "file with the password of --nats.user")
+	secret.FlagVar(fs, &a.PasswordFile, "nats.password-file", "nats-password", "file with the password of --nats.user")
 	fs.StringVar(&a.TLSCA, "nats.tls.ca", "", "CA certificate file the NATS server's certificate must chain to")
 	fs.StringVar(&a.TLSCert, "nats.tls.cert", "", "client certificate file for mutual TLS with NATS")
-	fs.StringVar(&a.TLSKey, "nats.tls.key", "", "client key file for --nats.tls.cert")
+	secret.FlagVar(fs, &a.TLSKey, "nats.tls.key", "nats-tls-key", "client key file for --nats.tls.cert")
 }
 
 func (a *NATSAuth) set() bool { return *a != NATSAuth{} }
@@ -64,7 +64,7 @@ func (a *NATSAuth) validate(natsURL string) error {
 	}
 	for _, p := range []string{a.CredsFile, a.NkeyFile, a.PasswordFile, a.TLSKey} {
 		if p != "" {
-			if _, err := readSecret(p); err != nil {
+			if err := secret.Check(p); err != nil {
 				return err
 			}
 		}
@@ -85,11 +85,11 @@ func (a *NATSAuth) options() ([]nats.Option, error) {
 		}
 		opts = append(opts, o)
 	case a.User != "":
-		pw, err := readSecret(a.PasswordFile)
+		pw, err := secret.ReadString(a.PasswordFile)
 		if err != nil {
 			return nil, err
 		}
-		opts = append(opts, nats.UserInfo(a.User, strings.TrimRight(string(pw), "\r\n")))
+		opts = append(opts, nats.UserInfo(a.User, pw))
 	}
 	if a.TLSCA != "" {
 		opts = append(opts, nats.RootCAs(a.TLSCA))
@@ -113,29 +113,4 @@ func checkNATSURL(raw string) error {
 		}
 	}
 	return nil
-}
-
-// readSecret reads a secret file that only its owner may access.
-// TODO(nats-secure): switch to pkg/secret once it lands.
-func readSecret(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, errors.Unwrap(err))
-	}
-	defer func() { _ = f.Close() }()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("stat %s: %w", path, err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", path)
-	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("permissions %04o for %s are too open: a secret must not be accessible by group or others; fix with: chmod go-rwx %s", st.Mode().Perm(), path, path)
-	}
-	b, err := io.ReadAll(io.LimitReader(f, 1<<20))
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	return b, nil
 }

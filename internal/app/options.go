@@ -31,6 +31,9 @@ type Options struct {
 	// Services to run, in any order; empty means all.
 	Services listFlag
 	Streams  bus.StreamOptions
+	// ApplyStreams lets this process change existing streams' and its
+	// consumers' settings to its flags; without it they are only checked.
+	ApplyStreams bool
 	// OTelEndpoint is the OTLP/HTTP base URL spans are exported to; empty
 	// exports nothing.
 	OTelEndpoint string
@@ -51,7 +54,9 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	o.Streams = bus.DefaultStreamOptions()
 	fs.DurationVar(&o.Streams.DuplicateWindow, "nats.duplicate-window", o.Streams.DuplicateWindow, "how long JetStream remembers message ids")
 	fs.DurationVar(&o.Streams.MaxAge, "nats.max-age", o.Streams.MaxAge, "how long run history is kept")
-	fs.IntVar(&o.Streams.Replicas, "nats.replicas", o.Streams.Replicas, "stream replicas on a clustered NATS")
+	fs.IntVar(&o.Streams.Replicas, "nats.replicas", o.Streams.Replicas, "replicas of streams, KV and object buckets on a clustered NATS: 1 or 3")
+	fs.BoolVar(&o.ApplyStreams, "nats.apply-stream-config", false,
+		"change existing streams, buckets and this process's consumers to these flags (default: create what is missing, warn about differences; see `nixbus streams`)")
 	fs.StringVar(&o.OTelEndpoint, "otel.endpoint", os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT"),
 		"OTLP/HTTP endpoint traces are sent to, e.g. http://localhost:4318 (empty: no tracing; env OTEL_EXPORTER_OTLP_ENDPOINT)")
 }
@@ -90,6 +95,12 @@ func (o *Options) Validate() error {
 	}
 	if err := o.NATSAuth.validate(o.NATSURL); err != nil {
 		return err
+	}
+	if o.Streams.Replicas != 1 && o.Streams.Replicas != 3 {
+		return fmt.Errorf("--nats.replicas must be 1 or 3")
+	}
+	if o.Streams.Replicas > 1 && o.NATSURL == "" {
+		return fmt.Errorf("--nats.replicas %d needs a clustered NATS (--nats.url)", o.Streams.Replicas)
 	}
 	if o.Streams.DuplicateWindow < time.Second {
 		return fmt.Errorf("--nats.duplicate-window must be at least 1s")

@@ -52,6 +52,8 @@ func RolePermissions(role string) (Permissions, bool) {
 		return Permissions{Publish: []string{">"}, Subscribe: []string{">"}}, true
 	}
 	p.sub(InboxPrefix(role) + ".>")
+	// Account limits, which creating a bucket checks.
+	p.pub("$JS.API.INFO")
 	for _, s := range allStreams() {
 		p.pub(jsAPI("STREAM.INFO", s), jsAPI("STREAM.CREATE", s))
 	}
@@ -67,11 +69,13 @@ func RolePermissions(role string) (Permissions, bool) {
 		p.kv(PlannerBucket, true)
 		p.publishes(BuildAll, OutcomeAll, VerdictAll, RunCancels)
 	case RoleBuilder:
-		p.consumes(StreamBuilds, ConsumerBuilder("*"))
+		// One durable per system (ConsumerBuilder); the stream holds
+		// nothing but build requests.
+		p.consumes(StreamBuilds, "*")
 		p.reads(StreamRuns)
 		p.listens(RunCancels)
 		p.objects(LogBucket, true)
-		p.publishes(RunResults)
+		p.publishes(RunResults, LogAll)
 	case RoleCacheUploader:
 		// One durable per set of builders (CacheUploaderConsumer): its
 		// name is not known here, so any durable on the runs stream.
@@ -94,9 +98,13 @@ func RolePermissions(role string) (Permissions, bool) {
 func kvStream(bucket string) string  { return "KV_" + bucket }
 func objStream(bucket string) string { return "OBJ_" + bucket }
 
+// allStreams are the names of the streams EnsureStreams creates.
 func allStreams() []string {
-	return []string{StreamChanges, StreamRuns, StreamBuilds, StreamReports,
-		kvStream(PlannerBucket), kvStream(VotesBucket), objStream(LogBucket)}
+	var names []string
+	for _, it := range streamItems(StreamOptions{}) {
+		names = append(names, it.name)
+	}
+	return names
 }
 
 func jsAPI(op string, tokens ...string) string {

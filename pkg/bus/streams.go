@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -27,19 +29,87 @@ func DefaultStreamOptions() StreamOptions {
 	return StreamOptions{DuplicateWindow: 2 * time.Hour, MaxAge: 7 * 24 * time.Hour, Replicas: 1}
 }
 
-// EnsureStreams creates every stream and bucket nixbus uses. Every service
-// calls it on start with zero options, so any of them may come up first:
-// that only creates what is missing, with defaults. The process that owns
-// the operator's settings passes them, which also updates existing streams.
+// EnsureStreams creates the streams and buckets nixbus uses that are
+// missing, with o (zero: DefaultStreamOptions). Every service calls it on
+// start, so any of them may come up first. It never changes one that
+// exists, whatever this process's flags say: settings have one owner, the
+// operator, who changes them with ApplyStreams (`nixbus streams apply`,
+// --nats.apply-stream-config). CheckStreams also says how they differ.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions) error {
-	update := o != (StreamOptions{})
-	if !update {
+	_, err := CheckStreams(ctx, js, o)
+	return err
+}
+
+// Mismatch is a setting of an existing stream or bucket that differs from
+// what the operator's flags ask for.
+type Mismatch struct {
+	Stream, Setting string
+	Have, Want      string
+}
+
+func (m Mismatch) String() string {
+	return fmt.Sprintf("%s %s is %s, flags ask for %s", m.Stream, m.Setting, m.Have, m.Want)
+}
+
+// CheckStreams is EnsureStreams, and returns how the settings of the
+// streams and buckets that already existed differ from o.
+func CheckStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions) ([]Mismatch, error) {
+	var out []Mismatch
+	for _, it := range streamItems(o) {
+		s, err := js.Stream(ctx, it.name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			if err := it.create(ctx, js); err != nil {
+				return out, err
+			}
+			continue
+		}
+		if err != nil {
+			return out, fmt.Errorf("look up stream %s: %w", it.name, err)
+		}
+		out = append(out, it.diff(s.CachedInfo().Config)...)
+	}
+	return out, nil
+}
+
+// ApplyStreams creates every stream and bucket nixbus uses, or updates
+// it, to o: the operator's act, never a service's.
+func ApplyStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions) error {
+	for _, it := range streamItems(o) {
+		var err error
+		switch {
+		case it.kv != nil:
+			_, err = js.CreateOrUpdateKeyValue(ctx, *it.kv)
+		case it.obj != nil:
+			_, err = js.CreateOrUpdateObjectStore(ctx, *it.obj)
+		default:
+			_, err = js.CreateOrUpdateStream(ctx, *it.stream)
+		}
+		if err != nil {
+			return fmt.Errorf("apply settings of %s: %w", it.name, err)
+		}
+	}
+	return nil
+}
+
+// streamItem is one stream, or the stream behind one bucket, as o wants it.
+type streamItem struct {
+	name   string
+	stream *jetstream.StreamConfig
+	kv     *jetstream.KeyValueConfig
+	obj    *jetstream.ObjectStoreConfig
+	// The settings compared on an existing one.
+	want jetstream.StreamConfig
+}
+
+func streamItems(o StreamOptions) []streamItem {
+	if o == (StreamOptions{}) {
 		o = DefaultStreamOptions()
 	}
 	storage := jetstream.FileStorage
 	if o.Memory {
 		storage = jetstream.MemoryStorage
 	}
+	replicas := max(o.Replicas, 1)
 	dup := o.DuplicateWindow
 	if dup > o.MaxAge && o.MaxAge > 0 {
 		dup = o.MaxAge
@@ -56,6 +126,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 		logAge = 24 * time.Hour
 	}
 	streams = append(streams, jetstream.StreamConfig{Name: StreamLogs, Subjects: []string{LogAll}, Retention: jetstream.LimitsPolicy, MaxAge: logAge})
+	var items []streamItem
 	for _, sc := range streams {
 		sc.Storage = storage
 		if sc.MaxAge == 0 {
@@ -65,41 +136,74 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 		if sc.MaxAge > 0 {
 			sc.Duplicates = min(dup, sc.MaxAge)
 		}
-		sc.Replicas = max(o.Replicas, 1)
+		sc.Replicas = replicas
 		sc.MaxMsgSize = MaxMessageSize
-		if !update {
-			if _, err := js.Stream(ctx, sc.Name); err == nil {
-				continue
-			}
-		}
-		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
-			return fmt.Errorf("ensure stream %s: %w", sc.Name, err)
-		}
+		items = append(items, streamItem{name: sc.Name, stream: &sc, want: sc})
 	}
 	kvs := []jetstream.KeyValueConfig{
-		{Bucket: PlannerBucket, Description: "planner checkpoints and the newest run of each change", Storage: storage, Replicas: max(o.Replicas, 1)},
-		{Bucket: VotesBucket, Description: "runs the reporter has voted on", Storage: storage, Replicas: max(o.Replicas, 1), TTL: o.MaxAge},
+		{Bucket: PlannerBucket, Description: "planner checkpoints and the newest run of each change", Storage: storage, Replicas: replicas},
+		{Bucket: VotesBucket, Description: "runs the reporter has voted on", Storage: storage, Replicas: replicas, TTL: o.MaxAge},
 	}
 	for _, kc := range kvs {
-		if !update {
-			if _, err := js.KeyValue(ctx, kc.Bucket); err == nil {
-				continue
-			}
+		items = append(items, streamItem{name: kvStream(kc.Bucket), kv: &kc,
+			want: jetstream.StreamConfig{Storage: storage, Replicas: replicas, MaxAge: kc.TTL}})
+	}
+	oc := jetstream.ObjectStoreConfig{Bucket: LogBucket, Description: "build logs", Storage: storage, Replicas: replicas, TTL: o.MaxAge}
+	items = append(items, streamItem{name: objStream(oc.Bucket), obj: &oc,
+		want: jetstream.StreamConfig{Storage: storage, Replicas: replicas, MaxAge: oc.TTL}})
+	return items
+}
+
+// create creates the missing item; one another process created meanwhile
+// is left as it is.
+func (it streamItem) create(ctx context.Context, js jetstream.JetStream) error {
+	var err error
+	switch {
+	case it.kv != nil:
+		_, err = js.CreateKeyValue(ctx, *it.kv)
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			err = nil
 		}
-		if _, err := js.CreateOrUpdateKeyValue(ctx, kc); err != nil {
-			return fmt.Errorf("ensure bucket %s: %w", kc.Bucket, err)
+	case it.obj != nil:
+		_, err = js.CreateObjectStore(ctx, *it.obj)
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			err = nil
+		}
+	default:
+		_, err = js.CreateStream(ctx, *it.stream)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			err = nil
 		}
 	}
-	oc := jetstream.ObjectStoreConfig{Bucket: LogBucket, Description: "build logs", Storage: storage, Replicas: max(o.Replicas, 1), TTL: o.MaxAge}
-	if !update {
-		if _, err := js.ObjectStore(ctx, oc.Bucket); err == nil {
-			return nil
-		}
-	}
-	if _, err := js.CreateOrUpdateObjectStore(ctx, oc); err != nil {
-		return fmt.Errorf("ensure bucket %s: %w", LogBucket, err)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", it.name, err)
 	}
 	return nil
+}
+
+// diff compares the settings operators choose; the rest is nixbus's own.
+func (it streamItem) diff(have jetstream.StreamConfig) []Mismatch {
+	var out []Mismatch
+	add := func(setting string, h, w any) {
+		if fmt.Sprint(h) != fmt.Sprint(w) {
+			out = append(out, Mismatch{Stream: it.name, Setting: setting, Have: fmt.Sprint(h), Want: fmt.Sprint(w)})
+		}
+	}
+	w := it.want
+	add("max-age", have.MaxAge, w.MaxAge)
+	add("replicas", have.Replicas, w.Replicas)
+	add("storage", have.Storage, w.Storage)
+	if it.stream != nil {
+		add("duplicate-window", have.Duplicates, w.Duplicates)
+		add("max-msg-size", have.MaxMsgSize, w.MaxMsgSize)
+		for _, s := range w.Subjects {
+			if !slices.Contains(have.Subjects, s) {
+				out = append(out, Mismatch{Stream: it.name, Setting: "subjects", Have: strings.Join(have.Subjects, ","), Want: strings.Join(w.Subjects, ",")})
+				break
+			}
+		}
+	}
+	return out
 }
 
 // MaxMessageSize is the design's limit for any message on the bus.

@@ -36,6 +36,13 @@ type WorkOptions struct {
 	RetryDelay time.Duration
 	// FetchWait bounds one pull request.
 	FetchWait time.Duration
+	// StartTime is where a new durable starts on a stream that keeps
+	// history (NIXBUS_RUNS, NIXBUS_REPORTS): messages stored from then on,
+	// not a week of past runs. Services pass the time they were made, so a
+	// consumer turned on or renamed (--reporter.started-message,
+	// --cache-uploader.builders) acts on new runs only. Zero: everything,
+	// as a work queue wants.
+	StartTime time.Time
 	// Tracer, when set, gives each handler a consumer span named SpanName
 	// (default "process <Durable>"), the child of the span context in the
 	// message's headers, and ends it failed when the handler fails.
@@ -79,8 +86,29 @@ func Permanent(err error) error { return retry.Permanent(err) }
 // IsPermanent reports whether err was marked with Permanent.
 func IsPermanent(err error) bool { return retry.IsPermanent(err) }
 
-// EnsureConsumer creates or updates the durable consumer o describes.
+type applyKey struct{}
+
+// WithApplySettings marks ctx as the operator's asking (the
+// --nats.apply-stream-config flag) that consumers take this process's
+// settings when they differ. Without it they are only checked.
+func WithApplySettings(ctx context.Context) context.Context {
+	return context.WithValue(ctx, applyKey{}, true)
+}
+
+func applySettings(ctx context.Context) bool {
+	v, _ := ctx.Value(applyKey{}).(bool)
+	return v
+}
+
+// EnsureConsumer creates the durable consumer o describes, or binds to it
+// when it exists. Its settings change only when the ctx says the operator
+// asked for it (WithApplySettings); otherwise a difference is logged and
+// the consumer is used as it is.
 func EnsureConsumer(ctx context.Context, js jetstream.JetStream, o WorkOptions) (jetstream.Consumer, error) {
+	return ensureConsumer(ctx, js, o, slog.Default())
+}
+
+func ensureConsumer(ctx context.Context, js jetstream.JetStream, o WorkOptions, logger *slog.Logger) (jetstream.Consumer, error) {
 	o.defaults()
 	cc := jetstream.ConsumerConfig{
 		Durable:       o.Durable,
@@ -91,10 +119,46 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, o WorkOptions) 
 		MaxAckPending: -1,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	}
-	c, err := js.CreateOrUpdateConsumer(ctx, o.Stream, cc)
+	if !o.StartTime.IsZero() {
+		t := o.StartTime
+		cc.DeliverPolicy, cc.OptStartTime = jetstream.DeliverByStartTimePolicy, &t
+	}
+	c, err := js.Consumer(ctx, o.Stream, o.Durable)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		c, err = js.CreateConsumer(ctx, o.Stream, cc)
+		if errors.Is(err, jetstream.ErrConsumerExists) {
+			// Another process of the service made it meanwhile.
+			c, err = js.Consumer(ctx, o.Stream, o.Durable)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("ensure consumer %s on %s: %w", o.Durable, o.Stream, err)
 	}
+	have := c.CachedInfo().Config
+	var diffs []string
+	if have.AckWait != cc.AckWait {
+		diffs = append(diffs, fmt.Sprintf("ack wait %s, want %s", have.AckWait, cc.AckWait))
+	}
+	if have.MaxDeliver != cc.MaxDeliver {
+		diffs = append(diffs, fmt.Sprintf("max deliver %d, want %d", have.MaxDeliver, cc.MaxDeliver))
+	}
+	apply := len(diffs) > 0 && applySettings(ctx)
+	if len(diffs) > 0 && !apply {
+		logger.Warn("consumer settings differ from this process's flags; keeping them (apply with --nats.apply-stream-config)",
+			"stream", o.Stream, "consumer", o.Durable, "differences", diffs)
+		cc.AckWait, cc.MaxDeliver = have.AckWait, have.MaxDeliver
+	}
+	// What it filters is nixbus's, not a setting: a new version's filter
+	// always wins.
+	if !apply && have.FilterSubject == cc.FilterSubject {
+		return c, nil
+	}
+	// Where it starts cannot change: it keeps its place.
+	cc.DeliverPolicy, cc.OptStartTime, cc.OptStartSeq = have.DeliverPolicy, have.OptStartTime, have.OptStartSeq
+	if c, err = js.UpdateConsumer(ctx, o.Stream, cc); err != nil {
+		return nil, fmt.Errorf("update consumer %s on %s: %w", o.Durable, o.Stream, err)
+	}
+	logger.Info("consumer updated", "stream", o.Stream, "consumer", o.Durable, "filter", cc.FilterSubject, "applied", apply)
 	return c, nil
 }
 
@@ -103,7 +167,7 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, o WorkOptions) 
 // handler it started has returned.
 func Work(ctx context.Context, js jetstream.JetStream, o WorkOptions, logger *slog.Logger, h Handler) error {
 	o.defaults()
-	cons, err := EnsureConsumer(ctx, js, o)
+	cons, err := ensureConsumer(ctx, js, o, logger)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while starting: not a failure

@@ -44,6 +44,8 @@ type Service struct {
 	links     *linker
 	sink      sink
 	closeSink func()
+	// made is when New ran: where new durable consumers start.
+	made time.Time
 }
 
 // New checks cfg, creates the signing key if asked to, and returns a
@@ -74,7 +76,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 		cfg: cfg, js: d.JS, logger: logger, nix: d.Nix,
 		pub: bus.NewPublisher(d.JS, logger), tracer: bus.Tracer(d.TracerProvider, "nixbus.dev/nixbus/services/cache-uploader"),
 		metrics: newMetrics(d.Registerer), publicKey: pub,
-		links: &linker{nix: d.Nix}, closeSink: func() {},
+		links: &linker{nix: d.Nix}, closeSink: func() {}, made: time.Now(),
 	}
 	if err := s.openSink(); err != nil {
 		return nil, fmt.Errorf("cache-uploader: %w", err)
@@ -140,7 +142,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}()
 	err = bus.Work(ctx, s.js, bus.WorkOptions{
 		Stream: bus.StreamRuns, Durable: bus.CacheUploaderConsumer(s.cfg.Builders), Filter: bus.RunResults,
-		Concurrency: s.cfg.Concurrency, AckWait: s.cfg.AckWait, RetryDelay: s.cfg.RetryDelay,
+		Concurrency: s.cfg.Concurrency, AckWait: s.cfg.AckWait, RetryDelay: s.cfg.RetryDelay, StartTime: s.made,
 		Tracer: s.tracer, SpanName: "upload",
 	}, s.logger, h.handle)
 	stop()

@@ -304,3 +304,25 @@ func TestPublicKeyParsing(t *testing.T) {
 		})
 	}
 }
+
+// TestChangedBuildersUploadNoPastBuilds: a new set of --cache-uploader.builders
+// is a new durable consumer on the runs stream, which keeps a week of
+// results. It starts with the results after the uploader started: past
+// builds are not uploaded again.
+func TestChangedBuildersUploadNoPastBuilds(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	dep, top := buildChain(t)
+	publishResult(t, js, "old", &nixbuspb.BuildResult{RunId: "rold", DrvPath: dep.drv, Builder: "b1",
+		Status: nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED, Outputs: map[string]string{"out": dep.out}})
+
+	cfg := testConfig(t)
+	cfg.Builders = []string{"b1", "b2"}
+	start(t, srv, cfg)
+	publishResult(t, js, "new", &nixbuspb.BuildResult{RunId: "rnew", DrvPath: top.drv, Builder: "b2",
+		Status: nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED, Outputs: map[string]string{"out": top.out}})
+	drainedBy(t, js, bus.CacheUploaderConsumer(cfg.Builders))
+
+	require.Len(t, uploads(t, js, "rnew"), 1)
+	require.Empty(t, uploads(t, js, "rold"), "a past build was uploaded again")
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -65,6 +66,8 @@ type Service struct {
 	pub     *bus.Publisher
 	tracer  trace.Tracer
 	metrics *metrics
+	// made is when New ran: where new durable consumers start.
+	made time.Time
 }
 
 // New checks cfg and returns a reporter.
@@ -85,7 +88,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 	return &Service{
 		cfg: cfg, js: d.JS, logger: logger, gerrit: d.Gerrit, out: d.Out,
 		pub: bus.NewPublisher(d.JS, logger), tracer: bus.Tracer(d.TracerProvider, "nixbus.dev/nixbus/services/reporter"),
-		metrics: newMetrics(d.Registerer),
+		metrics: newMetrics(d.Registerer), made: time.Now(),
 	}, nil
 }
 
@@ -110,7 +113,7 @@ func (s *Service) Run(ctx context.Context) error {
 		return bus.Work(gctx, s.js, bus.WorkOptions{
 			Stream: bus.StreamReports, Durable: bus.ConsumerReporter, Filter: bus.VerdictAll,
 			// Reviews wait for their runs' uploads: many at once.
-			Concurrency: 16, AckWait: s.cfg.AckWait, RetryDelay: s.cfg.RetryDelay,
+			Concurrency: 16, AckWait: s.cfg.AckWait, RetryDelay: s.cfg.RetryDelay, StartTime: s.made,
 			Tracer: s.tracer, SpanName: "report",
 		}, s.logger, h.handle)
 	})
@@ -118,7 +121,7 @@ func (s *Service) Run(ctx context.Context) error {
 		g.Go(func() error {
 			return bus.Work(gctx, s.js, bus.WorkOptions{
 				Stream: bus.StreamRuns, Durable: bus.ConsumerReporterStarted, Filter: bus.RunStarts,
-				Concurrency: 2, AckWait: s.cfg.AckWait, RetryDelay: s.cfg.RetryDelay,
+				Concurrency: 2, AckWait: s.cfg.AckWait, RetryDelay: s.cfg.RetryDelay, StartTime: s.made,
 				Tracer: s.tracer, SpanName: "report start",
 			}, s.logger, h.started)
 		})

@@ -240,3 +240,53 @@ func TestReporterStartedMessage(t *testing.T) {
 	require.True(t, poster.posts[0].NoVote)
 	require.Contains(t, poster.posts[0].Message, "started building patchset 3")
 }
+
+// TestNewConsumersStartAtNow: the reporter's consumers, made on streams
+// that keep a week of history, start with the runs after the reporter
+// started. Turning on --reporter.started-message posts nothing for last
+// week's runs; a reporter whose durable is new votes on no old verdict.
+func TestNewConsumersStartAtNow(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	require.NoError(t, bus.EnsureStreams(t.Context(), js, bus.StreamOptions{}))
+	publishStarted := func(run string, ps int32) {
+		msg, err := bus.NewMsg(bus.RunSubject(run, bus.RunStartedKind), bus.MsgIDStarted(run), &nixbuspb.RunStarted{RunId: run, Change: gerritChange(ps)}, nil)
+		require.NoError(t, err)
+		_, err = js.PublishMsg(t.Context(), msg)
+		require.NoError(t, err)
+	}
+	// History: a run that started, and ended, before the reporter.
+	publishStarted("rold", 1)
+	publishVerdict(t, js, &nixbuspb.RunVerdict{RunId: "rold", Change: gerritChange(1), Status: nixbuspb.RunStatus_RUN_STATUS_SUCCEEDED}, "vold")
+
+	poster := &recorder{}
+	d := Deps{Gerrit: poster, JS: js, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	cfg := Config{LogBaseURL: "http://ci/logs", FailedListLimit: 10, AckWait: 5 * time.Second, RetryDelay: 20 * time.Millisecond, StaleClaim: time.Minute, StartedMessage: true}
+	s, err := New(cfg, d)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
+
+	publishStarted("rnew", 2)
+	publishVerdict(t, js, &nixbuspb.RunVerdict{RunId: "rnew", Change: gerritChange(2), Status: nixbuspb.RunStatus_RUN_STATUS_FAILED}, "vnew")
+	require.Eventually(t, func() bool { return poster.count() == 2 }, 10*time.Second, 10*time.Millisecond)
+	// Both consumers worked through everything they were given.
+	waitAcked(t, js)
+	require.Eventually(t, func() bool {
+		c, err := js.Consumer(t.Context(), bus.StreamRuns, bus.ConsumerReporterStarted)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(t.Context())
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.AckFloor.Stream == 2
+	}, 10*time.Second, 10*time.Millisecond)
+
+	poster.mu.Lock()
+	defer poster.mu.Unlock()
+	require.Len(t, poster.posts, 2, "one started message and one vote, both for the new run")
+	for _, p := range poster.posts {
+		require.Equal(t, "rnew", p.RunID)
+	}
+}
