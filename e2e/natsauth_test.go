@@ -15,6 +15,7 @@ import (
 
 	"nixbus.dev/nixbus/internal/app"
 	"nixbus.dev/nixbus/pkg/bus"
+	"nixbus.dev/nixbus/pkg/changeevent"
 	"nixbus.dev/nixbus/pkg/natsauth"
 	"nixbus.dev/nixbus/pkg/natstest"
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
@@ -35,7 +36,13 @@ func startSecured(t *testing.T, kind string) (*natstest.Server, string) {
 // asRole connects as role with the secret nats-config wrote, using the
 // role's inbox as its services do. Permission errors the server sends back
 // arrive on the returned channel.
-func asRole(t *testing.T, srv *natstest.Server, dir, kind, role string) (*nats.Conn, jetstream.JetStream, <-chan error) {
+func asRole(t *testing.T, srv *natstest.Server, dir, role string) (*nats.Conn, jetstream.JetStream, <-chan error) {
+	t.Helper()
+	return asRoleWith(t, srv, dir, natsauth.Nkey, role)
+}
+
+// asRoleWith is asRole with the kind of secret nats-config wrote.
+func asRoleWith(t *testing.T, srv *natstest.Server, dir, kind, role string) (*nats.Conn, jetstream.JetStream, <-chan error) {
 	t.Helper()
 	var auth nats.Option
 	if kind == natsauth.Nkey {
@@ -63,7 +70,7 @@ func asRole(t *testing.T, srv *natstest.Server, dir, kind, role string) (*nats.C
 // another role does, and that an anonymous client cannot connect.
 func TestLeastPrivilegeRefusesForbiddenPublishes(t *testing.T) {
 	srv, dir := startSecured(t, natsauth.Nkey)
-	_, admin, _ := asRole(t, srv, dir, natsauth.Nkey, bus.RoleAdmin)
+	_, admin, _ := asRole(t, srv, dir, bus.RoleAdmin)
 	require.NoError(t, bus.EnsureStreams(t.Context(), admin, bus.StreamOptions{}))
 
 	_, err := nats.Connect(srv.URL, nats.NoReconnect())
@@ -92,7 +99,7 @@ func TestLeastPrivilegeRefusesForbiddenPublishes(t *testing.T) {
 	}
 	for _, f := range forbidden {
 		t.Run(f.role+"/"+f.subject, func(t *testing.T) {
-			nc, _, errs := asRole(t, srv, dir, natsauth.Nkey, f.role)
+			nc, _, errs := asRole(t, srv, dir, f.role)
 			require.NoError(t, nc.Publish(f.subject, []byte("forged")))
 			require.NoError(t, nc.Flush())
 			select {
@@ -112,7 +119,7 @@ func TestLeastPrivilegeRefusesForbiddenPublishes(t *testing.T) {
 
 	// Nor may a role read another's replies or snoop on every subject.
 	for _, sub := range []string{"_INBOX.>", bus.InboxPrefix(bus.RoleReporter) + ".>", bus.VerdictAll, ">"} {
-		nc, _, errs := asRole(t, srv, dir, natsauth.Nkey, bus.RoleBuilder)
+		nc, _, errs := asRole(t, srv, dir, bus.RoleBuilder)
 		_, err := nc.SubscribeSync(sub)
 		require.NoError(t, err)
 		require.NoError(t, nc.Flush())
@@ -156,11 +163,13 @@ func TestLeastPrivilegeRun(t *testing.T) {
 					require.NoError(t, inst.Wait())
 				}
 			})
-			_, js, _ := asRole(t, srv, dir, kind, bus.RoleAdmin)
+			_, js, _ := asRoleWith(t, srv, dir, kind, bus.RoleAdmin)
 			fctx, fcancel := context.WithTimeout(t.Context(), 2*time.Minute)
 			defer fcancel()
 			var out strings.Builder
-			res, err := app.Follow(fctx, js, app.ManualEvent(saltedExample(t)), &out, logger(t))
+			ev, err := changeevent.Manual(changeevent.Options{LocalPath: saltedExample(t)})
+			require.NoError(t, err)
+			res, err := app.Follow(fctx, js, ev, &out, logger(t))
 			require.NoError(t, err, "%s\nserver errors: %q", out.String(), srv.Errors())
 			require.Equal(t, nixbuspb.RunStatus_RUN_STATUS_FAILED, res.Verdict.GetStatus())
 			require.EqualValues(t, 8, res.Verdict.GetJobCount())
