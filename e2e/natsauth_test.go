@@ -215,3 +215,13 @@ func TestNATSCredentialFromSystemd(t *testing.T) {
 	require.NoError(t, fs.Parse([]string{"--nats.url", "nats://127.0.0.1:1"}))
 	require.Equal(t, filepath.Join(dir, "nats-nkey"), o.NATSAuth.NkeyFile)
 }
+
+// TestEveryServiceHasARole: a new service gets its own user, or it could
+// not run on a secured bus.
+func TestEveryServiceHasARole(t *testing.T) {
+	for _, name := range app.Names() {
+		_, ok := bus.RolePermissions(name)
+		require.True(t, ok, "service %s has no role in pkg/bus/roles.go", name)
+		require.Contains(t, bus.Roles(), name)
+	}
+}

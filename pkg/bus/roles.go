@@ -15,6 +15,7 @@ const (
 	RoleBuilder       = "builder"
 	RoleCacheUploader = "cache-uploader"
 	RoleReporter      = "reporter"
+	RoleWeb           = "web"
 	// RoleAdmin may do anything: `nixbus streams`, `nixbus run`, `nixbus
 	// trigger`, all services in one process, the nats CLI.
 	RoleAdmin = "admin"
@@ -22,7 +23,7 @@ const (
 
 // Roles lists every role, services in start order, then admin.
 func Roles() []string {
-	return []string{RoleGerritIngest, RoleEvaluator, RolePlanner, RoleBuilder, RoleCacheUploader, RoleReporter, RoleAdmin}
+	return []string{RoleGerritIngest, RoleEvaluator, RolePlanner, RoleBuilder, RoleCacheUploader, RoleReporter, RoleWeb, RoleAdmin}
 }
 
 // InboxPrefix is where a role's request replies and pull deliveries
@@ -63,9 +64,11 @@ func RolePermissions(role string) (Permissions, bool) {
 	case RoleEvaluator:
 		p.consumes(StreamChanges, ConsumerEvaluator)
 		p.reads(StreamRuns)
-		p.publishes(RunSubject("*", RunStartedKind), RunSubject("*", RunJobKind), RunSubject("*", RunEvalKind))
+		p.publishes(RunSubject("*", RunStartedKind), RunSubject("*", RunJobKind), RunSubject("*", RunGraphKind), RunSubject("*", RunEvalKind))
 	case RolePlanner:
 		p.follows(StreamRuns)
+		// Whether a run already has its verdict, when a job is restarted.
+		p.reads(StreamReports)
 		p.kv(PlannerBucket, true)
 		p.publishes(BuildAll, OutcomeAll, VerdictAll, RunCancels)
 	case RoleBuilder:
@@ -85,9 +88,19 @@ func RolePermissions(role string) (Permissions, bool) {
 	case RoleReporter:
 		p.consumes(StreamReports, ConsumerReporter)
 		p.consumes(StreamRuns, ConsumerReporterStarted)
+		// A review waits for its run's outcomes and uploads.
+		p.follows(StreamReports)
 		p.kv(VotesBucket, true)
 		p.objects(LogBucket, false)
 		p.publishes(ReviewAll)
+	case RoleWeb:
+		// Pages follow runs, reports and live logs, and show stored logs.
+		p.follows(StreamRuns)
+		p.follows(StreamReports)
+		p.follows(StreamLogs)
+		p.objects(LogBucket, false)
+		// An admin's actions: cancel a run, run a change again, restart a job.
+		p.publishes(RunCancels, ChangeAll, RunSubject("*", RunRestartKind))
 	default:
 		return Permissions{}, false
 	}
