@@ -65,6 +65,7 @@ test-web: setup
 
 bench: setup
 	$(GO) test -run '^$$' -bench . -benchtime 1x -benchmem ./services/planner/... ./services/evaluator/... ./e2e/...
+	scripts/bench-overhead.sh a b
 
 # The example fails on purpose (a broken job, an eval error): exit 1 is its
 # expected verdict; anything else is a real failure.
