@@ -214,6 +214,10 @@ func pullLoop(ctx context.Context, cons jetstream.Consumer, o WorkOptions, logge
 	}
 }
 
+// ackTimeout bounds the acknowledgement of a handled message, which runs
+// on a context detached from the service's.
+const ackTimeout = 10 * time.Second
+
 func handle(ctx context.Context, msg jetstream.Msg, o WorkOptions, logger *slog.Logger, h Handler) {
 	hctx, stop := context.WithCancel(ctx)
 	hctx, span := StartSpan(hctx, o.Tracer, o.SpanName, msg, semconv.MessagingConsumerGroupName(o.Durable))
@@ -241,7 +245,12 @@ func handle(ctx context.Context, msg jetstream.Msg, o WorkOptions, logger *slog.
 	stop()
 	switch {
 	case err == nil:
-		if aerr := msg.DoubleAck(ctx); aerr != nil {
+		// The effect is done: acknowledge it even when shutdown has begun
+		// (ctx ended), or the message would be handled again.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
+		aerr := msg.DoubleAck(actx)
+		cancel()
+		if aerr != nil {
 			logger.Warn("ack", "subject", msg.Subject(), "err", aerr)
 			span.AddEvent("ack failed", trace.WithAttributes(attribute.String("error", aerr.Error())))
 		}
