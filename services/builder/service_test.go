@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
@@ -258,12 +259,12 @@ func TestMalformedRequestDropped(t *testing.T) {
 		_, err := js.Publish(t.Context(), bus.BuildSubject("fake-system"), data)
 		require.NoError(t, err, "message %d", i)
 	}
-	require.Eventually(t, func() bool {
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
 		stream, err := js.Stream(t.Context(), bus.StreamBuilds)
-		require.NoError(t, err)
+		require.NoError(c, err)
 		info, err := stream.Info(t.Context())
-		require.NoError(t, err)
-		return info.State.Msgs == 0
+		require.NoError(c, err)
+		assert.Zero(c, info.State.Msgs)
 	}, 10*time.Second, 50*time.Millisecond, "malformed requests stayed queued")
 	require.Empty(t, results(t, js, "r1"))
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/proto"
@@ -101,18 +102,16 @@ type runMsgs struct {
 func waitEvaluated(t *testing.T, js jetstream.JetStream, run string) runMsgs {
 	t.Helper()
 	ctx := t.Context()
-	require.Eventually(t, func() bool {
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
 		changes, err := js.Stream(ctx, bus.StreamChanges)
-		require.NoError(t, err)
+		require.NoError(c, err)
 		info, err := changes.Info(ctx)
-		require.NoError(t, err)
-		if info.State.Msgs != 0 {
-			return false
-		}
+		require.NoError(c, err)
+		require.Zero(c, info.State.Msgs, "events left to handle")
 		runs, err := js.Stream(ctx, bus.StreamRuns)
-		require.NoError(t, err)
+		require.NoError(c, err)
 		_, err = runs.GetLastMsgForSubject(ctx, bus.RunSubject(run, bus.RunEvalKind))
-		return err == nil
+		assert.NoError(c, err, "no evaluated mark")
 	}, 60*time.Second, 20*time.Millisecond)
 	return readRun(t, js, run)
 }

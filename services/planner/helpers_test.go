@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/proto"
@@ -88,13 +89,10 @@ func (e *env) verdict(run string) *nixbuspb.RunVerdict {
 	s, err := e.js.Stream(e.t.Context(), bus.StreamReports)
 	require.NoError(e.t, err)
 	var v nixbuspb.RunVerdict
-	require.Eventually(e.t, func() bool {
+	require.EventuallyWithT(e.t, func(c *assert.CollectT) {
 		m, err := s.GetLastMsgForSubject(e.t.Context(), bus.VerdictSubject(run))
-		if err != nil {
-			return false
-		}
-		require.NoError(e.t, bus.Decode(m.Data, &v))
-		return true
+		require.NoError(c, err, "no verdict yet")
+		assert.NoError(c, bus.Decode(m.Data, &v), "undecodable verdict")
 	}, 20*time.Second, 10*time.Millisecond, "no verdict for %s", run)
 	return &v
 }
