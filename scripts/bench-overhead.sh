@@ -5,14 +5,16 @@
 # ratio. Cases: (a) 100 jobs of ~1 s in a binary tree (target <= 1.05x),
 # (b) 1,000 trivial jobs in a binary tree (target <= 1.25x).
 # Usage: scripts/bench-overhead.sh [a|b]...   (default: a b)
-# PAR sets the parallelism (default 4); NIXBUS_ARGS adds flags to `nixbus
-# run` (e.g. the services to run, to see what one of them costs).
+# PAR sets the parallelism (default 4); NIXBUS names the nixbus binary
+# (default: built from this tree); NIXBUS_ARGS adds flags to `nixbus run`.
 set -euo pipefail
 # (pipefail: a failing nixbus run fails the pipe through perl)
 cd "$(dirname "$0")/.."
-NIXBUS=${NIXBUS:-$PWD/bin/nixbus}
 PAR=${PAR:-4}
-[ -x "$NIXBUS" ] || go build -o bin/ ./cmd/nixbus
+if [ -z "${NIXBUS:-}" ]; then
+  go build -o bin/ ./cmd/nixbus
+  NIXBUS=$PWD/bin/nixbus
+fi
 work=$(mktemp -d)
 trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
 
