@@ -163,12 +163,7 @@ func Start(ctx context.Context, o Options, c *Configs, out io.Writer, logger *sl
 	g, gctx := errgroup.WithContext(ctx)
 	inst.group = g
 	for _, b := range services {
-		g.Go(func() error {
-			if err := b.svc.Run(gctx); err != nil {
-				return fmt.Errorf("%s: %w", b.name, err)
-			}
-			return nil
-		})
+		g.Go(func() error { return runService(gctx, b.name, b.svc) })
 	}
 	if ln != nil {
 		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
@@ -187,6 +182,18 @@ func Start(ctx context.Context, o Options, c *Configs, out io.Writer, logger *sl
 	}
 	logger.Info("nixbus started", "services", selected)
 	return inst, nil
+}
+
+// runService runs svc until ctx ends. It is where the rule "context ended
+// ⇒ nil" is enforced for every service: once ctx has ended (a signal, or
+// another service failed), whatever Run returns is a clean stop, even an
+// error from a call that ctx interrupted while the service was starting.
+func runService(ctx context.Context, name string, svc Service) error {
+	err := svc.Run(ctx)
+	if err == nil || ctx.Err() != nil {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", name, err)
 }
 
 // Wait blocks until every service returned, then closes connections and

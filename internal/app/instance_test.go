@@ -1,0 +1,75 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+type serviceFunc func(ctx context.Context) error
+
+func (f serviceFunc) Run(ctx context.Context) error { return f(ctx) }
+
+// Whatever a service returns once its context has ended is a clean stop:
+// a SIGTERM during start-up must not exit 1.
+func TestRunServiceContextEndedIsNil(t *testing.T) {
+	boom := errors.New("boom")
+	for _, tc := range []struct {
+		name    string
+		cancel  bool
+		ret     func(ctx context.Context) error
+		wantErr error
+	}{
+		{"ended during start-up, wrapped ctx error", true, func(ctx context.Context) error {
+			return fmt.Errorf("ensure consumer: %w", ctx.Err())
+		}, nil},
+		{"ended during start-up, unrelated error", true, func(context.Context) error {
+			return errors.New("nats: connection closed")
+		}, nil},
+		{"ended, nil", true, func(context.Context) error { return nil }, nil},
+		{"real failure", false, func(context.Context) error { return boom }, boom},
+		{"clean return", false, func(context.Context) error { return nil }, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			err := runService(ctx, "svc", serviceFunc(func(ctx context.Context) error {
+				if tc.cancel {
+					cancel()
+				}
+				return tc.ret(ctx)
+			}))
+			if tc.wantErr == nil {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorIs(t, err, tc.wantErr)
+			require.ErrorContains(t, err, "svc: ")
+		})
+	}
+}
+
+// Every service of the real wiring, stopped while it starts, returns
+// cleanly through Wait.
+func TestInstanceStoppedDuringStartUp(t *testing.T) {
+	for _, svc := range []string{"builder", "evaluator", "gerrit-ingest", "planner", "reporter", "cache-uploader"} {
+		t.Run(svc, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(t.Context())
+			var o Options
+			var c Configs
+			fs := newFlagSet("test", io.Discard)
+			o.RegisterFlags(fs)
+			c.RegisterFlags(fs)
+			require.NoError(t, fs.Parse([]string{"--state-dir", t.TempDir(), "--service", svc}))
+			inst, err := Start(ctx, o, &c, io.Discard, slog.New(slog.DiscardHandler))
+			require.NoError(t, err)
+			cancel()
+			require.NoError(t, inst.Wait())
+		})
+	}
+}
