@@ -85,14 +85,21 @@ func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-func serve(ctx context.Context, args []string, stdout, stderr *os.File, only []string) error {
+// serveFlags is serve's flag set: the shared and every service's flags,
+// with HTTP on DefaultHTTPAddress.
+func serveFlags(stderr io.Writer) (*flag.FlagSet, *Options, *Configs) {
 	fs := newFlagSet("serve", stderr)
 	var o Options
 	var c Configs
 	o.RegisterFlags(fs)
 	c.RegisterFlags(fs)
-	fs.Lookup("http.address").DefValue = ":9464"
-	o.HTTPAddress = ":9464"
+	fs.Lookup("http.address").DefValue = DefaultHTTPAddress
+	o.HTTPAddress = DefaultHTTPAddress
+	return fs, &o, &c
+}
+
+func serve(ctx context.Context, args []string, stdout, stderr *os.File, only []string) error {
+	fs, o, c := serveFlags(stderr)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -103,7 +110,7 @@ func serve(ctx context.Context, args []string, stdout, stderr *os.File, only []s
 		o.Services = only
 	}
 	logger := o.Logger(stderr)
-	inst, err := Start(ctx, o, &c, stdout, logger)
+	inst, err := Start(ctx, *o, c, stdout, logger)
 	if err != nil {
 		return err
 	}

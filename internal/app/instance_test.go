@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -72,4 +73,17 @@ func TestInstanceStoppedDuringStartUp(t *testing.T) {
 			require.NoError(t, inst.Wait())
 		})
 	}
+}
+
+// /metrics and /logs/ listen on loopback unless an address is given.
+func TestServeHTTPIsLoopbackByDefault(t *testing.T) {
+	fs, o, _ := serveFlags(io.Discard)
+	require.NoError(t, fs.Parse(nil))
+	host, _, err := net.SplitHostPort(o.HTTPAddress)
+	require.NoError(t, err)
+	require.True(t, net.ParseIP(host).IsLoopback(), "default %q", o.HTTPAddress)
+
+	fs, o, _ = serveFlags(io.Discard)
+	require.NoError(t, fs.Parse([]string{"--http.address", ":9999"}))
+	require.Equal(t, ":9999", o.HTTPAddress, "an address given is used as is")
 }

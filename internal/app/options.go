@@ -12,6 +12,13 @@ import (
 	"nixbus.dev/nixbus/pkg/bus"
 )
 
+// DefaultHTTPAddress is where `nixbus serve` serves /metrics, /logs/ and
+// the status pages unless --http.address says otherwise: loopback only, as
+// build logs may hold what a change author must not read. Any other
+// interface has to be asked for (e.g. --http.address :9464, behind a proxy
+// that authenticates).
+const DefaultHTTPAddress = "127.0.0.1:9464"
+
 // Options are the process-wide settings every mode shares: where NATS is,
 // where state lives, logging, the HTTP endpoint, and nix options.
 type Options struct {
@@ -46,7 +53,7 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.NATSListen, "nats.listen", "", "host:port on which the embedded NATS accepts outside clients (default: in-process only)")
 	o.NATSAuth.registerFlags(fs)
 	fs.StringVar(&o.StateDir, "state-dir", envOr("NIXBUS_STATE_DIR", ".nixbus"), "directory for JetStream data, the file binary cache, keys and work dirs")
-	fs.StringVar(&o.HTTPAddress, "http.address", "", "address serving /metrics and /logs/ (empty: none)")
+	fs.StringVar(&o.HTTPAddress, "http.address", "", "address serving /metrics, /logs/ and the status pages (empty: none; nixbus serve: "+DefaultHTTPAddress+", loopback only)")
 	fs.StringVar(&o.LogLevel, "log.level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.LogFormat, "log.format", "text", "text or json")
 	fs.Var(&o.NixOptions, "nix.option", "NAME=VALUE passed to every nix call as --option (repeatable)")
