@@ -67,8 +67,11 @@ func RolePermissions(role string) (Permissions, bool) {
 		p.publishes(RunSubject("*", RunStartedKind), RunSubject("*", RunJobKind), RunSubject("*", RunGraphKind), RunSubject("*", RunEvalKind))
 	case RolePlanner:
 		p.follows(StreamRuns)
-		// Whether a run already has its verdict, when a job is restarted.
+		p.reads(StreamRuns) // the checkpoint's message, for its time
+		// Verdicts: a run with one is finished (replays skip it, a
+		// restarted job's run already has its vote).
 		p.reads(StreamReports)
+		p.listens(BuilderAll)
 		p.kv(PlannerBucket, true)
 		p.publishes(BuildAll, OutcomeAll, VerdictAll, RunCancels)
 	case RoleBuilder:
@@ -78,7 +81,7 @@ func RolePermissions(role string) (Permissions, bool) {
 		p.reads(StreamRuns)
 		p.listens(RunCancels)
 		p.objects(LogBucket, true)
-		p.publishes(RunResults, LogAll)
+		p.publishes(RunResults, LogAll, BuilderAll)
 	case RoleCacheUploader:
 		// One durable per set of builders (CacheUploaderConsumer): its
 		// name is not known here, so any durable on the runs stream.

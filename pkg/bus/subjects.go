@@ -19,6 +19,7 @@
 //	nixbus.upload.<run>                  UploadResult     stream NIXBUS_REPORTS
 //	nixbus.review.<run>                  ReviewPosted     stream NIXBUS_REPORTS
 //	nixbus.log.<run>.<drv-token>         LogChunk         stream NIXBUS_LOGS
+//	nixbus.builder.<system>              BuilderAlive     core NATS, no stream
 //
 // NIXBUS_LOGS holds the live logs of builds as they run, in chunks of at
 // most MaxLogChunk bytes and at most --builder.live-log-bytes per build,
@@ -27,6 +28,9 @@
 // for a day at most: no build runs longer than that.
 //
 // Everything the planner needs to rebuild a run is in NIXBUS_RUNS, in order.
+// BuilderAlive is a heartbeat each builder sends every
+// --builder.heartbeat-interval: it needs no history (a planner that starts
+// gives every system one --planner.no-builder-timeout to be heard from).
 package bus
 
 import (
@@ -83,6 +87,7 @@ const (
 	uploadPrefix  = "nixbus.upload."
 	reviewPrefix  = "nixbus.review."
 	logPrefix     = "nixbus.log."
+	builderPrefix = "nixbus.builder."
 )
 
 // Kinds of message on a run's subject, the last token of nixbus.run.<run>.<kind>.
@@ -110,6 +115,7 @@ const (
 	UploadAll  = uploadPrefix + ">"
 	ReviewAll  = reviewPrefix + ">"
 	LogAll     = logPrefix + ">"
+	BuilderAll = builderPrefix + "*"
 )
 
 // ChangeSubject is where change events for a project go.
@@ -120,6 +126,9 @@ func RunSubject(runID, kind string) string { return runPrefix + runID + "." + ki
 
 // BuildSubject is the design's fixed nix.build.<system>.
 func BuildSubject(system string) string { return buildPrefix + Token(system) }
+
+// BuilderSubject carries the heartbeats of a system's builders.
+func BuilderSubject(system string) string { return builderPrefix + Token(system) }
 
 // OutcomeSubject carries a run's job outcomes.
 func OutcomeSubject(runID string) string { return outcomePrefix + runID }

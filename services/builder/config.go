@@ -50,6 +50,10 @@ type Config struct {
 	LiveLogBytes int64
 	// LiveLogInterval is how often new log output is streamed.
 	LiveLogInterval time.Duration
+	// HeartbeatInterval is how often the builder announces itself on
+	// nixbus.builder.<system>; the planner fails a system's jobs when no
+	// builder of it is heard for --planner.no-builder-timeout.
+	HeartbeatInterval time.Duration
 	// Instant reports success without running nix. For benchmarks only.
 	Instant bool
 }
@@ -72,6 +76,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.RetryDelay, "builder.retry-delay", 5*time.Second, "wait before an interrupted or failed request is delivered again")
 	fs.Int64Var(&c.LiveLogBytes, "builder.live-log-bytes", 8<<20, "most log bytes one build streams live to the bus (0: no live log)")
 	fs.DurationVar(&c.LiveLogInterval, "builder.live-log-interval", time.Second, "how often new log output of a running build is streamed")
+	fs.DurationVar(&c.HeartbeatInterval, "builder.heartbeat-interval", 30*time.Second, "how often this builder announces itself to the planner (keep well below --planner.no-builder-timeout)")
 	fs.BoolVar(&c.Instant, "builder.instant", false, "report every build as succeeded without running nix (benchmarks only)")
 }
 
@@ -87,8 +92,8 @@ func (c *Config) Validate() error {
 	if !filepath.IsAbs(c.StoreDir) {
 		errs = append(errs, fmt.Errorf("builder.store-dir %q must be absolute", c.StoreDir))
 	}
-	if c.Timeout <= 0 || c.AckWait <= 0 || c.RetryDelay <= 0 || c.PruneInterval <= 0 {
-		errs = append(errs, errors.New("builder.timeout, builder.ack-wait, builder.retry-delay and builder.prune-interval must be positive"))
+	if c.Timeout <= 0 || c.AckWait <= 0 || c.RetryDelay <= 0 || c.PruneInterval <= 0 || c.HeartbeatInterval <= 0 {
+		errs = append(errs, errors.New("builder.timeout, builder.ack-wait, builder.retry-delay, builder.prune-interval and builder.heartbeat-interval must be positive"))
 	}
 	if c.MaxSilentTime < time.Second {
 		errs = append(errs, errors.New("builder.max-silent-time must be at least 1s"))

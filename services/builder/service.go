@@ -21,6 +21,7 @@ import (
 
 	"nixbus.dev/nixbus/pkg/bus"
 	"nixbus.dev/nixbus/pkg/nix"
+	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
 	"nixbus.dev/nixbus/services/builder/internal/nixbuild"
 )
 
@@ -118,6 +119,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}()
 	var wg sync.WaitGroup
 	wg.Go(func() { s.pruneLoop(ctx) })
+	wg.Go(func() { s.heartbeatLoop(ctx) })
 	defer wg.Wait()
 	s.logger.Info("builder started", "system", s.cfg.System, "builder", s.cfg.Name, "concurrency", s.cfg.Concurrency, "instant", s.cfg.Instant)
 	h := &handler{s: s, logs: logs, runs: runs}
@@ -135,6 +137,29 @@ func (s *Service) onCancel(m *nats.Msg) {
 	}
 	if n := s.cancels.cancel(run, time.Now()); n > 0 {
 		s.logger.Info("cancelling builds", "run", run, "builds", n)
+	}
+}
+
+// heartbeatLoop announces this builder on nixbus.builder.<system> now and
+// every HeartbeatInterval, over core NATS: a lost one only matters if
+// every one is lost for --planner.no-builder-timeout.
+func (s *Service) heartbeatLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.HeartbeatInterval)
+	defer t.Stop()
+	subject := bus.BuilderSubject(s.cfg.System)
+	for {
+		data, err := bus.Encode(&nixbuspb.BuilderAlive{System: s.cfg.System, Builder: s.cfg.Name, SentUnixMs: time.Now().UnixMilli()})
+		if err == nil {
+			err = s.js.Conn().Publish(subject, data)
+		}
+		if err != nil && ctx.Err() == nil {
+			s.logger.Warn("announce builder", "subject", subject, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
 	}
 }
 

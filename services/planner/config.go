@@ -8,9 +8,9 @@ import (
 
 // Config is the planner's configuration.
 type Config struct {
-	// CheckpointInterval is how often the replay checkpoint (the lowest
-	// stream sequence of any unfinished run) is saved. A restart replays
-	// from the last one saved; replays publish nothing twice, so this only
+	// CheckpointInterval is how often run deadlines are checked and the
+	// replay checkpoint (the lowest stream sequence of any unfinished run)
+	// is saved. A restart replays from the last one saved; replays publish nothing twice, so this only
 	// bounds how much is read again.
 	CheckpointInterval time.Duration
 	// PublishWindow bounds messages published but not yet acknowledged.

@@ -32,6 +32,8 @@ type state struct {
 	runs    map[string]*run
 	changes map[changeKey]changeRun
 	lastSeq uint64
+	seen    map[string]time.Time // system -> last heartbeat of a builder
+	since   time.Time            // when this planner started
 	ev      dag.Events
 	planned chan planned // plans built in the background
 	spawn   func(func()) // runs a background task the service waits for
@@ -48,6 +50,8 @@ type run struct {
 	seq       uint64 // stream sequence of its RunStarted
 	change    *nixbuspb.ChangeEvent
 	startedMs int64
+	startAt   time.Time   // when its RunStarted was stored: the deadline counts from it
+	expired   string      // why it was ended at its deadline, if it was
 	lastAt    time.Time   // time of the last message that moved the run on
 	hdr       nats.Header // trace context, carried onto everything published
 	jobs      []dag.Job
@@ -100,7 +104,7 @@ type planned struct {
 const emitChunk = 256
 
 func newState(s *Service, out *outbox, reports jetstream.Stream, spawn func(func())) *state {
-	return &state{s: s, out: out, reports: reports, runs: map[string]*run{}, changes: map[changeKey]changeRun{},
+	return &state{s: s, out: out, reports: reports, runs: map[string]*run{}, seen: map[string]time.Time{}, since: s.now(), changes: map[changeKey]changeRun{},
 		planned: make(chan planned, 16), spawn: spawn}
 }
 
@@ -164,7 +168,7 @@ func (st *state) handle(ctx context.Context, msg jetstream.Msg) error {
 	case bus.RunCancelKind:
 		var m nixbuspb.Cancel
 		if st.decode(msg, &m) {
-			if r, ok := st.runs[runID]; ok {
+			if r, ok := st.runs[runID]; ok && r.expired == "" {
 				return st.cancel(ctx, r, m.GetSupersededBy(), at)
 			}
 		}
@@ -194,7 +198,7 @@ func (st *state) started(ctx context.Context, runID string, seq uint64, m *nixbu
 	if done, err := st.finished(ctx, runID); err != nil || done {
 		return err
 	}
-	r := &run{id: runID, seq: seq, change: m.GetChange(), startedMs: m.GetStartedUnixMs(),
+	r := &run{id: runID, seq: seq, change: m.GetChange(), startedMs: m.GetStartedUnixMs(), startAt: at,
 		attrs: map[string]struct{}{}, building: map[string]int{}}
 	for _, k := range []string{"traceparent", "tracestate"} {
 		if v := h.Get(k); v != "" {

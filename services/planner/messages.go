@@ -127,6 +127,9 @@ func verdictMsg(r *run, status nixbuspb.RunStatus, supersededBy string, at time.
 			v.JobCount = r.evalDone.GetJobCount()
 		}
 	}
+	if r.expired != "" && v.EvalError == "" && r.plan == nil {
+		v.EvalError = r.expired
+	}
 	if !at.IsZero() && r.startedMs > 0 {
 		v.DurationMs = max(0, at.UnixMilli()-r.startedMs)
 	}

@@ -13,6 +13,7 @@ type metrics struct {
 	republished  prometheus.Counter
 	lag          prometheus.Gauge
 	readDelay    prometheus.Histogram
+	builderSeen  *prometheus.GaugeVec
 }
 
 func newMetrics(r prometheus.Registerer) *metrics {
@@ -48,10 +49,14 @@ func newMetrics(r prometheus.Registerer) *metrics {
 			Name: "nixbus_planner_read_delay_seconds", Help: "Time from a build result being stored to the planner reading it.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
+		builderSeen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "nixbus_planner_builder_last_seen_seconds",
+			Help: "Unix time a builder of a system was last heard from (its heartbeat).",
+		}, []string{"system"}),
 		lag: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "nixbus_planner_pending_messages", Help: "Messages on the runs stream not yet read by the planner.",
 		}),
 	}
-	r.MustRegister(m.activeRuns, m.building, m.released, m.outcomes, m.verdicts, m.planning, m.resultToNext, m.republished, m.lag, m.readDelay)
+	r.MustRegister(m.activeRuns, m.building, m.released, m.outcomes, m.verdicts, m.planning, m.resultToNext, m.republished, m.lag, m.readDelay, m.builderSeen)
 	return m
 }

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
@@ -144,6 +145,18 @@ func (s *Service) run(ctx context.Context) error {
 		}
 	}()
 
+	// Builders' heartbeats, over core NATS (see deadlines.go).
+	alive := make(chan *nats.Msg, 256)
+	sub, err := s.js.Conn().ChanSubscribe(bus.BuilderAll, alive)
+	if err != nil {
+		return fmt.Errorf("planner: subscribe %s: %w", bus.BuilderAll, err)
+	}
+	defer func() {
+		if err := sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+			s.logger.Warn("unsubscribe", "subject", bus.BuilderAll, "err", err)
+		}
+	}()
+
 	out := newOutbox(s.js, kv, s.logger, s.cfg, s.metrics)
 	wg.Add(1)
 	go func() {
@@ -186,7 +199,13 @@ func (s *Service) run(ctx context.Context) error {
 		case <-turn:
 			err = st.drain(ctx)
 		case <-drained:
+		case m := <-alive:
+			st.builderAlive(m.Data)
 		case <-tick.C:
+			// Deadlines are checked as often as checkpoints are saved.
+			if err = st.expire(ctx); err != nil {
+				break
+			}
 			if cp := st.checkpoint(); cp != saved && st.lastSeq > 0 {
 				err = out.checkpoint(ctx, cp)
 				saved = cp

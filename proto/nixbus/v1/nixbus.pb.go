@@ -1712,6 +1712,70 @@ func (x *RestartJob) GetRequestedUnixMs() int64 {
 	return 0
 }
 
+// BuilderAlive is a builder announcing that it serves a system, on core
+// NATS subject nixbus.builder.<system> every --builder.heartbeat-interval.
+// The planner fails a system's unfinished jobs when none has been heard
+// for --planner.no-builder-timeout.
+type BuilderAlive struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	System        string                 `protobuf:"bytes,1,opt,name=system,proto3" json:"system,omitempty"`
+	Builder       string                 `protobuf:"bytes,2,opt,name=builder,proto3" json:"builder,omitempty"`
+	SentUnixMs    int64                  `protobuf:"varint,3,opt,name=sent_unix_ms,json=sentUnixMs,proto3" json:"sent_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BuilderAlive) Reset() {
+	*x = BuilderAlive{}
+	mi := &file_nixbus_v1_nixbus_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BuilderAlive) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BuilderAlive) ProtoMessage() {}
+
+func (x *BuilderAlive) ProtoReflect() protoreflect.Message {
+	mi := &file_nixbus_v1_nixbus_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BuilderAlive.ProtoReflect.Descriptor instead.
+func (*BuilderAlive) Descriptor() ([]byte, []int) {
+	return file_nixbus_v1_nixbus_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *BuilderAlive) GetSystem() string {
+	if x != nil {
+		return x.System
+	}
+	return ""
+}
+
+func (x *BuilderAlive) GetBuilder() string {
+	if x != nil {
+		return x.Builder
+	}
+	return ""
+}
+
+func (x *BuilderAlive) GetSentUnixMs() int64 {
+	if x != nil {
+		return x.SentUnixMs
+	}
+	return 0
+}
+
 var File_nixbus_v1_nixbus_proto protoreflect.FileDescriptor
 
 const file_nixbus_v1_nixbus_proto_rawDesc = "" +
@@ -1874,7 +1938,12 @@ const file_nixbus_v1_nixbus_proto_rawDesc = "" +
 	"\x04attr\x18\x02 \x01(\tR\x04attr\x12\x19\n" +
 	"\bdrv_path\x18\x03 \x01(\tR\adrvPath\x12!\n" +
 	"\frequested_by\x18\x04 \x01(\tR\vrequestedBy\x12*\n" +
-	"\x11requested_unix_ms\x18\x05 \x01(\x03R\x0frequestedUnixMs*\x98\x01\n" +
+	"\x11requested_unix_ms\x18\x05 \x01(\x03R\x0frequestedUnixMs\"b\n" +
+	"\fBuilderAlive\x12\x16\n" +
+	"\x06system\x18\x01 \x01(\tR\x06system\x12\x18\n" +
+	"\abuilder\x18\x02 \x01(\tR\abuilder\x12 \n" +
+	"\fsent_unix_ms\x18\x03 \x01(\x03R\n" +
+	"sentUnixMs*\x98\x01\n" +
 	"\vBuildStatus\x12\x1c\n" +
 	"\x18BUILD_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16BUILD_STATUS_SUCCEEDED\x10\x01\x12\x17\n" +
@@ -1913,7 +1982,7 @@ func file_nixbus_v1_nixbus_proto_rawDescGZIP() []byte {
 }
 
 var file_nixbus_v1_nixbus_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_nixbus_v1_nixbus_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_nixbus_v1_nixbus_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_nixbus_v1_nixbus_proto_goTypes = []any{
 	(BuildStatus)(0),      // 0: nixbus.v1.BuildStatus
 	(JobStatus)(0),        // 1: nixbus.v1.JobStatus
@@ -1934,17 +2003,18 @@ var file_nixbus_v1_nixbus_proto_goTypes = []any{
 	(*ReviewPosted)(nil),  // 16: nixbus.v1.ReviewPosted
 	(*LogChunk)(nil),      // 17: nixbus.v1.LogChunk
 	(*RestartJob)(nil),    // 18: nixbus.v1.RestartJob
-	nil,                   // 19: nixbus.v1.Job.OutputsEntry
-	nil,                   // 20: nixbus.v1.BuildRequest.OutputsEntry
-	nil,                   // 21: nixbus.v1.BuildResult.OutputsEntry
+	(*BuilderAlive)(nil),  // 19: nixbus.v1.BuilderAlive
+	nil,                   // 20: nixbus.v1.Job.OutputsEntry
+	nil,                   // 21: nixbus.v1.BuildRequest.OutputsEntry
+	nil,                   // 22: nixbus.v1.BuildResult.OutputsEntry
 }
 var file_nixbus_v1_nixbus_proto_depIdxs = []int32{
 	4,  // 0: nixbus.v1.ChangeEvent.kind:type_name -> nixbus.v1.ChangeEvent.Kind
 	5,  // 1: nixbus.v1.RunStarted.change:type_name -> nixbus.v1.ChangeEvent
-	19, // 2: nixbus.v1.Job.outputs:type_name -> nixbus.v1.Job.OutputsEntry
-	20, // 3: nixbus.v1.BuildRequest.outputs:type_name -> nixbus.v1.BuildRequest.OutputsEntry
+	20, // 2: nixbus.v1.Job.outputs:type_name -> nixbus.v1.Job.OutputsEntry
+	21, // 3: nixbus.v1.BuildRequest.outputs:type_name -> nixbus.v1.BuildRequest.OutputsEntry
 	0,  // 4: nixbus.v1.BuildResult.status:type_name -> nixbus.v1.BuildStatus
-	21, // 5: nixbus.v1.BuildResult.outputs:type_name -> nixbus.v1.BuildResult.OutputsEntry
+	22, // 5: nixbus.v1.BuildResult.outputs:type_name -> nixbus.v1.BuildResult.OutputsEntry
 	1,  // 6: nixbus.v1.JobOutcome.status:type_name -> nixbus.v1.JobStatus
 	2,  // 7: nixbus.v1.JobOutcome.failure:type_name -> nixbus.v1.FailureKind
 	5,  // 8: nixbus.v1.RunVerdict.change:type_name -> nixbus.v1.ChangeEvent
@@ -1969,7 +2039,7 @@ func file_nixbus_v1_nixbus_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_nixbus_v1_nixbus_proto_rawDesc), len(file_nixbus_v1_nixbus_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
