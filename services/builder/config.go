@@ -50,6 +50,12 @@ type Config struct {
 	LiveLogBytes int64
 	// LiveLogInterval is how often new log output is streamed.
 	LiveLogInterval time.Duration
+	// MaxRetries is how many times a build that failed for a transient
+	// infrastructure reason (see nixbuild.TransientReason) is tried again;
+	// a build's own failure never is.
+	MaxRetries int
+	// RetryBackoff is the wait before the first retry; it doubles after.
+	RetryBackoff time.Duration
 	// HeartbeatInterval is how often the builder announces itself on
 	// nixbus.builder.<system>; the planner fails a system's jobs when no
 	// builder of it is heard for --planner.no-builder-timeout.
@@ -76,6 +82,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.RetryDelay, "builder.retry-delay", 5*time.Second, "wait before an interrupted or failed request is delivered again")
 	fs.Int64Var(&c.LiveLogBytes, "builder.live-log-bytes", 8<<20, "most log bytes one build streams live to the bus (0: no live log)")
 	fs.DurationVar(&c.LiveLogInterval, "builder.live-log-interval", time.Second, "how often new log output of a running build is streamed")
+	fs.IntVar(&c.MaxRetries, "builder.max-retries", 2, "times a build failing for a transient infrastructure reason (builder killed, store full, remote builder unreachable, download error) is tried again")
+	fs.DurationVar(&c.RetryBackoff, "builder.retry-backoff", 10*time.Second, "wait before the first retry of a transient failure; doubles for each next one")
 	fs.DurationVar(&c.HeartbeatInterval, "builder.heartbeat-interval", 30*time.Second, "how often this builder announces itself to the planner (keep well below --planner.no-builder-timeout)")
 	fs.BoolVar(&c.Instant, "builder.instant", false, "report every build as succeeded without running nix (benchmarks only)")
 }
@@ -94,6 +102,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Timeout <= 0 || c.AckWait <= 0 || c.RetryDelay <= 0 || c.PruneInterval <= 0 || c.HeartbeatInterval <= 0 {
 		errs = append(errs, errors.New("builder.timeout, builder.ack-wait, builder.retry-delay, builder.prune-interval and builder.heartbeat-interval must be positive"))
+	}
+	if c.MaxRetries < 0 || c.MaxRetries > 10 || c.RetryBackoff <= 0 {
+		errs = append(errs, errors.New("builder.max-retries must be in 0..10 and builder.retry-backoff positive"))
 	}
 	if c.MaxSilentTime < time.Second {
 		errs = append(errs, errors.New("builder.max-silent-time must be at least 1s"))

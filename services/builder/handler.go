@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -79,7 +80,7 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 	if meta, err := msg.Metadata(); err == nil {
 		delivery = meta.NumDelivered
 	}
-	out, logFile, err := h.build(ctx, tctx, &req, delivery)
+	out, logFile, err := h.buildRetrying(ctx, tctx, &req, delivery, logger)
 	s.metrics.running.WithLabelValues(s.cfg.System).Dec()
 	res.DurationMs = time.Since(start).Milliseconds()
 	if logFile != nil {
@@ -134,6 +135,7 @@ func (h *handler) runCancelled(ctx context.Context, run string) (bool, error) {
 // build runs the executor with the time limit (tctx), the log going to a
 // file in the run's directory (none in instant mode) and, as it grows, to
 // the bus (see liveLog; ctx bounds that).
+// build runs one attempt; delivery 0 streams no live log.
 func (h *handler) build(ctx, tctx context.Context, req *nixbuspb.BuildRequest, delivery uint64) (nixbuild.Outcome, *os.File, error) {
 	s := h.s
 	dir := filepath.Join(s.cfg.WorkDir, req.GetRunId())
@@ -155,10 +157,44 @@ func (h *handler) build(ctx, tctx context.Context, req *nixbuspb.BuildRequest, d
 		logFile = f
 	}
 	spec := nixbuild.Spec{DrvPath: req.GetDrvPath(), OutLink: filepath.Join(dir, name), Outputs: req.GetOutputs()}
-	live := h.startLive(ctx, req, delivery, logFile)
+	var live *liveLog
+	if delivery > 0 {
+		live = h.startLive(ctx, req, delivery, logFile)
+	}
 	out, err := s.exec.Build(tctx, spec, logFile)
 	live.finish(ctx)
 	return out, logFile, err
+}
+
+// buildRetrying builds, and builds again after a transient infrastructure
+// failure (out.Transient), at most MaxRetries times with a doubling
+// backoff. A build's own failure, a cancelled run and the time limit
+// (tctx) end it at once. The log returned is the last attempt's; only
+// the first attempt streams its log live (a retry would reuse its
+// attempt's chunk ids).
+func (h *handler) buildRetrying(ctx, tctx context.Context, req *nixbuspb.BuildRequest, delivery uint64, logger *slog.Logger) (nixbuild.Outcome, *os.File, error) {
+	s := h.s
+	backoff := s.cfg.RetryBackoff
+	for attempt := 0; ; attempt++ {
+		out, logFile, err := h.build(ctx, tctx, req, delivery)
+		if err != nil || out.Transient == "" || out.ExitCode == 0 || attempt >= s.cfg.MaxRetries || tctx.Err() != nil {
+			return out, logFile, err
+		}
+		logger.Warn("transient build failure, building again", "attempt", attempt+1, "reason", out.Transient, "err", out.Error, "backoff", backoff)
+		s.metrics.retries.WithLabelValues(s.cfg.System, out.Transient).Inc()
+		if logFile != nil {
+			h.removeLog(logFile)
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-tctx.Done():
+			t.Stop()
+			return out, nil, nil
+		case <-t.C:
+		}
+		backoff *= 2
+		delivery = 0
+	}
 }
 
 // classify fills in the result's status from how the build ended.

@@ -94,7 +94,7 @@ func testConfig(t *testing.T, system, name string) Config {
 		System: system, Name: name, Concurrency: 1, WorkDir: t.TempDir(), StoreDir: "/nix/store",
 		Timeout: time.Minute, MaxSilentTime: time.Minute, KillGrace: 5 * time.Second, MaxLogBytes: 1 << 20,
 		OutLinkTTL: time.Hour, PruneInterval: time.Hour, AckWait: 3 * time.Second, RetryDelay: 100 * time.Millisecond,
-		HeartbeatInterval: 50 * time.Millisecond,
+		HeartbeatInterval: 50 * time.Millisecond, MaxRetries: 2, RetryBackoff: 10 * time.Millisecond,
 	}
 }
 

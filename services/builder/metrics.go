@@ -6,6 +6,7 @@ type metrics struct {
 	duration *prometheus.HistogramVec
 	running  *prometheus.GaugeVec
 	results  *prometheus.CounterVec
+	retries  *prometheus.CounterVec
 }
 
 func newMetrics(r prometheus.Registerer) *metrics {
@@ -20,7 +21,10 @@ func newMetrics(r prometheus.Registerer) *metrics {
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nixbus_builder_results_total", Help: "Build results published, by system and status.",
 		}, []string{"system", "status"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nixbus_builder_retries_total", Help: "Builds tried again after a transient infrastructure failure, by system and reason.",
+		}, []string{"system", "reason"}),
 	}
-	r.MustRegister(m.duration, m.running, m.results)
+	r.MustRegister(m.duration, m.running, m.results, m.retries)
 	return m
 }

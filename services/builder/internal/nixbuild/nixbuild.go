@@ -42,6 +42,9 @@ type Outcome struct {
 	// SilenceTimeout is set when nix gave up on a builder that printed
 	// nothing for too long.
 	SilenceTimeout bool
+	// Transient says why a failure was the infrastructure's (see
+	// TransientReason): retrying may succeed. Empty for a build's own.
+	Transient string
 }
 
 // Executor runs builds. Build writes the build's combined log to log. It
@@ -102,8 +105,18 @@ func (n *Nix) Build(ctx context.Context, spec Spec, log *os.File) (Outcome, erro
 		if !errors.As(runErr, &exit) {
 			return Outcome{}, fmt.Errorf("run nix build: %w", runErr)
 		}
-		msg := FirstLine(nix.ErrorMessage(Tail(log, 64<<10)))
-		return Outcome{ExitCode: exit.ExitCode(), Error: msg, SilenceTimeout: strings.Contains(msg, "of silence")}, nil
+		tail := Tail(log, 64<<10)
+		msg := FirstLine(nix.ErrorMessage(tail))
+		out := Outcome{ExitCode: exit.ExitCode(), Error: msg, SilenceTimeout: strings.Contains(msg, "of silence")}
+		switch {
+		case out.SilenceTimeout || strings.Contains(msg, "timed out after"):
+			// The build's own: never retried, whatever else it printed.
+		case exit.ExitCode() == -1 && ctx.Err() == nil:
+			out.Transient = "nix was killed"
+		default:
+			out.Transient = TransientReason(tail)
+		}
+		return out, nil
 	}
 	out := Outcome{Outputs: spec.Outputs}
 	if built, err := parseOutputs(stdout.Bytes(), spec.DrvPath); err == nil {
