@@ -9,7 +9,7 @@ TESTFLAGS     ?= -count=1 -timeout 20m
 GOLANGCI_LINT := v2.15.0
 TOOLS         ?= $(HOME)/.cache/nixbus-tools/bin
 
-.PHONY: all build lint proto proto-check proto-release setup test vet fmt-check bench run clean
+.PHONY: all build lint proto proto-check proto-release setup test test-s3 vet fmt-check bench run clean
 
 all: build
 
@@ -62,6 +62,11 @@ test: setup fmt-check vet
 # e2e/web/artifacts/.
 test-web: setup
 	@scripts/test-web.sh
+
+# The S3 binary cache against a real MinIO on 127.0.0.1; scripts/minio.sh
+# builds MinIO once (slow) into ~/.cache/nixbus-minio and reuses it.
+test-s3: setup
+	NIXBUS_MINIO_BIN=$$(scripts/minio.sh) $(GO) test $(TESTFLAGS) -run 'TestS3' ./e2e/
 
 bench: setup
 	$(GO) test -run '^$$' -bench . -benchtime 1x -benchmem ./services/planner/... ./services/evaluator/... ./e2e/...

@@ -254,11 +254,12 @@ func (k *s3Sink) stubReferences(staging string, infos map[string]*pathInfo, path
 			stubbed[r] = true
 			ri := infos[r]
 			var b strings.Builder
-			fmt.Fprintf(&b, "StorePath: %s\nURL: nar/stub.nar\nCompression: none\nNarHash: %s\nNarSize: %d\nReferences:", ri.Path, ri.NarHash, ri.NarSize)
-			for _, rr := range ri.References {
-				b.WriteString(" " + filepath.Base(rr))
+			refs := make([]string, len(ri.References))
+			for i, rr := range ri.References {
+				refs[i] = filepath.Base(rr)
 			}
-			b.WriteByte('\n')
+			fmt.Fprintf(&b, "StorePath: %s\nURL: nar/stub.nar\nCompression: none\nNarHash: %s\nNarSize: %d\nReferences: %s\n",
+				ri.Path, ri.NarHash, ri.NarSize, strings.Join(refs, " "))
 			if err := os.WriteFile(filepath.Join(staging, binarycache.NarinfoKey(r)), []byte(b.String()), 0o600); err != nil {
 				return fmt.Errorf("stage reference: %w", err)
 			}
