@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"nixbus.dev/nixbus/pkg/bus"
+	"nixbus.dev/nixbus/pkg/printable"
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
 )
 
@@ -56,7 +57,7 @@ func Message(v *nixbuspb.RunVerdict, logBaseURL string, limit int) string {
 			break
 		}
 		listed++
-		fmt.Fprintf(&b, " - %s: %s", bus.Truncate(o.GetAttr(), maxAttrBytes), how(o))
+		fmt.Fprintf(&b, " - %s: %s", shownAttr(o.GetAttr()), how(o))
 		if o.GetLogKey() != "" {
 			fmt.Fprintf(&b, " (see %s)", bus.Truncate(LogURL(logBaseURL, o.GetLogKey()), maxAttrBytes))
 		}
@@ -93,12 +94,18 @@ func LogURL(base, logKey string) string {
 }
 
 // oneLine keeps a reason to its first lines: a review lists jobs, it is not
-// a log, and the link has the rest.
+// a log, and the link has the rest. Control characters are escaped
+// (printable.Line): no ESC or BEL from a flake reaches a review raw.
 func oneLine(s string) string {
 	s = strings.TrimSpace(s)
 	lines := strings.Split(s, "\n")
 	if len(lines) > 3 {
 		lines = append(lines[:3], "…")
 	}
-	return bus.Truncate(strings.Join(lines, " / "), 500)
+	return bus.Truncate(printable.Line(strings.Join(lines, " / ")), 500)
+}
+
+// shownAttr is an attribute name as a review shows it: printable, bounded.
+func shownAttr(attr string) string {
+	return bus.Truncate(printable.Line(attr), maxAttrBytes)
 }

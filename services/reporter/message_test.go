@@ -117,3 +117,27 @@ func TestMessageFits(t *testing.T) {
 		})
 	}
 }
+
+// ESC, BEL and other controls from a flake never reach a review raw.
+func TestMessageEscapesControlCharacters(t *testing.T) {
+	v := &nixbuspb.RunVerdict{
+		Status: nixbuspb.RunStatus_RUN_STATUS_FAILED, JobCount: 2, FailedCount: 2,
+		EvalError: "whole eval \x1b]0;owned\a failed",
+		Failed: []*nixbuspb.JobOutcome{
+			{Attr: "bell\a\x1b[31mred", Status: nixbuspb.JobStatus_JOB_STATUS_FAILED, Failure: nixbuspb.FailureKind_FAILURE_KIND_BUILD,
+				Reason: "builder said \x1b[2J\x07 and \u009b31m", LogKey: "r1/aaa-x.drv"},
+			{Attr: "e", Status: nixbuspb.JobStatus_JOB_STATUS_FAILED, Failure: nixbuspb.FailureKind_FAILURE_KIND_EVAL,
+				Reason: "tab\there \x00 nul"},
+		},
+	}
+	msg := Message(v, "http://localhost/logs", 10)
+	for _, r := range msg {
+		require.False(t, (r < 0x20 && r != '\n') || (r >= 0x7f && r <= 0x9f), "control %U in %q", r, msg)
+	}
+	require.Contains(t, msg, `bell\x07\x1b[31mred`)
+	require.Contains(t, msg, `builder said \x1b[2J\x07 and \u009b31m`)
+	require.Contains(t, msg, `whole eval \x1b]0;owned\x07 failed`)
+
+	_, withUploads := review(v, uploadReport{built: 1, failed: []failedUpload{{attr: "up\x1bload", drv: "d", err: "s3 \x1b[1m"}}}, Config{FailedListLimit: 10})
+	require.NotContains(t, withUploads, "\x1b")
+}

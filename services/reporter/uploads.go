@@ -171,7 +171,7 @@ func review(v *nixbuspb.RunVerdict, up uploadReport, cfg Config) (int, string) {
 			fmt.Fprintf(&b, " … and %d more\n", len(up.failed)-i)
 			break
 		}
-		fmt.Fprintf(&b, " - %s: %s\n", f.attr, oneLine(f.err))
+		fmt.Fprintf(&b, " - %s: %s\n", shownAttr(f.attr), oneLine(f.err))
 	}
 	return vote, b.String()
 }
