@@ -17,6 +17,9 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"nixbus.dev/nixbus/pkg/drv"
+	"nixbus.dev/nixbus/services/planner/dag"
 )
 
 // Shapes of generated graphs.
@@ -263,4 +266,88 @@ func TestReplayGenerated(t *testing.T) {
 	require.Positive(t, st.Counts.Cached)
 	require.Greater(t, st.Edges, st.Jobs)
 	require.Equal(t, 4000, st.Derivations)
+}
+
+// TestReplayGraphAgreesWithJobPairs checks, on generated evaluations of
+// both shapes, that planning by the graph between jobs gives every job the
+// outcome it gets when each job lists the jobs it reaches through non-job
+// derivations (the rule the planner had from the start), computed here by
+// a plain search per job.
+func TestReplayGraphAgreesWithJobPairs(t *testing.T) {
+	for _, shape := range []string{sparse, dense} {
+		t.Run(shape, func(t *testing.T) {
+			o := generate(t, t.TempDir(), 2000, shape)
+			var out strings.Builder
+			_, err := Replay(t.Context(), o, &out)
+			require.NoError(t, err)
+
+			jobs, _, err := readJobs(o.JobsPath, DefaultSystems)
+			require.NoError(t, err)
+			fail, err := readFail(o.FailPath)
+			require.NoError(t, err)
+			f, err := os.Open(o.DerivationsPath)
+			require.NoError(t, err)
+			g, err := drv.ParseShowDerivation(f)
+			require.NoError(t, f.Close())
+			require.NoError(t, err)
+			isJob := map[string]bool{}
+			for _, j := range jobs {
+				if j.Drv != "" && j.EvalError == "" {
+					isJob[j.Drv] = true
+				}
+			}
+			pairs := 0
+			for i := range jobs {
+				if !isJob[jobs[i].Drv] {
+					continue
+				}
+				seen := map[string]bool{}
+				stack := slices.Clone(g[jobs[i].Drv])
+				for len(stack) > 0 {
+					d := stack[len(stack)-1]
+					stack = stack[:len(stack)-1]
+					if seen[d] {
+						continue
+					}
+					seen[d] = true
+					if isJob[d] {
+						jobs[i].DependsOn = append(jobs[i].DependsOn, d)
+						continue
+					}
+					stack = append(stack, g[d]...)
+				}
+				pairs += len(jobs[i].DependsOn)
+			}
+			if shape == dense {
+				require.Greater(t, pairs, 50*len(jobs), "dense: each job reaches many others")
+			}
+			p := dag.New(jobs, dag.Graph{})
+			var ev dag.Events
+			p.Start(&ev)
+			status := make([]dag.Outcome, len(jobs))
+			var queue []dag.Release
+			for {
+				for _, oc := range ev.Outcomes {
+					status[oc.Job] = oc
+				}
+				queue = append(queue, ev.Releases...)
+				ev.Reset()
+				if len(queue) == 0 {
+					break
+				}
+				r := queue[0]
+				queue = queue[1:]
+				if fail[r.Drv] {
+					p.Fail(r.Drv, dag.BuildFailure, "build failed", &ev)
+				} else {
+					p.Succeed(r.Drv, &ev)
+				}
+			}
+			require.True(t, p.Done())
+			var want strings.Builder
+			require.NoError(t, writeLines(&want, jobs, status))
+			require.Equal(t, want.String(), out.String())
+			require.Contains(t, out.String(), `"status":"skipped"`)
+		})
+	}
 }
