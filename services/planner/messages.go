@@ -87,21 +87,34 @@ func verdictOutcome(o *nixbuspb.JobOutcome) *nixbuspb.JobOutcome {
 // share its derivation (within caps: the first names the build).
 func buildRequestMsg(runID string, rel dag.Release, attrOf func(int32) string, outputs map[string]string) *nixbuspb.BuildRequest {
 	attrs := make([]string, 0, min(len(rel.Jobs), 64))
-	size := 0
 	for _, j := range rel.Jobs {
-		a := bus.Truncate(attrOf(j), maxRequestAttrBytes)
-		if size += len(a) + 8; size > maxRequestAttrsBytes && len(attrs) > 0 {
-			break
+		attrs = append(attrs, attrOf(j))
+		if len(attrs) > maxRequestAttrsBytes/8 {
+			break // capRequest keeps fewer anyway
 		}
-		attrs = append(attrs, a)
 	}
 	m := &nixbuspb.BuildRequest{RunId: runID, DrvPath: rel.Drv, System: rel.System, Attrs: attrs, Outputs: outputs}
-	if mapSize(outputs) > maxRequestOutputBytes {
+	capRequest(m)
+	return m
+}
+
+// capRequest cuts a build request's attributes and outputs to their caps:
+// the first attribute (cut) always stays, as it names the build.
+func capRequest(m *nixbuspb.BuildRequest) {
+	size := 0
+	for i, a := range m.Attrs {
+		a = bus.Truncate(a, maxRequestAttrBytes)
+		if size += len(a) + 8; size > maxRequestAttrsBytes && i > 0 {
+			m.Attrs = m.Attrs[:i]
+			break
+		}
+		m.Attrs[i] = a
+	}
+	if mapSize(m.Outputs) > maxRequestOutputBytes {
 		// The builder reads the outputs back from nix; these only name
 		// what the evaluator expected.
 		m.Outputs = nil
 	}
-	return m
 }
 
 func mapSize(m map[string]string) int {

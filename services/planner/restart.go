@@ -3,6 +3,7 @@ package planner
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -62,7 +63,7 @@ func (st *state) restart(ctx context.Context, runID string, seq uint64, m *nixbu
 		}
 		logger.Error("restart: read the run", "err", err)
 		return nil
-	case req == nil:
+	case req == nil || len(req.GetDrvPath()) > maxDrvPathBytes || len(req.GetSystem()) > maxSystemBytes:
 		logger.Warn("restart of an unknown job ignored")
 		return nil
 	case served:
@@ -71,10 +72,11 @@ func (st *state) restart(ctx context.Context, runID string, seq uint64, m *nixbu
 		logger.Warn("restart of a job whose build did not fail ignored")
 		return nil
 	}
+	capRequest(req)
 	msg, err := bus.NewMsg(bus.BuildSubject(req.GetSystem()), bus.MsgIDRebuild(runID, req.GetDrvPath(), seq), req, hdr)
 	if err != nil {
-		logger.Error("restart: encode", "err", err)
-		return nil
+		// capRequest makes every request fit: this is a bug.
+		return fmt.Errorf("planner: restart %s: %w", runID, err)
 	}
 	if err := st.out.publish(ctx, msg); err != nil {
 		return errors.Join(err, ctx.Err())
