@@ -54,25 +54,33 @@ func StartConfig(t testing.TB, path string) *Server {
 // o.Listen names one).
 func StartOptions(t testing.TB, o natsembed.Options) *Server {
 	t.Helper()
+	s, err := start(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The server running at cleanup, which StartAgain may have replaced.
+	t.Cleanup(s.Stop)
+	return s
+}
+
+func start(o natsembed.Options) (*Server, error) {
 	if o.Listen == "" {
 		o.Listen = "127.0.0.1:0"
 	}
 	ns, err := natsembed.Start(o)
 	if err != nil {
-		t.Fatalf("start nats: %v", err)
+		return nil, fmt.Errorf("start nats: %w", err)
 	}
 	addr, ok := ns.Addr().(*net.TCPAddr)
 	if !ok {
 		ns.Shutdown()
-		t.Fatalf("nats listens on %v, not TCP", ns.Addr())
+		return nil, fmt.Errorf("nats listens on %v, not TCP", ns.Addr())
 	}
 	// Started again, it listens where its clients look for it.
 	o.Listen = net.JoinHostPort("127.0.0.1", strconv.Itoa(addr.Port))
 	s := &Server{Server: ns, URL: ns.ClientURL(), StoreDir: o.StoreDir, opts: o, log: &errorLog{}}
 	ns.SetLogger(s.log, false, false)
-	// The server running at cleanup, which StartAgain may have replaced.
-	t.Cleanup(s.Stop)
-	return s
+	return s, nil
 }
 
 // Errors returns the errors the server logged, in order, such as
