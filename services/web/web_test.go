@@ -37,13 +37,13 @@ func testConfig() Config {
 		SessionTTL: time.Hour, MaxRuns: 1000, PageSize: 100, RunCache: 2, MaxLiveClients: 4, Heartbeat: time.Hour}
 }
 
-func start(t *testing.T, cfg Config) *fixture {
+func start(t testing.TB, cfg Config) *fixture {
 	t.Helper()
 	return startAt(t, func(string) Config { return cfg })
 }
 
 // startAt serves the pages on a test server whose URL configure gets.
-func startAt(t *testing.T, configure func(baseURL string) Config) *fixture {
+func startAt(t testing.TB, configure func(baseURL string) Config) *fixture {
 	t.Helper()
 	srv := natstest.Start(t)
 	_, js := srv.Connect(t)
@@ -129,7 +129,7 @@ func (f *fixture) chunk(t *testing.T, run, drv string, seq int64, delivery uint6
 	require.NoError(t, f.pub.Publish(t.Context(), bus.LogSubject(run, drv), bus.MsgIDLogChunk(run, drv, 0, delivery, seq), c, nil))
 }
 
-func get(t *testing.T, c *http.Client, u string) (int, string) {
+func get(t testing.TB, c *http.Client, u string) (int, string) {
 	t.Helper()
 	resp, err := c.Get(u)
 	require.NoError(t, err)
