@@ -95,12 +95,16 @@ func RolePermissions(role string) (Permissions, bool) {
 		p.follows(StreamReports)
 		p.kv(VotesBucket, true)
 		p.objects(LogBucket, false)
+		// A log link of a build still running answers with its live log.
+		p.reads(StreamLogs)
+		p.follows(StreamLogs)
 		p.publishes(ReviewAll)
 	case RoleWeb:
 		// Pages follow runs, reports and live logs, and show stored logs.
 		p.follows(StreamRuns)
 		p.follows(StreamReports)
 		p.follows(StreamLogs)
+		p.reads(StreamLogs)
 		p.objects(LogBucket, false)
 		// An admin's actions: cancel a run, run a change again, restart a job.
 		p.publishes(RunCancels, ChangeAll, RunSubject("*", RunRestartKind))
