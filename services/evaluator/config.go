@@ -24,8 +24,8 @@ type Config struct {
 	NixEvalJobs string
 	// Builtin forces the built-in evaluator even where nix-eval-jobs exists.
 	Builtin bool
-	// Workers is nix-eval-jobs' --workers, and how many nix processes the
-	// built-in evaluator runs at once.
+	// Workers is nix-eval-jobs' --workers. The built-in evaluator runs one
+	// nix repl, as one `nix eval` would.
 	Workers int
 	// MaxMemoryMB is nix-eval-jobs' --max-memory-size, and the memory
 	// limit of the built-in evaluator's nix processes (see nix.Start).
@@ -117,7 +117,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		})
 	fs.StringVar(&c.NixEvalJobs, "evaluator.nix-eval-jobs", "", "nix-eval-jobs executable (default: from PATH; the built-in evaluator when absent)")
 	fs.BoolVar(&c.Builtin, "evaluator.builtin", false, "use the built-in evaluator even where nix-eval-jobs is installed")
-	fs.IntVar(&c.Workers, "evaluator.workers", d.Workers, "nix-eval-jobs --workers; nix processes of the built-in evaluator")
+	fs.IntVar(&c.Workers, "evaluator.workers", d.Workers, "nix-eval-jobs --workers (the built-in evaluator runs one nix repl)")
 	fs.IntVar(&c.MaxMemoryMB, "evaluator.max-memory-size", d.MaxMemoryMB, "memory limit of evaluation in MiB: nix-eval-jobs --max-memory-size; a cgroup v2 memory.max or an address-space rlimit of the built-in evaluator's nix")
 	fs.StringVar(&c.GCRootsDir, "evaluator.gc-roots-dir", "", "directory for GC roots of evaluated derivations (default: per run, for nix-eval-jobs only)")
 	fs.StringVar(&c.WorkDir, "evaluator.work-dir", "", "directory for per-run checkouts (default: nixbus-evaluator in the temporary directory)")
