@@ -140,6 +140,12 @@ func TestRestartReporterKilledMidPost(t *testing.T) {
 			// The verdict the planner would publish for a patchset's run.
 			ctx := t.Context()
 			require.NoError(t, bus.EnsureStreams(ctx, js, bus.StreamOptions{}))
+			// A new durable starts at its service's start: publish once the
+			// reporter's consumer exists, or the verdict predates it.
+			require.Eventually(t, func() bool {
+				_, err := js.Consumer(ctx, bus.StreamReports, bus.ConsumerReporter)
+				return err == nil
+			}, time.Minute, 20*time.Millisecond, "the reporter never made its consumer")
 			run := bus.RunID("restart-test:" + t.Name())
 			v := &nixbuspb.RunVerdict{
 				RunId: run, Status: nixbuspb.RunStatus_RUN_STATUS_SUCCEEDED, JobCount: 1, SucceededCount: 1,
