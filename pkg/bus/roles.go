@@ -74,6 +74,7 @@ func RolePermissions(role string) (Permissions, bool) {
 		p.listens(BuilderAll)
 		p.kv(PlannerBucket, true)
 		p.publishes(BuildAll, OutcomeAll, VerdictAll, RunCancels)
+		p.listens(BuilderAll) // builders' heartbeats
 	case RoleBuilder:
 		// One durable per system (ConsumerBuilder); the stream holds
 		// nothing but build requests.
