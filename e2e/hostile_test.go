@@ -52,7 +52,8 @@ func TestRunHostileFlakes(t *testing.T) {
 		requirePrintable(t, "logs", errOut)
 	})
 	t.Run("paths", func(t *testing.T) {
-		code, out, errOut := mainOut(t, "run", "--state-dir", t.TempDir(), "--nix.option", "substituters=", hostileFlake(t, "hostile-paths", fill))
+		state := t.TempDir()
+		code, out, errOut := mainOut(t, "run", "--state-dir", state, "--nix.option", "substituters=", hostileFlake(t, "hostile-paths", fill))
 		require.Equal(t, 1, code, out+errOut)
 		require.Contains(t, out, "verdict: FAILURE (5 jobs)")
 		for _, attr := range []string{"readSecret", "zero", "dotdot", "outputOutside"} {
@@ -61,5 +62,29 @@ func TestRunHostileFlakes(t *testing.T) {
 		require.NotContains(t, out+errOut, secret)
 		requirePrintable(t, "output", out)
 		requirePrintable(t, "logs", errOut)
+
+		// Neither the secret the flake aimed at nor the CI's signing key is
+		// in the output, the logs or any message of the bus (the embedded
+		// JetStream's files).
+		key, err := os.ReadFile(filepath.Join(state, "keys", "nixbus-cache.sec"))
+		require.NoError(t, err)
+		_, keyB64, ok := strings.Cut(strings.TrimSpace(string(key)), ":")
+		require.True(t, ok)
+		require.NotContains(t, out+errOut, keyB64)
+		files := 0
+		require.NoError(t, filepath.WalkDir(filepath.Join(state, "nats"), func(p string, d os.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			files++
+			require.NotContains(t, string(data), secret, p)
+			require.NotContains(t, string(data), keyB64, p)
+			return nil
+		}))
+		require.Positive(t, files)
 	})
 }
