@@ -23,6 +23,8 @@ Usage:
                                     replay the planner on a recorded evaluation
   nixbus trigger --project P (--change N --patchset K | --ref R) [flags]
                                     publish a change event by hand (like a force build)
+  nixbus restart [flags] <run> <attr>
+                                    build a failed job of an ended run again
   nixbus streams [flags] show|apply  compare the streams' settings with the --nats.* flags, or apply them
   nixbus nats-config --dir D [--auth nkey|password]
                                     write NATS users with least privilege, one per role
@@ -60,6 +62,8 @@ func Main(ctx context.Context, args []string, stdout, stderr *os.File) int {
 		err = planCommand(ctx, rest, stdout, stderr)
 	case cmd == "trigger":
 		err = triggerCommand(ctx, rest, stdout, stderr)
+	case cmd == "restart":
+		err = restartCommand(ctx, rest, stdout, stderr)
 	case cmd == "streams":
 		err = streamsCommand(ctx, rest, stdout, stderr)
 	case cmd == "nats-config":

@@ -191,6 +191,16 @@ func RunID(eventID string) string {
 	return "r" + hex.EncodeToString(sum[:10])
 }
 
+// ValidRunID reports whether s has the shape RunID gives, so a run id an
+// operator typed can be put in a subject as is.
+func ValidRunID(s string) bool {
+	if len(s) != 21 || s[0] != 'r' {
+		return false
+	}
+	_, err := hex.DecodeString(s[1:])
+	return err == nil && strings.ToLower(s) == s
+}
+
 // Message ids for JetStream de-duplication, one function per kind so every
 // publisher of a kind agrees on it.
 func MsgIDStarted(runID string) string       { return "started:" + runID }
