@@ -9,7 +9,7 @@ TESTFLAGS     ?= -count=1 -timeout 20m
 GOLANGCI_LINT := v2.15.0
 TOOLS         ?= $(HOME)/.cache/nixbus-tools/bin
 
-.PHONY: all build lint proto proto-check proto-release setup test test-s3 vet fmt-check bench run clean
+.PHONY: all build lint proto proto-check proto-release setup test test-s3 test-deploy images vet fmt-check bench run clean
 
 all: build
 
@@ -67,6 +67,16 @@ test-web: setup
 # builds MinIO once (slow) into ~/.cache/nixbus-minio and reuses it.
 test-s3: setup
 	NIXBUS_MINIO_BIN=$$(scripts/minio.sh) $(GO) test $(TESTFLAGS) -run 'TestS3' ./e2e/
+
+# The composed system (docker-compose.yml) end to end, with a Docker engine
+# it starts if needed; see scripts/deploy-test.sh.
+test-deploy: setup
+	@scripts/deploy-test.sh
+
+# The images docker-compose.yml runs, built offline (scripts/deploy-images.sh).
+images:
+	@scripts/docker-setup.sh
+	@scripts/deploy-images.sh
 
 bench: setup
 	$(GO) test -run '^$$' -bench . -benchtime 1x -benchmem ./services/planner/... ./services/evaluator/... ./e2e/...
