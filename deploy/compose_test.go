@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -24,6 +25,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"nixbus.dev/nixbus/pkg/bus"
+	"nixbus.dev/nixbus/pkg/natsauth"
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
 )
 
@@ -35,15 +37,16 @@ const (
 )
 
 // compose runs docker-compose (or `docker compose`, $NIXBUS_COMPOSE) on the
-// top-level docker-compose.yml and returns its output.
-func compose(ctx context.Context, args ...string) (string, error) {
+// top-level docker-compose.yml, with the NATS secrets in secrets, and
+// returns its output.
+func compose(ctx context.Context, secrets string, args ...string) (string, error) {
 	argv := strings.Fields(os.Getenv("NIXBUS_COMPOSE"))
 	if len(argv) == 0 {
 		argv = []string{"docker-compose"}
 	}
 	argv = append(argv, append([]string{"-p", project, "-f", "../docker-compose.yml"}, args...)...)
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Env = append(os.Environ(), "NIXBUS_SUBSTITUTERS=", "NIXBUS_FLAKES=../examples")
+	cmd.Env = append(os.Environ(), "NIXBUS_SUBSTITUTERS=", "NIXBUS_FLAKES=../examples", "NIXBUS_SECRETS="+secrets)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
@@ -76,8 +79,23 @@ func until(t *testing.T, d time.Duration, what string, f func() error) {
 	}
 }
 
+// nixbus runs the nixbus command, as an operator on the host would.
+func nixbus(t *testing.T, bin string, args ...string) string {
+	t.Helper()
+	out, err := exec.CommandContext(t.Context(), bin, args...).CombinedOutput()
+	require.NoError(t, err, "nixbus %s: %s", strings.Join(args, " "), out)
+	return string(out)
+}
+
 func TestCompose(t *testing.T) {
 	ctx := t.Context()
+	bin := filepath.Join(t.TempDir(), "nixbus")
+	out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "../cmd/nixbus").CombinedOutput()
+	require.NoError(t, err, string(out))
+	// A NATS user per role: the server's auth.conf and each role's seed.
+	secrets := t.TempDir()
+	nixbus(t, bin, "nats-config", "--dir", secrets)
+	compose := func(ctx context.Context, args ...string) (string, error) { return compose(ctx, secrets, args...) }
 	// Whatever an earlier, interrupted run left.
 	_, _ = compose(ctx, "down", "-v", "--remove-orphans")
 	t.Cleanup(func() {
@@ -91,16 +109,22 @@ func TestCompose(t *testing.T) {
 			t.Errorf("tear down: %v\n%s", err, out)
 		}
 	})
-	_, err := compose(ctx, "up", "-d", "--scale", fmt.Sprintf("builder-x86_64-linux=%d", builders))
+	_, err = compose(ctx, "up", "-d", "--scale", fmt.Sprintf("builder-x86_64-linux=%d", builders))
 	require.NoError(t, err)
 
 	// Up: NATS answers, the streams exist, and the HTTP endpoints of the
 	// services and of Jaeger serve.
 	var nc *nats.Conn
+	admin := natsauth.SecretFile(secrets, natsauth.Nkey, bus.RoleAdmin)
+	auth, err := nats.NkeyOptionFromSeed(admin)
+	require.NoError(t, err)
 	until(t, 2*time.Minute, "nats up", func() (err error) {
-		nc, err = nats.Connect(natsURL, nats.MaxReconnects(-1))
+		nc, err = nats.Connect(natsURL, nats.MaxReconnects(-1), auth)
 		return err
 	})
+	// It refuses anonymous clients.
+	_, err = nats.Connect(natsURL, nats.NoReconnect())
+	require.ErrorIs(t, err, nats.ErrAuthorization)
 	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
@@ -125,12 +149,12 @@ func TestCompose(t *testing.T) {
 		return nil
 	})
 
-	// What an operator does to run a flake by hand: trigger it from the
-	// ingest container, which holds the credentials to publish change events.
-	out, err := compose(ctx, "exec", "-T", "gerrit-ingest", "nixbus", "trigger", "--project", "example", "--local-path", "/srv/flakes/flake")
-	require.NoError(t, err)
-	m := regexp.MustCompile(`\(event ([^)\s]+)\)`).FindStringSubmatch(out)
-	require.NotNil(t, m, out)
+	// What an operator does to run a flake by hand: trigger it, as admin,
+	// naming the checkout where the evaluator sees it.
+	triggered := nixbus(t, bin, "trigger", "--nats.url", natsURL, "--nats.nkey-file", admin, "--otel.endpoint", "http://127.0.0.1:4318",
+		"--project", "example", "--local-path", "/srv/flakes/flake")
+	m := regexp.MustCompile(`\(event ([^)\s]+)\)`).FindStringSubmatch(triggered)
+	require.NotNil(t, m, triggered)
 	runID := bus.RunID(m[1])
 	t.Logf("run %s", runID)
 
