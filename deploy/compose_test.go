@@ -46,11 +46,15 @@ func compose(ctx context.Context, secrets string, args ...string) (string, error
 	}
 	argv = append(argv, append([]string{"-p", project, "-f", "../docker-compose.yml"}, args...)...)
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Env = append(os.Environ(), "NIXBUS_SUBSTITUTERS=", "NIXBUS_FLAKES=../examples", "NIXBUS_SECRETS="+secrets)
+	// Compose resolves relative paths from the project directory: absolute.
+	flakes, err := filepath.Abs("../examples")
+	if err != nil {
+		return "", err
+	}
+	cmd.Env = append(os.Environ(), "NIXBUS_SUBSTITUTERS=", "NIXBUS_FLAKES="+flakes, "NIXBUS_SECRETS="+secrets)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	if err != nil {
+	if err := cmd.Run(); err != nil {
 		return out.String(), fmt.Errorf("%s: %w\n%s", strings.Join(argv, " "), err, out.String())
 	}
 	return out.String(), nil
@@ -177,6 +181,7 @@ func TestCompose(t *testing.T) {
 	require.Contains(t, msg, " - broken: build failed: ")
 	require.Contains(t, msg, " - after-broken: dependency broken failed\n")
 	require.Contains(t, msg, " - eval-error: evaluation error: ")
+	require.Len(t, res.uploads, 5, "every built job's outputs uploaded")
 	for _, u := range res.uploads {
 		require.True(t, u.GetOk(), u.GetError())
 	}
@@ -200,8 +205,8 @@ type run struct {
 	uploads []*nixbuspb.UploadResult
 }
 
-// followRun reads the run's reports until its review is given and its five
-// successful builds are uploaded.
+// followRun reads the run's reports until its review is given and the
+// outputs of every build it counts as succeeded are uploaded.
 func followRun(t *testing.T, js jetstream.JetStream, runID string, d time.Duration) run {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), d)
@@ -211,7 +216,7 @@ func followRun(t *testing.T, js jetstream.JetStream, runID string, d time.Durati
 	})
 	require.NoError(t, err)
 	var r run
-	for r.verdict == nil || r.review == nil || len(r.uploads) < 5 {
+	for r.verdict == nil || r.review == nil || int64(len(r.uploads)) < r.verdict.GetSucceededCount() {
 		msg, err := cons.Next(jetstream.FetchContext(ctx))
 		require.NoError(t, err, "run %s: verdict %v, review %v, %d uploads", runID, r.verdict != nil, r.review != nil, len(r.uploads))
 		switch msg.Subject() {
