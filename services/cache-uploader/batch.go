@@ -5,6 +5,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // A batcher uploads the outputs of the builds that wait for it together:
@@ -32,8 +34,11 @@ type sink interface {
 
 type pending struct {
 	paths []string
-	err   error
-	done  chan struct{}
+	// span is the waiting build's upload span: a batch's sign and copy
+	// spans go under the first build's, so they stay in a run's trace.
+	span trace.SpanContext
+	err  error
+	done chan struct{}
 }
 
 func newBatcher(s sink, maxBuilds int, onBatch func(int, time.Duration, error)) *batcher {
@@ -43,7 +48,7 @@ func newBatcher(s sink, maxBuilds int, onBatch func(int, time.Duration, error)) 
 // upload queues one build's outputs and waits until a batch holding them
 // has been uploaded, or ctx ends.
 func (b *batcher) upload(ctx context.Context, paths []string) error {
-	p := &pending{paths: paths, done: make(chan struct{})}
+	p := &pending{paths: paths, span: trace.SpanContextFromContext(ctx), done: make(chan struct{})}
 	b.mu.Lock()
 	if b.stopped {
 		b.mu.Unlock()
@@ -105,13 +110,13 @@ func (b *batcher) do(ctx context.Context, batch []*pending) {
 	slices.Sort(all)
 	all = slices.Compact(all)
 	t0 := time.Now()
-	err := b.sink.upload(ctx, all)
+	err := b.sink.upload(trace.ContextWithSpanContext(ctx, batch[0].span), all)
 	if b.onBatch != nil {
 		b.onBatch(len(batch), time.Since(t0), err)
 	}
 	if err != nil && len(batch) > 1 && ctx.Err() == nil {
 		for _, p := range batch {
-			p.err = b.sink.upload(ctx, p.paths)
+			p.err = b.sink.upload(trace.ContextWithSpanContext(ctx, p.span), p.paths)
 			close(p.done)
 		}
 		return
