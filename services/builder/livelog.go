@@ -25,7 +25,7 @@ type liveLog struct {
 	tmpl     *nixbuspb.LogChunk // run, drv, attempt, builder
 	seq      int64
 	offset   int64
-	finished bool // the final chunk went out
+	finished bool // the final chunk went out, or streaming gave up
 	stop     chan struct{}
 	wg       sync.WaitGroup
 }
@@ -105,14 +105,22 @@ func (l *liveLog) flush(ctx context.Context, last bool) error {
 	}
 }
 
+// liveLogPublishTimeout bounds one chunk's publish: a live log is a
+// convenience, and a bus outage must never hold up the build's result (the
+// whole log goes to the object store with it).
+const liveLogPublishTimeout = 5 * time.Second
+
 func (l *liveLog) publish(ctx context.Context, data []byte, final, truncated bool) error {
 	c := &nixbuspb.LogChunk{
 		RunId: l.tmpl.GetRunId(), DrvPath: l.tmpl.GetDrvPath(), RestartSeq: l.tmpl.GetRestartSeq(), Delivery: l.tmpl.GetDelivery(),
 		Builder: l.tmpl.GetBuilder(), Seq: l.seq, Offset: l.offset, Data: data, Final: final, Truncated: truncated,
 	}
 	id := bus.MsgIDLogChunk(c.GetRunId(), c.GetDrvPath(), c.GetRestartSeq(), c.GetDelivery(), c.GetSeq())
-	if err := l.h.s.pub.Publish(ctx, bus.LogSubject(c.GetRunId(), c.GetDrvPath()), id, c, nil); err != nil {
-		return err
+	pctx, cancel := context.WithTimeout(ctx, liveLogPublishTimeout)
+	defer cancel()
+	if err := l.h.s.pub.Publish(pctx, bus.LogSubject(c.GetRunId(), c.GetDrvPath()), id, c, nil); err != nil {
+		l.finished = true // give up streaming this attempt; readers fall back to the stored log
+		return fmt.Errorf("publish live log chunk %d (streaming stopped): %w", c.GetSeq(), err)
 	}
 	l.seq++
 	l.offset += int64(len(data))
