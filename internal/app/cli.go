@@ -1,6 +1,6 @@
 // Package app wires nixbus's services into one binary: the ordered list of
 // services, the shared flags, the embedded NATS server, and the operator
-// commands (serve, run, plan, trigger). main only calls Main.
+// commands (serve, run, plan, trigger, watch, status, logs). main only calls Main.
 package app
 
 import (
@@ -22,7 +22,13 @@ Usage:
   nixbus plan --jobs F --derivations F [--fail F] [--systems S,...]
                                     replay the planner on a recorded evaluation
   nixbus trigger --project P (--change N --patchset K | --ref R) [flags]
-                                    publish a change event by hand (like a force build)
+                                    publish a change event by hand (like a force build) and print
+                                    the run id; --watch follows the run (exit codes as watch)
+  nixbus watch [flags] <run>        live progress per system until the verdict
+                                    (exit 0 success, 1 failed, 2 could not watch)
+  nixbus status [flags] [run]       recent runs, or one run's counts and failed jobs
+  nixbus logs [flags] <run> <attr> [-f]
+                                    a job's build log; -f follows the live log to its end
   nixbus restart [flags] <run> <attr>
                                     build a failed job of an ended run again
   nixbus streams [flags] show|apply  compare the streams' settings with the --nats.* flags, or apply them
@@ -61,7 +67,21 @@ func Main(ctx context.Context, args []string, stdout, stderr *os.File) int {
 	case cmd == "plan":
 		err = planCommand(ctx, rest, stdout, stderr)
 	case cmd == "trigger":
-		err = triggerCommand(ctx, rest, stdout, stderr)
+		code, err := triggerCommand(ctx, rest, stdout, stderr)
+		if errors.Is(err, flag.ErrHelp) {
+			return 2
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "nixbus trigger: %v\n", err)
+			return max(code, 1)
+		}
+		return code
+	case cmd == "watch":
+		return watchCommand(ctx, rest, stdout, stderr)
+	case cmd == "status":
+		err = statusCommand(ctx, rest, stdout, stderr)
+	case cmd == "logs":
+		err = logsCommand(ctx, rest, stdout, stderr)
 	case cmd == "restart":
 		err = restartCommand(ctx, rest, stdout, stderr)
 	case cmd == "streams":

@@ -97,7 +97,9 @@ func (g *GerritConfig) fetcher() (evaluator.Fetcher, error) {
 	return evaluator.NewGitFetcher(g.SSH, g.HTTP)
 }
 
-func triggerCommand(ctx context.Context, args []string, stdout, stderr *os.File) error {
+// triggerCommand publishes a change event and returns the exit code: 0,
+// or with --watch the run's as `nixbus watch` gives it.
+func triggerCommand(ctx context.Context, args []string, stdout, stderr *os.File) (int, error) {
 	fs := newFlagSet("trigger", stderr)
 	var o Options
 	var g GerritConfig
@@ -112,36 +114,37 @@ func triggerCommand(ctx context.Context, args []string, stdout, stderr *os.File)
 	fs.StringVar(&t.Branch, "branch", "", "branch to evaluate instead of a patchset")
 	fs.StringVar(&t.LocalPath, "local-path", "", "evaluate this local checkout instead of fetching")
 	fs.StringVar(&t.RepoURL, "repo-url", "", "where to fetch from (default: the Gerrit SSH URL of the project)")
+	watch := fs.Bool("watch", false, "follow the run to its verdict (exit 0 success, 1 failed, 2 could not follow)")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return 0, err
 	}
 	t.Patchset = int32(ps)
 	if o.NATSURL == "" {
-		return errors.New("--nats.url is required: trigger publishes to a running nixbus")
+		return 0, errors.New("--nats.url is required: trigger publishes to a running nixbus")
 	}
 	if t.RepoURL == "" && t.LocalPath == "" && g.SSH.Enabled() {
 		t.RepoURL = g.SSH.RepoURL(t.Project)
 	}
 	if err := validateEndpoint(o.OTelEndpoint); err != nil {
-		return err
+		return 0, err
 	}
 	ev, err := changeevent.Manual(t)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if err := o.NATSAuth.validate(o.NATSURL); err != nil {
-		return err
+		return 0, err
 	}
 	auth, err := o.NATSAuth.options()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	logger := o.Logger(stderr)
-	inst := &Instance{url: o.NATSURL, auth: auth, logger: logger, tracing: newTracing(o.OTelEndpoint, logger)}
+	inst := &Instance{url: o.NATSURL, auth: auth, logger: logger, role: bus.RoleAdmin, tracing: newTracing(o.OTelEndpoint, logger)}
 	defer inst.close()
 	tp, err := inst.tracing.provider(ctx, "trigger")
 	if err != nil {
-		return err
+		return 0, err
 	}
 	// The root of the run's trace, as gerrit-ingest makes for Gerrit's events.
 	ctx, span := bus.Tracer(tp, "nixbus.dev/nixbus/internal/app").Start(ctx, "change event",
@@ -149,16 +152,29 @@ func triggerCommand(ctx context.Context, args []string, stdout, stderr *os.File)
 	defer span.End()
 	nc, err := inst.connect("trigger")
 	if err != nil {
-		return err
+		return 0, err
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
+		return 0, fmt.Errorf("jetstream: %w", err)
 	}
 	if err := changeevent.Publish(ctx, js, ev); err != nil {
 		bus.Fail(span, err)
-		return err
+		return 0, err
 	}
-	fmt.Fprintf(stdout, "triggered %s (event %s)\n", ev.GetRef(), ev.GetEventId())
-	return nil
+	runID := bus.RunID(ev.GetEventId())
+	what := ev.GetRef()
+	if what == "" {
+		what = ev.GetLocalPath()
+	}
+	fmt.Fprintf(stdout, "triggered %s (event %s)\nrun %s\n", what, ev.GetEventId(), runID)
+	span.End()
+	if !*watch {
+		return 0, nil
+	}
+	v, err := watchRun(ctx, js, runID, stdout, isTerminal(stdout))
+	if err != nil {
+		return exitCouldNot, err
+	}
+	return verdictExit(v), nil
 }
