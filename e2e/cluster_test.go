@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"nixbus.dev/nixbus/internal/app"
@@ -107,6 +108,16 @@ func TestClusterSurvivesRunsLeaderLoss(t *testing.T) {
 		}
 	}
 	v := waitVerdict(t, js, 3*time.Minute)
+	// A new leader took over the runs stream and answers before it is read.
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		runs, err := js.Stream(t.Context(), bus.StreamRuns)
+		require.NoError(c, err)
+		info, err := runs.Info(t.Context())
+		require.NoError(c, err)
+		require.NotNil(c, info.Cluster)
+		assert.NotEmpty(c, info.Cluster.Leader)
+		assert.NotEqual(c, leader.Name(), info.Cluster.Leader, "a new leader took over")
+	}, time.Minute, 50*time.Millisecond)
 	requireRunOnce(t, js, v, map[string]nixbuspb.JobStatus{
 		"gate": nixbuspb.JobStatus_JOB_STATUS_SUCCEEDED, "after": nixbuspb.JobStatus_JOB_STATUS_SUCCEEDED,
 		"quick": nixbuspb.JobStatus_JOB_STATUS_SUCCEEDED, "bad": nixbuspb.JobStatus_JOB_STATUS_FAILED,
@@ -114,7 +125,4 @@ func TestClusterSurvivesRunsLeaderLoss(t *testing.T) {
 	require.Equal(t, nixbuspb.RunStatus_RUN_STATUS_FAILED, v.GetStatus())
 	r := requireOneVote(t, g, js)
 	require.Equal(t, "-1", r.Labels["Verified"], r.Raw)
-	runs, err = js.Stream(t.Context(), bus.StreamRuns)
-	require.NoError(t, err)
-	require.NotEqual(t, leader.Name(), runs.CachedInfo().Cluster.Leader, "a new leader took over")
 }

@@ -288,7 +288,7 @@ func TestStoreGraphRefusesHostileDrvPaths(t *testing.T) {
 		"fifo":                fifo,
 		"huge":                big,
 		"relative escape":     "../secret",
-		"control chars":       store + "/" + h + "-[31m.drv",
+		"control chars":       store + "/" + h + "-\x1b[31m.drv",
 	} {
 		t.Run(name, func(t *testing.T) {
 			g := NewStoreGraph()

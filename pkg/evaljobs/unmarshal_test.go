@@ -17,7 +17,7 @@ type walkLike struct {
 	P        *string
 	Any      any    `json:"any"`
 	Skip     string `json:"-"`
-	private  string
+	private  string //nolint:unused // an unexported field the decoder must skip, as encoding/json does
 }
 
 func TestUnmarshalMatchesEncodingJSON(t *testing.T) {
