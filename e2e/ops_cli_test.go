@@ -1,11 +1,17 @@
 package e2e
 
 import (
+	"bufio"
+	"os"
+	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"nixbus.dev/nixbus/internal/app"
 	"nixbus.dev/nixbus/pkg/natstest"
 )
 
@@ -63,4 +69,66 @@ func TestOperatorCommands(t *testing.T) {
 	require.Contains(t, errOut, "--nats.url is required")
 	code, _, _ = mainOut(t, "watch", "--nats.url", srv.URL)
 	require.Equal(t, 2, code)
+}
+
+// mainErr runs app.Main and returns its exit code and stderr, for use in
+// require.Eventually conditions (no require inside).
+func mainErr(t *testing.T, args ...string) (int, string) {
+	f, err := os.CreateTemp(t.TempDir(), "stderr")
+	if err != nil {
+		return -1, err.Error()
+	}
+	defer f.Close()
+	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		return -1, err.Error()
+	}
+	defer null.Close()
+	code := app.Main(t.Context(), args, null, f)
+	e, _ := os.ReadFile(f.Name())
+	return code, string(e)
+}
+
+// TestLogsFollowLive: logs -f shows a build's log while it runs and ends
+// with the build.
+func TestLogsFollowLive(t *testing.T) {
+	srv := natstest.Start(t)
+	startInstances(t, srv.URL, t.TempDir(), nil)
+	// The build outlives the 30 s a JetStream fetch waits by default, so
+	// logs -f must wait past a silence; -f reads it while it runs.
+	dir := flake(t, map[string]string{"slow": "echo started-building; sleep 32; echo finished-building; echo ok > $out"})
+	code, out, errOut := mainOut(t, "trigger", "--nats.url", srv.URL, "--local-path", dir)
+	require.Equal(t, 0, code, out+errOut)
+	runID := regexp.MustCompile(`(?m)^run (r[0-9a-f]+)$`).FindStringSubmatch(out)
+	require.NotNil(t, runID, out)
+	// Until evaluation publishes the job, logs says there is none.
+	require.Eventually(t, func() bool {
+		_, e := mainErr(t, "logs", "--nats.url", srv.URL, runID[1], "slow")
+		return !strings.Contains(e, "no job slow")
+	}, time.Minute, 50*time.Millisecond)
+
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	defer r.Close()
+	stderr, err := os.Create(filepath.Join(t.TempDir(), "stderr"))
+	require.NoError(t, err)
+	defer stderr.Close()
+	done := make(chan int, 1)
+	go func() {
+		done <- app.Main(t.Context(), []string{"logs", "--nats.url", srv.URL, runID[1], "slow", "-f"}, w, stderr)
+		w.Close()
+	}()
+	sc := bufio.NewScanner(r)
+	for sc.Scan() && sc.Text() != "slow> started-building" {
+		t.Log(sc.Text())
+	}
+	require.Equal(t, "slow> started-building", sc.Text(), "a line of the log while the build runs")
+	var rest []string
+	for sc.Scan() {
+		rest = append(rest, sc.Text())
+	}
+	require.NoError(t, sc.Err())
+	e, _ := os.ReadFile(stderr.Name())
+	require.Equal(t, 0, <-done, string(e))
+	require.Contains(t, rest, "slow> finished-building")
 }

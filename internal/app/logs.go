@@ -85,11 +85,22 @@ func followLog(ctx context.Context, js jetstream.JetStream, runID, drv string, w
 	if err != nil {
 		return fmt.Errorf("follow log: %w", err)
 	}
+	it, err := cons.Messages()
+	if err != nil {
+		return fmt.Errorf("follow log: %w", err)
+	}
+	defer it.Stop()
+	// The iterator does not watch ctx: stop it when ctx ends.
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
 	var restart, delivery uint64
 	started := false
 	for {
-		msg, err := cons.Next(jetstream.FetchContext(ctx))
+		msg, err := it.Next()
 		if err != nil {
+			if ctx.Err() != nil {
+				err = ctx.Err()
+			}
 			return fmt.Errorf("follow log: %w", err)
 		}
 		var c nixbuspb.LogChunk
