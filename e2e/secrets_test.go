@@ -14,33 +14,44 @@ import (
 
 	"nixbus.dev/nixbus/internal/app"
 	"nixbus.dev/nixbus/internal/gerrittest"
-	"nixbus.dev/nixbus/pkg/natstest"
+	"nixbus.dev/nixbus/pkg/bus"
+	"nixbus.dev/nixbus/pkg/natsauth"
 )
 
 // TestSecretsStayOffTheBusAndLogs runs a Gerrit change through every
-// service, logging at debug level, and then looks for the content of each
-// secret (Gerrit's SSH key, the CI's signing key) in every log line and in
-// every file of the JetStream store, i.e. every message of the bus.
+// service, on a NATS that wants a password, voting over Gerrit's REST API,
+// logging at debug level, and then looks for the content of each secret
+// (Gerrit's SSH key and HTTP password, the NATS password, the CI's signing
+// key) in every log line and in every file of the JetStream store, i.e.
+// every message of the bus.
 func TestSecretsStayOffTheBusAndLogs(t *testing.T) {
 	g := gerrittest.Start(t, gerrittest.Options{})
 	repo := g.CreateProject(t, "demo")
 	ps := repo.UploadPatchset(t, 301, 1, saltedExample(t))
-	srv := natstest.Start(t)
+	rest, httpCfg := gerrittest.StartREST(t)
+	srv, dir := startSecured(t, natsauth.Password)
+	natsPassword := natsauth.SecretFile(dir, natsauth.Password, bus.RoleAdmin)
 
 	state := t.TempDir()
-	o := testOptions(t, srv.URL, state)
+	var o app.Options
+	ofs := newFlagSet()
+	o.RegisterFlags(ofs)
+	require.NoError(t, ofs.Parse([]string{"--nats.url", srv.URL, "--state-dir", state, "--nix.option", "substituters=",
+		"--nats.user", bus.RoleAdmin, "--nats.password-file", natsPassword}))
 	c := testConfigs(t)
 	fs := newFlagSet()
 	c.RegisterFlags(fs)
-	require.NoError(t, fs.Parse(append([]string{"--reporter.log-base-url", "http://ci.example/logs"}, gerritFlags(g)...)))
+	require.NoError(t, fs.Parse(append([]string{"--reporter.log-base-url", "http://ci.example/logs",
+		"--gerrit.review-via", "rest", "--gerrit.http.url", httpCfg.URL, "--gerrit.http.user", httpCfg.User,
+		"--gerrit.http.password-file", httpCfg.PasswordFile}, gerritFlags(g)...)))
+
 	logs := &lockedBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(t.Context())
 	inst, err := app.Start(ctx, o, c, io.Discard, log)
 	require.NoError(t, err)
 	g.Push(ps)
-	r := g.WaitReviews(t, 1)[0]
-	require.Equal(t, "-1", r.Labels["Verified"], r.Raw)
+	rest.WaitReviews(t, 1)
 	cancel()
 	require.NoError(t, inst.Wait())
 
@@ -57,6 +68,10 @@ func TestSecretsStayOffTheBusAndLogs(t *testing.T) {
 	_, b64, ok := strings.Cut(strings.TrimSpace(string(signing)), ":")
 	require.True(t, ok)
 	secrets["signing key"] = b64
+	secrets["gerrit http password"] = rest.Password
+	pw, err := os.ReadFile(natsPassword)
+	require.NoError(t, err)
+	secrets["nats password"] = strings.TrimSpace(string(pw))
 	require.Greater(t, len(secrets), 1)
 
 	out := logs.String()
