@@ -424,83 +424,14 @@ func attrPathExpr(path []string) string {
 // keeping bytes that are not UTF-8 as they are (encoding/json would turn
 // them into U+FFFD, merging distinct names).
 func decodeNames(s []byte) ([]string, error) {
-	var names []string
-	i := 0
-	ws := func() {
-		for i < len(s) && (s[i] == ' ' || s[i] == '\n' || s[i] == '\t' || s[i] == '\r') {
-			i++
-		}
+	names := []string{}
+	if err := evaljobs.Unmarshal(s, &names); err != nil {
+		return nil, err
 	}
-	ws()
-	if i >= len(s) || s[i] != '[' {
+	if names == nil {
 		return nil, errors.New("not a list")
 	}
-	i++
-	ws()
-	if i < len(s) && s[i] == ']' {
-		return []string{}, nil
-	}
-	for {
-		ws()
-		if i >= len(s) || s[i] != '"' {
-			return nil, errors.New("not a string")
-		}
-		i++
-		var b []byte
-		for {
-			if i >= len(s) {
-				return nil, errors.New("unterminated string")
-			}
-			c := s[i]
-			i++
-			if c == '"' {
-				break
-			}
-			if c != '\\' {
-				b = append(b, c)
-				continue
-			}
-			if i >= len(s) {
-				return nil, errors.New("unterminated escape")
-			}
-			c = s[i]
-			i++
-			switch c {
-			case 'n':
-				b = append(b, '\n')
-			case 'r':
-				b = append(b, '\r')
-			case 't':
-				b = append(b, '\t')
-			case 'b':
-				b = append(b, '\b')
-			case 'f':
-				b = append(b, '\f')
-			case 'u':
-				if i+4 > len(s) {
-					return nil, errors.New("short \\u escape")
-				}
-				v, err := strconv.ParseUint(string(s[i:i+4]), 16, 16)
-				if err != nil {
-					return nil, fmt.Errorf("bad \\u escape: %w", err)
-				}
-				i += 4
-				b = append(b, string(rune(v))...)
-			default:
-				b = append(b, c)
-			}
-		}
-		names = append(names, string(b))
-		ws()
-		if i < len(s) && s[i] == ',' {
-			i++
-			continue
-		}
-		if i < len(s) && s[i] == ']' {
-			return names, nil
-		}
-		return nil, errors.New("expected , or ]")
-	}
+	return names, nil
 }
 
 // nixMessage is the error nix reported, or err itself if nix said nothing.
