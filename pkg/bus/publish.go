@@ -41,17 +41,23 @@ func Encode(m proto.Message) ([]byte, error) {
 	return data, nil
 }
 
-// Truncate cuts s to at most n bytes without splitting a UTF-8 sequence,
-// marking a cut with "…": free text (an eval error, a build failure) put
-// in a message this way keeps the message far below MaxMessageSize.
+// Truncate cuts s to at most n bytes, the "…" that marks a cut included,
+// without splitting a UTF-8 sequence: free text (an eval error, a build
+// failure) put in a message this way keeps the message far below
+// MaxMessageSize.
 func Truncate(s string, n int) string {
+	const mark = "…"
 	if len(s) <= n {
 		return s
+	}
+	n -= len(mark)
+	if n < 0 {
+		return ""
 	}
 	for n > 0 && !utf8.RuneStart(s[n]) {
 		n--
 	}
-	return s[:n] + "…"
+	return s[:n] + mark
 }
 
 // NewMsg builds a NATS message for m with a message id and the caller's
