@@ -37,6 +37,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -191,15 +192,13 @@ func RunID(eventID string) string {
 	return "r" + hex.EncodeToString(sum[:10])
 }
 
-// ValidRunID reports whether s has the shape RunID gives, so a run id an
-// operator typed can be put in a subject as is.
-func ValidRunID(s string) bool {
-	if len(s) != 21 || s[0] != 'r' {
-		return false
-	}
-	_, err := hex.DecodeString(s[1:])
-	return err == nil && strings.ToLower(s) == s
-}
+// ValidRunID reports whether s can be a run id on the bus: a subject token
+// of letters, digits, '-' and '_' (RunID's ids, and the ones tests and
+// manual runs name). Every service checks ids it did not make with it
+// before putting them in a subject, a key or a path.
+func ValidRunID(s string) bool { return runIDRe.MatchString(s) }
+
+var runIDRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
 
 // Message ids for JetStream de-duplication, one function per kind so every
 // publisher of a kind agrees on it.

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 
@@ -28,8 +27,6 @@ type handler struct {
 	logs jetstream.ObjectStore
 	runs jetstream.Stream
 }
-
-var runIDRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
 
 // handle builds one request and publishes its result. It returns nil only
 // once the result is stored. If the builder is shutting down, the build is
@@ -117,7 +114,7 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 
 // check refuses requests that can never be built.
 func (h *handler) check(req *nixbuspb.BuildRequest) error {
-	if !runIDRe.MatchString(req.GetRunId()) {
+	if !bus.ValidRunID(req.GetRunId()) {
 		return fmt.Errorf("build request: bad run id %q", req.GetRunId())
 	}
 	if err := storepath.CheckDrv(h.s.cfg.StoreDir, req.GetDrvPath()); err != nil {

@@ -188,7 +188,7 @@ func (st *state) started(ctx context.Context, runID string, seq uint64, m *nixbu
 	if _, ok := st.runs[runID]; ok {
 		return nil
 	}
-	if !runIDRe.MatchString(runID) {
+	if !bus.ValidRunID(runID) {
 		st.s.logger.Error("drop run with a malformed id", "run", bus.Truncate(runID, 200))
 		return nil
 	}

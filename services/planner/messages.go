@@ -2,7 +2,6 @@ package planner
 
 import (
 	"fmt"
-	"regexp"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -40,9 +39,6 @@ const (
 // msgBudget is what one message's body may use: the bus limit less room
 // for its headers (message id, trace context).
 const msgBudget = bus.MaxMessageSize - 16<<10
-
-// runIDRe is what a run id may be: the token of a subject, short.
-var runIDRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
 
 // newJob is the plan's job for m. A job naming a derivation or system
 // longer than any real one fails as an evaluation error: nothing could

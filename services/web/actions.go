@@ -96,7 +96,7 @@ func (s *Service) restartJob(w http.ResponseWriter, r *http.Request, u user) err
 
 // lookRun is the run's state, locked, or a user error.
 func (s *Service) lookRun(r *http.Request, id string) (*runState, error) {
-	if !runIDRe.MatchString(id) {
+	if !bus.ValidRunID(id) {
 		return nil, userError{http.StatusNotFound, "No such run."}
 	}
 	rs, err := s.runs.look(r.Context(), s.js, id)

@@ -20,7 +20,6 @@ import (
 )
 
 var (
-	runIDRe   = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
 	drvBaseRe = regexp.MustCompile(`^[0-9a-z]{32}-[A-Za-z0-9+\-._?=]{1,211}\.drv$`)
 )
 
@@ -221,7 +220,7 @@ type count struct {
 
 func (s *Service) runPage(w http.ResponseWriter, r *http.Request, u user) {
 	id := r.PathValue("run")
-	if !runIDRe.MatchString(id) {
+	if !bus.ValidRunID(id) {
 		s.fail(w, r, u, http.StatusNotFound, "No such run.")
 		return
 	}
@@ -305,7 +304,7 @@ type jobData struct {
 
 func (s *Service) jobPage(w http.ResponseWriter, r *http.Request, u user) {
 	id, drv := r.PathValue("run"), r.PathValue("drv")
-	if !runIDRe.MatchString(id) || !drvBaseRe.MatchString(drv) {
+	if !bus.ValidRunID(id) || !drvBaseRe.MatchString(drv) {
 		s.fail(w, r, u, http.StatusNotFound, "No such job.")
 		return
 	}
@@ -389,7 +388,7 @@ func (s *Service) storedLog(r *http.Request, run, drv string) (text string, cut,
 // rawLog is the whole stored log as text, or what was streamed so far.
 func (s *Service) rawLog(w http.ResponseWriter, r *http.Request, u user) {
 	id, drv := r.PathValue("run"), r.PathValue("drv")
-	if !runIDRe.MatchString(id) || !drvBaseRe.MatchString(drv) {
+	if !bus.ValidRunID(id) || !drvBaseRe.MatchString(drv) {
 		http.Error(w, "no such log", http.StatusNotFound)
 		return
 	}

@@ -24,7 +24,7 @@ import (
 // connection ends at "end", when the client leaves, or on shutdown.
 func (s *Service) liveLog(w http.ResponseWriter, r *http.Request, _ user) {
 	id, drv := r.PathValue("run"), r.PathValue("drv")
-	if !runIDRe.MatchString(id) || !drvBaseRe.MatchString(drv) {
+	if !bus.ValidRunID(id) || !drvBaseRe.MatchString(drv) {
 		http.Error(w, "no such log", http.StatusNotFound)
 		return
 	}
