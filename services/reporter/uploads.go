@@ -93,13 +93,11 @@ func (h *handler) awaitUploads(ctx context.Context, v *nixbuspb.RunVerdict, msg 
 			}
 		}
 	}
-	// Read what is stored in batches; once caught up, wait for what comes.
+	// Read what is stored in batches whatever the time (the outcomes are
+	// stored before the verdict, so a late reporter must still see them
+	// all); once caught up, wait for what comes until the deadline.
 	caughtUp := false
 	for !complete() {
-		left := time.Until(deadline)
-		if left <= 0 {
-			break
-		}
 		if !caughtUp {
 			batch, err := cons.FetchNoWait(256)
 			if err != nil {
@@ -115,6 +113,10 @@ func (h *handler) awaitUploads(ctx context.Context, v *nixbuspb.RunVerdict, msg 
 			}
 			caughtUp = n == 0
 			continue
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			break
 		}
 		nctx, cancel := context.WithTimeout(ctx, min(left, 5*time.Second))
 		m, err := cons.Next(jetstream.FetchContext(nctx))

@@ -94,6 +94,12 @@ func TestUploadFailuresInTheReview(t *testing.T) {
 			name: "one never reported", failOn: true, uploads: map[string]string{"/nix/store/b.drv": ""}, wait: time.Second,
 			vote: -1, want: []string{"The result is: FAILURE", " - a: no upload reported within 1s of the verdict\n"},
 		},
+		{
+			// A reporter that reads the verdict after its wait has passed
+			// (restarted, or slow) still reads the stored outcomes first.
+			name: "wait over before the verdict is read", failOn: true, uploads: map[string]string{"/nix/store/b.drv": ""}, wait: time.Nanosecond,
+			vote: -1, want: []string{"The result is: FAILURE", " - a: no upload reported within 1ns of the verdict\n"},
+		},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
