@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
-	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
+	"nixbus.dev/nixbus/pkg/printable"
 	"nixbus.dev/nixbus/pkg/retry"
 )
 
@@ -45,20 +45,7 @@ func Encode(m proto.Message) ([]byte, error) {
 // without splitting a UTF-8 sequence: free text (an eval error, a build
 // failure) put in a message this way keeps the message far below
 // MaxMessageSize.
-func Truncate(s string, n int) string {
-	const mark = "…"
-	if len(s) <= n {
-		return s
-	}
-	n -= len(mark)
-	if n < 0 {
-		return ""
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + mark
-}
+func Truncate(s string, n int) string { return printable.Cut(s, n, "…") }
 
 // NewMsg builds a NATS message for m with a message id and the caller's
 // trace context headers (hdr may be nil).

@@ -9,8 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
+	"nixbus.dev/nixbus/pkg/printable"
 	"nixbus.dev/nixbus/pkg/retry"
 )
 
@@ -110,16 +110,7 @@ func hasMarker(message, marker string) bool {
 // TruncateMessage makes msg valid UTF-8 and cuts it to limit bytes on a
 // rune boundary, saying so at the end.
 func TruncateMessage(msg string, limit int) string {
-	msg = strings.ToValidUTF8(msg, "\uFFFD")
-	if len(msg) <= limit {
-		return msg
-	}
-	const note = "\n\n(message truncated)"
-	cut := limit - len(note)
-	for cut > 0 && !utf8.RuneStart(msg[cut]) {
-		cut--
-	}
-	return msg[:max(cut, 0)] + note
+	return printable.Cut(strings.ToValidUTF8(msg, "\uFFFD"), limit, "\n\n(message truncated)")
 }
 
 // Quote quotes s as one argument for Gerrit's SSH command line parser,

@@ -123,3 +123,21 @@ func byteEscape(b *strings.Builder, c byte) {
 	b.WriteByte(hex[c>>4])
 	b.WriteByte(hex[c&0xf])
 }
+
+// Cut cuts s to at most n bytes, mark (which says text was cut) included,
+// without splitting a UTF-8 sequence; s shorter than n is returned as is,
+// and "" when n leaves no room for mark. It is the one truncation of free
+// text: bus.Truncate and gerrit.TruncateMessage are Cut with their marks.
+func Cut(s string, n int, mark string) string {
+	if len(s) <= n {
+		return s
+	}
+	n -= len(mark)
+	if n < 0 {
+		return ""
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + mark
+}

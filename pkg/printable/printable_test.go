@@ -103,3 +103,25 @@ func FuzzQuoteIsLosslessAndPrintable(f *testing.F) {
 		require.NotContains(t, printable.Line(s), "\n")
 	})
 }
+
+func TestCut(t *testing.T) {
+	for _, tc := range []struct {
+		in, mark string
+		n        int
+		want     string
+	}{
+		{"short", "…", 10, "short"},
+		{"exactly", "…", 7, "exactly"},
+		{"abcdefghij", "…", 8, "abcde…"},
+		{"ééééé", "…", 8, "éé…"}, // never half an é
+		{"ééééé", "~", 4, "é~"},
+		{"abcdef", "…", 2, ""}, // no room even for the mark
+		{"abcdefghij", "\n(cut)", 8, "ab\n(cut)"},
+		{"✓✓✓", "", 5, "✓"},
+	} {
+		got := printable.Cut(tc.in, tc.n, tc.mark)
+		require.Equal(t, tc.want, got, "%q %d", tc.in, tc.n)
+		require.LessOrEqual(t, len(got), tc.n)
+		require.True(t, utf8.ValidString(got))
+	}
+}
