@@ -331,6 +331,14 @@ func watchCommand(ctx context.Context, args []string, stdout, stderr *os.File) i
 		return exitCouldNot
 	}
 	defer done()
+	// A run the bus has never heard of would be waited for forever.
+	if known, err := runKnown(ctx, js, fs.Arg(0)); err != nil || !known {
+		if err == nil {
+			err = fmt.Errorf("%w %s", errUnknownRun, printable(fs.Arg(0)))
+		}
+		fmt.Fprintf(stderr, "nixbus watch: %v\n", err)
+		return exitCouldNot
+	}
 	fmt.Fprintf(stdout, "run %s\n", printable(fs.Arg(0)))
 	v, err := watchRun(ctx, js, fs.Arg(0), stdout, isTerminal(stdout))
 	if err != nil {
@@ -355,4 +363,69 @@ func readRun(ctx context.Context, js jetstream.JetStream, runID string) (*runPro
 	return p, nil
 }
 
-var errNoSuchRun = errors.New("no such run")
+var (
+	errNoSuchRun  = errors.New("no such run")
+	errUnknownRun = errors.New("unknown run")
+)
+
+// runKnown reports whether the bus holds anything of run now: its change
+// event still waiting for the evaluator, a message on the runs stream
+// (started, jobs, results, ...), or its verdict. It reads what is stored
+// and does not wait. The change events are read first: the evaluator
+// stores RunStarted before it takes an event off the queue, so a run is
+// never between the two places unseen.
+func runKnown(ctx context.Context, js jetstream.JetStream, runID string) (bool, error) {
+	if !bus.ValidRunID(runID) {
+		return false, nil
+	}
+	if ok, err := pendingChange(ctx, js, runID); err != nil || ok {
+		return ok, err
+	}
+	for _, q := range []struct{ stream, subject string }{
+		{bus.StreamRuns, bus.RunSubject(runID, ">")},
+		{bus.StreamReports, bus.VerdictSubject(runID)},
+	} {
+		st, err := js.Stream(ctx, q.stream)
+		if err != nil {
+			if errors.Is(err, jetstream.ErrStreamNotFound) {
+				continue
+			}
+			return false, fmt.Errorf("look up run %s: %w", runID, err)
+		}
+		_, err = st.GetLastMsgForSubject(ctx, q.subject)
+		switch {
+		case err == nil:
+			return true, nil
+		case !bus.IsNotFound(err):
+			return false, fmt.Errorf("look up run %s: %w", runID, err)
+		}
+	}
+	return false, nil
+}
+
+// pendingChange reports whether the change event of run waits on the
+// changes stream (a work queue: it holds only events not yet evaluated).
+// The run id is a hash of the event id, which is in the message id.
+func pendingChange(ctx context.Context, js jetstream.JetStream, runID string) (bool, error) {
+	st, err := js.Stream(ctx, bus.StreamChanges)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("look up run %s: %w", runID, err)
+	}
+	// Each read skips to the next stored event, past those taken.
+	for seq := uint64(1); ; {
+		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(bus.ChangeAll))
+		if bus.IsNotFound(err) {
+			return false, nil // read to the end
+		}
+		if err != nil {
+			return false, fmt.Errorf("look up run %s: %w", runID, err)
+		}
+		if id, ok := strings.CutPrefix(m.Header.Get(jetstream.MsgIDHeader), bus.MsgIDChange("")); ok && bus.RunID(id) == runID {
+			return true, nil
+		}
+		seq = m.Sequence + 1
+	}
+}
