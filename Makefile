@@ -79,7 +79,7 @@ images:
 	@scripts/deploy-images.sh
 
 bench: setup
-	$(GO) test -run '^$$' -bench . -benchtime 1x -benchmem ./services/planner/... ./services/evaluator/... ./e2e/...
+	$(GO) test -run '^$$' -bench . -benchtime 1x -benchmem ./services/planner/... ./internal/replay/... ./services/evaluator/... ./e2e/...
 	scripts/bench-overhead.sh a b
 
 # The example fails on purpose (a broken job, an eval error): exit 1 is its

@@ -6,7 +6,7 @@ import (
 	"os"
 	"strings"
 
-	"nixbus.dev/nixbus/services/planner/replay"
+	"nixbus.dev/nixbus/internal/replay"
 )
 
 // planCommand replays the planner on a recorded evaluation: what a change

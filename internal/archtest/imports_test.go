@@ -67,6 +67,26 @@ func TestPkgImportsNoServiceOrApp(t *testing.T) {
 	}
 }
 
+// Outside services/, only the wiring (internal/app, the e2e and deploy
+// tests) names a service, and it names only the service itself: what else
+// it needs of one (the planner's scheduling core for `nixbus plan`, change
+// events for `nixbus trigger`) lives in pkg/ or internal/, so no service's
+// helpers have a second user the service cannot see.
+func TestOnlyTheWiringImportsServices(t *testing.T) {
+	for _, root := range []string{"internal", "cmd", "pkg"} {
+		for file, imports := range goFiles(t, root) {
+			for _, imp := range imports {
+				rest, ok := strings.CutPrefix(imp, module+"services/")
+				if !ok {
+					continue
+				}
+				require.True(t, strings.HasPrefix(file, "internal/app/"), "%s imports %s: only internal/app wires services", file, imp)
+				require.NotContains(t, rest, "/", "%s imports %s: the wiring uses a service's New, Config and Deps, not its helpers", file, imp)
+			}
+		}
+	}
+}
+
 // The wire contract depends on protobuf and nothing else.
 func TestProtoModuleDependsOnProtobufOnly(t *testing.T) {
 	data, err := os.ReadFile(filepath.Join("..", "..", "proto", "go.mod"))

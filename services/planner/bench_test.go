@@ -17,9 +17,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"nixbus.dev/nixbus/pkg/bus"
+	"nixbus.dev/nixbus/pkg/dag"
 	"nixbus.dev/nixbus/pkg/natstest"
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
-	"nixbus.dev/nixbus/services/planner/dag"
 )
 
 // BenchmarkDispatch measures the planner on the bus with a builder that

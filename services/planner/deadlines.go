@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"nixbus.dev/nixbus/pkg/bus"
+	"nixbus.dev/nixbus/pkg/dag"
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
-	"nixbus.dev/nixbus/services/planner/dag"
 )
 
 // Runs that would never end on their own, a job for a system no builder

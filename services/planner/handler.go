@@ -12,8 +12,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"nixbus.dev/nixbus/pkg/bus"
+	"nixbus.dev/nixbus/pkg/dag"
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
-	"nixbus.dev/nixbus/services/planner/dag"
 )
 
 // state is every unfinished run, owned by the one goroutine that reads the

@@ -7,8 +7,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"nixbus.dev/nixbus/pkg/bus"
+	"nixbus.dev/nixbus/pkg/dag"
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
-	"nixbus.dev/nixbus/services/planner/dag"
 )
 
 // Everything the planner publishes is built here, from inputs a flake's

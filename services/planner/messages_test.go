@@ -12,8 +12,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"nixbus.dev/nixbus/pkg/bus"
+	"nixbus.dev/nixbus/pkg/dag"
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
-	"nixbus.dev/nixbus/services/planner/dag"
 )
 
 // maxInputs are the largest inputs a planner can be handed: any single

@@ -1,4 +1,5 @@
-// Package dag is the planner's scheduling core: one run's jobs as a graph of
+// Package dag is the planner's scheduling core (the planner's and `nixbus plan`'s,
+// through internal/replay): one run's jobs as a graph of
 // derivations, with the original CI's rules.
 //
 //   - A job is released for building once every job it depends on has

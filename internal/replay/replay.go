@@ -32,9 +32,9 @@ import (
 	"strings"
 	"time"
 
+	"nixbus.dev/nixbus/pkg/dag"
 	"nixbus.dev/nixbus/pkg/drv"
 	"nixbus.dev/nixbus/pkg/evaljobs"
-	"nixbus.dev/nixbus/services/planner/dag"
 )
 
 // DefaultSystems are the systems planned unless Options says otherwise.

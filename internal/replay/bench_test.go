@@ -18,8 +18,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"nixbus.dev/nixbus/pkg/dag"
 	"nixbus.dev/nixbus/pkg/drv"
-	"nixbus.dev/nixbus/services/planner/dag"
 )
 
 // Shapes of generated graphs.
