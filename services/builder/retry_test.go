@@ -36,7 +36,7 @@ func TestNarrowRetry(t *testing.T) {
 	for name, attempts := range map[string]int{"killed": 3, "broken": 1, "forged": 1} {
 		res := got[drvs[name]]
 		require.Equal(t, nixbuspb.BuildStatus_BUILD_STATUS_FAILED, res.GetStatus(), name)
-		require.Len(t, lines(t, map[string]string{"killed": killed, "broken": broken, "forged": forged}[name]), attempts, name)
+		require.Len(t, lines(map[string]string{"killed": killed, "broken": broken, "forged": forged}[name]), attempts, name)
 	}
 	require.Contains(t, got[drvs["killed"]].GetError(), "failed due to signal 9 (Killed)")
 	require.Equal(t, 2.0, b.counter(t, "nixbus_builder_retries_total"))
