@@ -42,9 +42,17 @@ type Job struct {
 	Error string
 }
 
-// ParseLines reads nix-eval-jobs' JSON lines. A line that is not a record
-// is passed to garbage and counted, never fatal. Blank lines are skipped.
+// ParseLines reads nix-eval-jobs' JSON lines into a slice (see ReadLines).
 func ParseLines(r io.Reader, garbage func(line []byte, why error)) (jobs []Job, bad int, err error) {
+	bad, err = ReadLines(r, func(j Job) { jobs = append(jobs, j) }, garbage)
+	return jobs, bad, err
+}
+
+// ReadLines reads nix-eval-jobs' JSON lines and hands each record to emit
+// as soon as its line is read, so that a reader keeps nothing it does not
+// want. A line that is not a record is passed to garbage and counted,
+// never fatal. Blank lines are skipped.
+func ReadLines(r io.Reader, emit func(Job), garbage func(line []byte, why error)) (bad int, err error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	for {
 		line, rerr := br.ReadBytes('\n')
@@ -56,14 +64,14 @@ func ParseLines(r io.Reader, garbage func(line []byte, why error)) (jobs []Job, 
 					garbage(trimmed, perr)
 				}
 			} else {
-				jobs = append(jobs, job)
+				emit(job)
 			}
 		}
 		if rerr == io.EOF {
-			return jobs, bad, nil
+			return bad, nil
 		}
 		if rerr != nil {
-			return jobs, bad, rerr
+			return bad, rerr
 		}
 	}
 }

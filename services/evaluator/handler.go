@@ -8,8 +8,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -25,10 +27,11 @@ type handler struct {
 	runs jetstream.Stream
 }
 
-// outcome is what evaluating one change gave.
+// outcome is what evaluating one change gave: its jobs and graph chunks
+// are published, EvalDone is not.
 type outcome struct {
-	jobs    []*nixbuspb.Job
-	graph   []*nixbuspb.GraphChunk
+	jobs    int
+	chunks  int
 	dropped int
 	// failure is the whole evaluation's error, for EvalDone.error.
 	failure string
@@ -68,28 +71,19 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 	logger.Info("evaluation started", "subject", msg.Subject())
 
 	begin := time.Now()
-	out, err := h.evaluate(ctx, &ev, run, logger)
-	if err != nil {
-		return err
-	}
-	pctx, pspan := h.s.tracer.Start(ctx, "publish jobs", trace.WithAttributes(attribute.Int("nixbus.jobs", len(out.jobs))))
-	err = h.publishJobs(pctx, run, out.jobs, hdr)
-	if err == nil {
-		err = h.publishGraph(pctx, run, out.graph, hdr)
-	}
-	bus.EndSpan(pspan, err)
+	out, err := h.evaluate(ctx, &ev, run, hdr, logger)
 	if err != nil {
 		return err
 	}
 	duration := time.Since(begin)
 	evalDone := &nixbuspb.EvalDone{
-		RunId: run, JobCount: int64(len(out.jobs)), Error: out.failure,
-		DurationMs: duration.Milliseconds(), DroppedJobs: int64(out.dropped), GraphChunks: int32(len(out.graph)),
+		RunId: run, JobCount: int64(out.jobs), Error: out.failure,
+		DurationMs: duration.Milliseconds(), DroppedJobs: int64(out.dropped), GraphChunks: int32(out.chunks),
 	}
 	if err := h.s.pub.Publish(ctx, bus.RunSubject(run, bus.RunEvalKind), bus.MsgIDEvalDone(run), evalDone, hdr); err != nil {
 		return err
 	}
-	span.SetAttributes(attribute.Int("nixbus.jobs", len(out.jobs)), attribute.Int("nixbus.jobs_dropped", out.dropped))
+	span.SetAttributes(attribute.Int("nixbus.jobs", out.jobs), attribute.Int("nixbus.jobs_dropped", out.dropped))
 	result := "ok"
 	if out.failure != "" {
 		result = "error"
@@ -97,7 +91,7 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 		logger.Warn("evaluation failed", "err", out.failure)
 	}
 	h.s.metrics.runs.WithLabelValues(result).Inc()
-	logger.Info("evaluation done", "jobs", len(out.jobs), "dropped", out.dropped, "duration", duration)
+	logger.Info("evaluation done", "jobs", out.jobs, "dropped", out.dropped, "duration", duration)
 	return nil
 }
 
@@ -107,10 +101,11 @@ func (h *handler) evaluated(ctx context.Context, run string) (bool, error) {
 	return found, err
 }
 
-// evaluate finds the flake and evaluates it. A returned error is the
+// evaluate finds the flake, evaluates it and publishes its jobs as they
+// come, then the derivation graph between them. A returned error is the
 // bus's or the process's (retry the event); what went wrong with the
 // change itself is in outcome.failure.
-func (h *handler) evaluate(ctx context.Context, ev *nixbuspb.ChangeEvent, run string, logger *slog.Logger) (outcome, error) {
+func (h *handler) evaluate(ctx context.Context, ev *nixbuspb.ChangeEvent, run string, hdr nats.Header, logger *slog.Logger) (outcome, error) {
 	cfg := h.s.cfg
 	if err := os.MkdirAll(cfg.workDir(), 0o755); err != nil {
 		return outcome{}, fmt.Errorf("create work dir: %w", err)
@@ -127,7 +122,10 @@ func (h *handler) evaluate(ctx context.Context, ev *nixbuspb.ChangeEvent, run st
 
 	ectx, cancel := context.WithTimeout(ctx, cfg.EvalTimeout)
 	defer cancel()
-	out, err := h.evaluateIn(ctx, ectx, ev, run, workDir, logger)
+	win, stop := h.runWindow(ctx, run)
+	defer stop()
+	st := h.newJobStream(run, hdr, win, logger)
+	out, err := h.evaluateIn(ctx, ectx, ev, st, workDir)
 	if ctx.Err() != nil {
 		return outcome{}, ctx.Err()
 	}
@@ -138,10 +136,11 @@ func (h *handler) evaluate(ctx context.Context, ev *nixbuspb.ChangeEvent, run st
 	return out, err
 }
 
-// evaluateIn evaluates within ectx (ctx and the evaluation timeout). On
-// the timeout, the jobs evaluated before it are kept and the timeout is
-// the run's eval error.
-func (h *handler) evaluateIn(ctx, ectx context.Context, ev *nixbuspb.ChangeEvent, run, workDir string, logger *slog.Logger) (outcome, error) {
+// evaluateIn evaluates within ectx (ctx and the evaluation timeout),
+// publishing through st. On the timeout, the jobs evaluated before it are
+// kept and the timeout is the run's eval error.
+func (h *handler) evaluateIn(ctx, ectx context.Context, ev *nixbuspb.ChangeEvent, st *jobStream, workDir string) (outcome, error) {
+	logger := st.logger
 	timedOut := func() string {
 		return fmt.Sprintf("evaluation timed out after %s", h.s.cfg.EvalTimeout)
 	}
@@ -157,23 +156,39 @@ func (h *handler) evaluateIn(ctx, ectx context.Context, ev *nixbuspb.ChangeEvent
 	}
 	installable := "path:" + flakeDir + "#hydraJobs"
 	begin := time.Now()
-	sctx, span := h.s.tracer.Start(ectx, "eval", trace.WithAttributes(attribute.String("nix.installable", installable)))
-	res, err := h.runEvaluator(sctx, installable, workDir, logger)
+	// The stream publishes while the evaluator runs; if it cannot (the
+	// bus), the evaluation stops and the event is tried again.
+	sctx, stop := context.WithCancelCause(ectx)
+	defer stop(nil)
+	var streamErr error
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if streamErr = st.consume(ctx); streamErr != nil {
+			stop(streamErr)
+		}
+	})
+	sctx, span := h.s.tracer.Start(sctx, "eval", trace.WithAttributes(attribute.String("nix.installable", installable)))
+	res, err := h.runEvaluator(sctx, installable, workDir, st.emitter(sctx), logger)
+	close(st.recs)
+	wg.Wait()
 	h.s.metrics.garbage.Add(float64(res.Garbage))
-	span.SetAttributes(attribute.String("nixbus.evaluator", res.Evaluator), attribute.Int("nixbus.records", len(res.Records)))
+	span.SetAttributes(attribute.String("nixbus.evaluator", res.Evaluator), attribute.Int("nixbus.records", st.records))
 	// A failed evaluation still reports the jobs it got to.
 	evalFailure, failed := eval.IsFailure(err)
-	if ctx.Err() != nil {
+	switch {
+	case ctx.Err() != nil:
 		bus.EndSpan(span, ctx.Err())
 		return outcome{}, ctx.Err()
-	}
-	if ectx.Err() != nil {
+	case streamErr != nil:
+		bus.EndSpan(span, streamErr)
+		return outcome{}, streamErr
+	case ectx.Err() != nil:
 		evalFailure, failed = timedOut(), true
-		if len(res.Records) > 0 {
-			evalFailure += fmt.Sprintf(" (after %d attributes)", len(res.Records))
+		if st.records > 0 {
+			evalFailure += fmt.Sprintf(" (after %d attributes)", st.records)
 		}
-		logger.Warn("evaluation timed out, reporting the jobs evaluated before", "records", len(res.Records))
-	} else if err != nil && !failed {
+		logger.Warn("evaluation timed out, reporting the jobs evaluated before", "records", st.records)
+	case err != nil && !failed:
 		bus.EndSpan(span, err)
 		return outcome{}, err
 	}
@@ -182,12 +197,14 @@ func (h *handler) evaluateIn(ctx, ectx context.Context, ev *nixbuspb.ChangeEvent
 	}
 	span.End()
 	h.s.metrics.evalSeconds.WithLabelValues(res.Evaluator).Observe(time.Since(begin).Seconds())
-	jctx, jspan := h.s.tracer.Start(ctx, "read jobs")
-	out, err := h.toJobs(jctx, run, res.Records, logger)
+
+	gctx, gspan := h.s.tracer.Start(ctx, "publish graph", trace.WithAttributes(attribute.Int("nixbus.jobs", st.jobs)))
+	out := outcome{jobs: st.jobs, dropped: st.dropped}
+	out.chunks, out.failure, err = st.publishGraph(gctx)
 	if out.failure != "" {
-		jspan.SetStatus(codes.Error, out.failure)
+		gspan.SetStatus(codes.Error, out.failure)
 	}
-	bus.EndSpan(jspan, err)
+	bus.EndSpan(gspan, err)
 	if err != nil {
 		return outcome{}, err
 	}
@@ -234,14 +251,14 @@ func (h *handler) flakeDir(ctx context.Context, ev *nixbuspb.ChangeEvent, workDi
 
 // runEvaluator runs nix-eval-jobs when there is one, else the built-in
 // evaluator.
-func (h *handler) runEvaluator(ctx context.Context, installable, workDir string, logger *slog.Logger) (eval.Result, error) {
+func (h *handler) runEvaluator(ctx context.Context, installable, workDir string, emit func(eval.Record), logger *slog.Logger) (eval.Result, error) {
 	cfg := h.s.cfg
 	bin := cfg.NixEvalJobs
 	if bin == "" && !cfg.Builtin {
 		bin, _ = exec.LookPath("nix-eval-jobs")
 	}
 	if bin == "" || cfg.Builtin {
-		b := &eval.Builtin{Nix: h.s.evalNix, Workers: cfg.Workers, GCRootsDir: cfg.GCRootsDir, ScratchDir: workDir, Logger: logger}
+		b := &eval.Builtin{Nix: h.s.evalNix, Workers: cfg.Workers, GCRootsDir: cfg.GCRootsDir, ScratchDir: workDir, Emit: emit, Logger: logger}
 		return b.Eval(ctx, installable)
 	}
 	roots := cfg.GCRootsDir
@@ -252,7 +269,7 @@ func (h *handler) runEvaluator(ctx context.Context, installable, workDir string,
 		return eval.Result{}, fmt.Errorf("create gc roots dir: %w", err)
 	}
 	e := &eval.NixEvalJobs{
-		Bin: bin, Nix: h.s.nix, Workers: cfg.Workers, MaxMemoryMB: cfg.MaxMemoryMB, GCRootsDir: roots, Logger: logger,
+		Bin: bin, Nix: h.s.nix, Workers: cfg.Workers, MaxMemoryMB: cfg.MaxMemoryMB, GCRootsDir: roots, Emit: emit, Logger: logger,
 	}
 	return e.Eval(ctx, installable)
 }

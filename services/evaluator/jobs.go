@@ -7,93 +7,11 @@ import (
 	"log/slog"
 	"slices"
 
-	"nixbus.dev/nixbus/pkg/bus"
-	"nixbus.dev/nixbus/pkg/drv"
-	"nixbus.dev/nixbus/pkg/evaljobs"
-	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
 	"nixbus.dev/nixbus/services/evaluator/internal/eval"
 )
 
 // maxErrorBytes keeps one job's eval error far below the bus's message limit.
 const maxErrorBytes = 32 << 10
-
-// toJobs turns evaluation records into the run's jobs: one per attribute,
-// jobs of other systems dropped, eval errors kept as failed jobs, each job
-// marked cached or not; and the derivation graph between the jobs, in
-// chunks of bounded size, which orders them.
-func (h *handler) toJobs(ctx context.Context, run string, recs []eval.Record, logger *slog.Logger) (outcome, error) {
-	systems := map[string]bool{}
-	for _, s := range h.s.cfg.Systems {
-		systems[s] = true
-	}
-	var out outcome
-	seen := map[string]bool{}
-	kept := make([]eval.Record, 0, len(recs))
-	store := drv.NewStoreGraph()
-	store.StoreDir = h.s.cfg.storeDir()
-	for _, r := range recs {
-		// Names are unique (evaljobs.AttrName): a repeat is the same
-		// attribute reported twice, never a second job.
-		if seen[r.Attr] {
-			logger.Warn("attribute reported twice, keeping the first", "attr", r.Attr)
-			continue
-		}
-		seen[r.Attr] = true
-		if r.Error == "" && !systems[r.System] {
-			out.dropped++
-			continue
-		}
-		// Everything the evaluation hands over is hostile: a job whose
-		// derivation is not a readable .drv of the store fails alone.
-		r = evaljobs.Check(r, store.StoreDir)
-		if r.Error == "" {
-			if _, err := store.Inputs(r.DrvPath); err != nil {
-				r.Error = "read the derivation: " + err.Error()
-				r.DrvPath, r.Outputs, r.CacheKnown, r.Cached = "", nil, false, false
-			}
-		}
-		kept = append(kept, r)
-	}
-
-	cached, err := h.cached(ctx, kept, logger)
-	if err != nil {
-		return outcome{}, err
-	}
-	var drvs []string
-	for _, r := range kept {
-		if r.DrvPath != "" {
-			drvs = append(drvs, r.DrvPath)
-		}
-	}
-	graph, err := drv.Reduce(ctx, store, drvs)
-	if err != nil {
-		if ctx.Err() != nil {
-			return outcome{}, ctx.Err()
-		}
-		out.failure = fmt.Sprintf("read the derivation graph: %v", err)
-		return out, nil
-	}
-
-	out.jobs = make([]*nixbuspb.Job, 0, len(kept))
-	errs := 0
-	for i, r := range kept {
-		job := &nixbuspb.Job{
-			RunId: run, Attr: r.Attr, AttrPath: evaljobs.ShownPath(r.AttrPath), DrvPath: r.DrvPath, System: r.System,
-			Name: r.Name, Outputs: r.Outputs, Cached: cached[i],
-		}
-		if r.Error != "" {
-			errs++
-			job.EvalError = bus.Truncate(r.Error, maxErrorBytes)
-			job.DrvPath, job.Outputs, job.Cached = "", nil, false
-		}
-		out.jobs = append(out.jobs, job)
-	}
-	out.graph = bus.GraphChunks(run, graph.Drvs, graph.Edges, h.s.cfg.graphChunkBytes)
-	h.s.metrics.jobs.Add(float64(len(out.jobs)))
-	h.s.metrics.dropped.Add(float64(out.dropped))
-	h.s.metrics.errors.Add(float64(errs))
-	return out, nil
-}
 
 // cached tells, for each record, whether all its outputs are already
 // available: in Config.CacheURL when set; otherwise as nix-eval-jobs found

@@ -4,8 +4,13 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
@@ -69,12 +74,11 @@ func TestCachedJobs(t *testing.T) {
 	})
 }
 
-// TestFakeNixEvalJobs puts a recorded nix-eval-jobs first on PATH and runs
-// a change through the service with it.
-func TestFakeNixEvalJobs(t *testing.T) {
-	dir := exampleFlake(t)
-	// Record what nix-eval-jobs would print for this flake, with real
-	// derivations so that dependencies can be read.
+// recordEvalJobs returns what nix-eval-jobs would print for the example
+// flake in dir, with real derivations so that dependencies can be read,
+// and a garbage line and a record of another system after chain2.
+func recordEvalJobs(t *testing.T, dir string) []string {
+	t.Helper()
 	b := &eval.Builtin{Nix: testNix(), Workers: 2, Logger: discardLogger()}
 	res, err := b.Eval(t.Context(), "path:"+dir+"#hydraJobs")
 	require.NoError(t, err)
@@ -96,13 +100,41 @@ func TestFakeNixEvalJobs(t *testing.T) {
 			lines = append(lines, `{"attr":"other","attrPath":["other"],"drvPath":"/nix/store/00000000000000000000000000000000-other.drv","system":"aarch64-linux","outputs":{"out":"/nix/store/00000000000000000000000000000000-other"}}`)
 		}
 	}
+	return lines
+}
+
+// fakeNixEvalJobs puts first on PATH a nix-eval-jobs that writes its
+// arguments to argsFile and prints lines. With after > 0, it prints the
+// first `after` lines, then waits until something is written to the FIFO
+// gate before printing the rest.
+func fakeNixEvalJobs(t *testing.T, lines []string, after int) (argsFile, gate string) {
+	t.Helper()
 	bin := t.TempDir()
-	out := filepath.Join(bin, "out.jsonl")
-	require.NoError(t, os.WriteFile(out, []byte(strings.Join(lines, "\n")+"\n"), 0o644))
-	argsFile := filepath.Join(bin, "args")
-	script := "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done > '" + argsFile + "'\ncat '" + out + "'\n"
+	argsFile = filepath.Join(bin, "args")
+	script := "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done > '" + argsFile + "'\n"
+	write := func(name string, lines []string) {
+		out := filepath.Join(bin, name)
+		require.NoError(t, os.WriteFile(out, []byte(strings.Join(lines, "\n")+"\n"), 0o644))
+		script += "cat '" + out + "'\n"
+	}
+	if after > 0 {
+		gate = filepath.Join(bin, "gate")
+		require.NoError(t, syscall.Mkfifo(gate, 0o600))
+		write("first.jsonl", lines[:after])
+		script += "read go < '" + gate + "'\n"
+		lines = lines[after:]
+	}
+	write("rest.jsonl", lines)
 	require.NoError(t, os.WriteFile(filepath.Join(bin, "nix-eval-jobs"), []byte(script), 0o755))
 	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	return argsFile, gate
+}
+
+// TestFakeNixEvalJobs puts a recorded nix-eval-jobs first on PATH and runs
+// a change through the service with it.
+func TestFakeNixEvalJobs(t *testing.T) {
+	dir := exampleFlake(t)
+	argsFile, _ := fakeNixEvalJobs(t, recordEvalJobs(t, dir), 0)
 
 	ns := natstest.Start(t)
 	_, js := ns.Connect(t)
@@ -140,4 +172,52 @@ func TestFakeNixEvalJobs(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, string(args), "\n--workers\n3\n--max-memory-size\n2048\n--gc-roots-dir\n"+cfg.WorkDir+"/run-"+run+"-")
 	require.Contains(t, string(args), "\n--force-recurse\n--check-cache-status\n--flake\npath:"+dir+"#hydraJobs\n")
+}
+
+// TestJobsStreamOutDuringEvaluation: the evaluator publishes a job as soon
+// as its record is read, not after the walk. The fake nix-eval-jobs prints
+// two records and then waits until the test has read a job of the run from
+// the bus; only then does it print the rest.
+func TestJobsStreamOutDuringEvaluation(t *testing.T) {
+	dir := exampleFlake(t)
+	lines := recordEvalJobs(t, dir)
+	_, gate := fakeNixEvalJobs(t, lines, 2)
+
+	ns := natstest.Start(t)
+	_, js := ns.Connect(t)
+	require.NoError(t, bus.EnsureStreams(t.Context(), js, bus.StreamOptions{}))
+	cfg := testConfig(t)
+	cfg.Builtin = false
+	start(t, js, cfg, Deps{})
+	ev := &nixbuspb.ChangeEvent{EventId: t.Name(), Kind: nixbuspb.ChangeEvent_KIND_MANUAL, Project: "example", LocalPath: dir}
+	run := bus.RunID(ev.EventId)
+	cons, err := js.OrderedConsumer(t.Context(), bus.StreamRuns, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{bus.RunSubject(run, bus.RunJobKind)},
+	})
+	require.NoError(t, err)
+	publishEvent(t, js, ev, bus.MsgIDChange(ev.EventId))
+
+	// The evaluator is blocked with records left to print: a job on the
+	// bus now was published while the evaluation ran.
+	msg, err := cons.Next(jetstream.FetchMaxWait(60 * time.Second))
+	require.NoError(t, err, "no job published while the evaluator waits")
+	var job nixbuspb.Job
+	require.NoError(t, bus.Decode(msg.Data(), &job))
+	var first map[string]any
+	require.NoError(t, json.Unmarshal([]byte(lines[0]), &first))
+	require.Equal(t, first["attr"], job.Attr, "the first record's job")
+
+	f, err := os.OpenFile(gate, os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.WriteString("go\n")
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+
+	r := waitEvaluated(t, js, run)
+	requireOneRun(t, r)
+	require.Empty(t, r.done[0].Error)
+	requireExampleJobs(t, r, run, "nested.hello")
+	// Jobs, then the graph between them, then EvalDone.
+	kinds := slices.Compact(slices.Clone(r.order))
+	require.Equal(t, []string{bus.RunStartedKind, bus.RunJobKind, bus.RunGraphKind, bus.RunEvalKind}, kinds)
 }

@@ -3,62 +3,39 @@ package evaluator
 import (
 	"context"
 	"fmt"
-	"sync"
 
 	"github.com/nats-io/nats.go"
 
 	"nixbus.dev/nixbus/pkg/bus"
+	"nixbus.dev/nixbus/pkg/drv"
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
 )
 
-// publishJobs publishes one message per job (see publishAll).
-func (h *handler) publishJobs(ctx context.Context, run string, jobs []*nixbuspb.Job, hdr nats.Header) error {
-	subject := bus.RunSubject(run, bus.RunJobKind)
-	msgs := make([]*nats.Msg, 0, len(jobs))
-	for _, job := range jobs {
-		msg, err := jobMsg(subject, run, job, hdr)
+// publishGraph reduces the derivation graph below the jobs the stream
+// published and publishes it in chunks through the stream's window; it
+// returns once every job and chunk is stored, with the number of chunks.
+// failure is set when the graph cannot be read.
+func (st *jobStream) publishGraph(ctx context.Context) (chunks int, failure string, err error) {
+	graph, err := drv.Reduce(ctx, st.store, st.drvs)
+	if err != nil {
+		if ctx.Err() != nil {
+			return 0, "", ctx.Err()
+		}
+		return 0, fmt.Sprintf("read the derivation graph: %v", err), st.win.Flush(ctx)
+	}
+	st.drvs = nil
+	subject := bus.RunSubject(st.run, bus.RunGraphKind)
+	for _, c := range bus.GraphChunks(st.run, graph.Drvs, graph.Edges, st.h.s.cfg.graphChunkBytes) {
+		msg, err := bus.NewMsg(subject, bus.MsgIDGraph(st.run, c.Index), c, st.hdr)
 		if err != nil {
-			return err
+			return 0, "", fmt.Errorf("graph chunk %d: %w", c.Index, err)
 		}
-		msgs = append(msgs, msg)
-	}
-	return h.publishAll(ctx, run, msgs)
-}
-
-// publishGraph publishes the derivation graph between the jobs, in chunks
-// (see publishAll).
-func (h *handler) publishGraph(ctx context.Context, run string, chunks []*nixbuspb.GraphChunk, hdr nats.Header) error {
-	subject := bus.RunSubject(run, bus.RunGraphKind)
-	msgs := make([]*nats.Msg, 0, len(chunks))
-	for _, c := range chunks {
-		msg, err := bus.NewMsg(subject, bus.MsgIDGraph(run, c.Index), c, hdr)
-		if err != nil {
-			return fmt.Errorf("graph chunk %d: %w", c.Index, err)
+		if err := st.win.Publish(ctx, msg); err != nil {
+			return 0, "", err
 		}
-		msgs = append(msgs, msg)
+		chunks++
 	}
-	return h.publishAll(ctx, run, msgs)
-}
-
-// publishAll publishes msgs through a bus.Window: asynchronously, at most
-// PublishWindow awaiting their acknowledgement, each one that was not
-// acknowledged published again (message ids make repeats harmless); it
-// returns once every message is stored.
-func (h *handler) publishAll(ctx context.Context, run string, msgs []*nats.Msg) error {
-	w := bus.NewWindow(h.s.js, bus.WindowOptions{
-		Size: h.s.cfg.PublishWindow, AckTimeout: h.s.cfg.PublishAckTimeout,
-		Logger: h.s.logger.With("run", run),
-	})
-	wctx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() { w.Run(wctx) })
-	defer func() { stop(); wg.Wait() }()
-	for _, msg := range msgs {
-		if err := w.Publish(ctx, msg); err != nil {
-			return err
-		}
-	}
-	return w.Flush(ctx)
+	return chunks, "", st.win.Flush(ctx)
 }
 
 // jobMsg encodes a job. A job too large for the bus (a huge error, very

@@ -36,12 +36,15 @@ func TestPublishManyJobs(t *testing.T) {
 			require.NoError(t, err)
 			h := &handler{s: s}
 			run := bus.RunID(t.Name())
-			jobs := make([]*nixbuspb.Job, n)
-			for i := range jobs {
-				jobs[i] = &nixbuspb.Job{RunId: run, Attr: fmt.Sprintf("pkgs.job%d", i), DrvPath: fmt.Sprintf("/nix/store/%032d-job%d.drv", i, i), System: "x86_64-linux"}
-			}
+			win, stop := h.runWindow(t.Context(), run)
+			defer stop()
+			st := h.newJobStream(run, nil, win, discardLogger())
 			begin := time.Now()
-			require.NoError(t, h.publishJobs(t.Context(), run, jobs, nil))
+			for i := range n {
+				job := &nixbuspb.Job{RunId: run, Attr: fmt.Sprintf("pkgs.job%d", i), DrvPath: fmt.Sprintf("/nix/store/%032d-job%d.drv", i, i), System: "x86_64-linux"}
+				require.NoError(t, st.publish(t.Context(), job))
+			}
+			require.NoError(t, win.Flush(t.Context()))
 			t.Logf("published %d jobs in %s", n, time.Since(begin))
 			runs, err := js.Stream(t.Context(), bus.StreamRuns)
 			require.NoError(t, err)

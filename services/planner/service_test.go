@@ -200,8 +200,10 @@ func TestPlannerSupersede(t *testing.T) {
 	require.Len(t, cancels, 1)
 	require.Equal(t, "ps2", cancels[0].GetSupersededBy())
 
-	// The superseded run's late messages change nothing.
-	e.evalDone("ps1", 1, "")
+	// The superseded run's late messages change nothing: the evaluator
+	// streams jobs while it evaluates, so more can come after the cancel.
+	e.job("ps1", &nixbuspb.Job{Attr: "b", DrvPath: drv("b"), System: x86})
+	e.evalDone("ps1", 2, "")
 
 	// A late run of an older patchset is cancelled at once.
 	e.startRun("ps1-late", ch(1))
@@ -218,6 +220,7 @@ func TestPlannerSupersede(t *testing.T) {
 		require.Equal(t, nixbuspb.RunStatus_RUN_STATUS_SUCCEEDED, e.verdict(r).GetStatus(), r)
 	}
 	require.Len(t, natstest.Read[nixbuspb.RunVerdict](t, e.js, bus.StreamReports, bus.VerdictSubject("ps1")), 1)
+	require.Zero(t, count(t, e.js, bus.StreamBuilds, bus.BuildSubject(x86)), "nothing of ps1 is built")
 }
 
 // TestPlannerSupersedeAfterRestart: the newest run of a change is durable,

@@ -22,7 +22,10 @@ type NixEvalJobs struct {
 	Workers     int
 	MaxMemoryMB int
 	GCRootsDir  string
-	Logger      *slog.Logger
+	// Emit, when set, gets each record as soon as its line is read, and
+	// Result.Records stays empty: memory does not grow with the job count.
+	Emit   func(Record)
+	Logger *slog.Logger
 }
 
 // Args are nix-eval-jobs' arguments for evaluating installable
@@ -57,7 +60,11 @@ func (e *NixEvalJobs) Eval(ctx context.Context, installable string) (Result, err
 		return Result{Evaluator: "nix-eval-jobs"}, &Failure{Msg: fmt.Sprintf("start nix-eval-jobs: %v", err)}
 	}
 	res := Result{Evaluator: "nix-eval-jobs"}
-	res.Records, res.Garbage, err = evaljobs.ParseLines(stdout, func(line []byte, why error) {
+	emit := e.Emit
+	if emit == nil {
+		emit = func(r Record) { res.Records = append(res.Records, r) }
+	}
+	res.Garbage, err = evaljobs.ReadLines(stdout, emit, func(line []byte, why error) {
 		e.Logger.Warn("garbage line from nix-eval-jobs", "line", bus.Truncate(string(line), 300), "err", why)
 	})
 	if err != nil {
