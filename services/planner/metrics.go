@@ -14,6 +14,7 @@ type metrics struct {
 	lag          prometheus.Gauge
 	readDelay    prometheus.Histogram
 	builderSeen  *prometheus.GaugeVec
+	outboxWaits  prometheus.Counter
 }
 
 func newMetrics(r prometheus.Registerer) *metrics {
@@ -53,10 +54,14 @@ func newMetrics(r prometheus.Registerer) *metrics {
 			Name: "nixbus_planner_builder_last_seen_seconds",
 			Help: "Unix time a builder of a system was last heard from (its heartbeat).",
 		}, []string{"system"}),
+		outboxWaits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nixbus_planner_outbox_waits_total",
+			Help: "Times a backlog waiting for the outbox to drain woke up: once per acknowledgement at most, never by polling.",
+		}),
 		lag: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "nixbus_planner_pending_messages", Help: "Messages on the runs stream not yet read by the planner.",
 		}),
 	}
-	r.MustRegister(m.activeRuns, m.building, m.released, m.outcomes, m.verdicts, m.planning, m.resultToNext, m.republished, m.lag, m.readDelay, m.builderSeen)
+	r.MustRegister(m.activeRuns, m.building, m.released, m.outcomes, m.verdicts, m.planning, m.resultToNext, m.republished, m.lag, m.readDelay, m.builderSeen, m.outboxWaits)
 	return m
 }

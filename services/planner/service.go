@@ -199,6 +199,7 @@ func (s *Service) run(ctx context.Context) error {
 		case <-turn:
 			err = st.drain(ctx)
 		case <-drained:
+			s.metrics.outboxWaits.Inc()
 		case m := <-alive:
 			st.builderAlive(m.Data)
 		case <-tick.C:
