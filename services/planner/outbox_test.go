@@ -24,8 +24,8 @@ type retryCounter struct {
 }
 
 func (h *retryCounter) Enabled(context.Context, slog.Level) bool { return true }
-func (h *retryCounter) WithAttrs([]slog.Attr) slog.Handler      { return h }
-func (h *retryCounter) WithGroup(string) slog.Handler           { return h }
+func (h *retryCounter) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *retryCounter) WithGroup(string) slog.Handler            { return h }
 func (h *retryCounter) Handle(_ context.Context, r slog.Record) error {
 	if r.Message == "publish retry" && h.n.Add(1) == 3 {
 		close(h.stuck)
