@@ -163,7 +163,8 @@ func runExample(t *testing.T, srv *natstest.Server, state string) {
 	require.Contains(t, msg, "Failed checks:\n")
 	require.Contains(t, msg, " - broken: build failed: ")
 	require.Contains(t, msg, "(see http://ci.example/logs/"+res.RunID+"/")
-	require.Contains(t, msg, " - after-broken: dependency broken failed\n")
+	// As the original words it, with the failed dependency's log.
+	require.Contains(t, msg, " - after-broken: dependency broken failed (see http://ci.example/logs/"+outcomes["broken"].GetLogKey()+")\n")
 	require.Contains(t, msg, " - eval-error: evaluation error: ")
 	require.NotContains(t, msg, "chain1")
 

@@ -96,7 +96,7 @@ func TestGerritChangesGetVotes(t *testing.T) {
 	require.True(t, strings.HasPrefix(bad.Message, "The result is: FAILURE\n"), bad.Message)
 	require.Contains(t, bad.Message, " - broken: build failed: ")
 	require.Contains(t, bad.Message, "(see http://ci.example/logs/")
-	require.Contains(t, bad.Message, " - after-broken: dependency broken failed\n")
+	require.Regexp(t, `\n - after-broken: dependency broken failed \(see http://ci\.example/logs/[^/\s]+/[0-9a-z]{32}-broken\.drv\)\n`, bad.Message)
 	require.Contains(t, bad.Message, " - eval-error: evaluation error: this job does not evaluate")
 
 	require.Contains(t, []string{"1", "+1"}, good.Labels["Verified"], good.Raw)

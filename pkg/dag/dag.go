@@ -78,6 +78,9 @@ type Outcome struct {
 	Status  Status
 	Failure Failure
 	Reason  string
+	// Cause is, for a skipped job, the job whose failure skipped it (the
+	// one its Reason names); zero otherwise.
+	Cause int32
 }
 
 // Release asks for one derivation to be built.
@@ -390,7 +393,8 @@ func (p *Plan) finish(n int32, s Status, f Failure, reason string, ev *Events) {
 		return
 	}
 	// Name the failed attribute in every skip it causes.
-	skip := "dependency " + p.jobs[p.nodeJobs[p.jobStart[n]]].Attr + " failed"
+	cause := p.nodeJobs[p.jobStart[n]]
+	skip := "dependency " + p.jobs[cause].Attr + " failed"
 	stack := append(p.stack[:0], n)
 	for len(stack) > 0 {
 		m := stack[len(stack)-1]
@@ -399,7 +403,11 @@ func (p *Plan) finish(n int32, s Status, f Failure, reason string, ev *Events) {
 			if p.status[u] != Pending {
 				continue
 			}
+			first := len(ev.Outcomes)
 			p.setStatus(u, Skipped, DependencyFailure, skip, ev)
+			for k := first; k < len(ev.Outcomes); k++ {
+				ev.Outcomes[k].Cause = cause
+			}
 			stack = append(stack, u)
 		}
 	}

@@ -29,6 +29,10 @@ func simulate(t *testing.T, jobs []Job, g Graph, fail map[string]bool) (map[stri
 			attr := jobs[o.Job].Attr
 			_, dup := got[attr]
 			require.False(t, dup, "second outcome for %s", attr)
+			if o.Status == Skipped {
+				require.Equal(t, "dependency "+jobs[o.Cause].Attr+" failed", o.Reason, "a skip's cause is the job it names")
+				require.Equal(t, Failed, p.Status(int(o.Cause)))
+			}
 			got[attr] = result{o.Status, o.Failure, o.Reason}
 		}
 		for _, r := range ev.Releases {

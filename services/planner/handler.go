@@ -459,10 +459,23 @@ func (st *state) enqueue(r *run, ev *dag.Events, res *nixbuspb.BuildResult) {
 		st.s.metrics.building.WithLabelValues(rel.System).Inc()
 	}
 	r.backlog.releases = append(r.backlog.releases, ev.Releases...)
+	// A skipped job links the log of the failure that skipped it, which
+	// is among the outcomes before it (dag.Plan reports a failure, then
+	// its skips).
+	var failedLog map[int32]string
 	for _, o := range ev.Outcomes {
 		q := queuedOutcome{Outcome: o}
-		if res != nil && r.jobs[o.Job].Drv == res.GetDrvPath() && o.Status != dag.Skipped {
+		switch {
+		case o.Status == dag.Skipped:
+			q.logKey = failedLog[o.Cause]
+		case res != nil && r.jobs[o.Job].Drv == res.GetDrvPath():
 			q.logKey, q.durationMs = res.GetLogKey(), res.GetDurationMs()
+		}
+		if o.Status == dag.Failed && q.logKey != "" {
+			if failedLog == nil {
+				failedLog = map[int32]string{}
+			}
+			failedLog[o.Job] = q.logKey
 		}
 		r.backlog.outcomes = append(r.backlog.outcomes, q)
 	}

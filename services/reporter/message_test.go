@@ -16,7 +16,7 @@ func TestMessage(t *testing.T) {
 		{Attr: "broken", Status: nixbuspb.JobStatus_JOB_STATUS_FAILED, Failure: nixbuspb.FailureKind_FAILURE_KIND_BUILD,
 			Reason: "builder for '/nix/store/aaa-broken.drv' failed with exit code 1", LogKey: "r1/aaa-broken.drv"},
 		{Attr: "after-broken", Status: nixbuspb.JobStatus_JOB_STATUS_SKIPPED, Failure: nixbuspb.FailureKind_FAILURE_KIND_DEPENDENCY,
-			Reason: "dependency broken failed"},
+			Reason: "dependency broken failed", LogKey: "r1/aaa-broken.drv"},
 		{Attr: "eval-error", Status: nixbuspb.JobStatus_JOB_STATUS_FAILED, Failure: nixbuspb.FailureKind_FAILURE_KIND_EVAL,
 			Reason: "error: this job does not evaluate"},
 	}
@@ -45,7 +45,7 @@ func TestMessage(t *testing.T) {
 				"The result is: FAILURE\n",
 				"Failed checks:\n",
 				" - broken: build failed: builder for '/nix/store/aaa-broken.drv' failed with exit code 1 (see http://ci/logs/r1/aaa-broken.drv)\n",
-				" - after-broken: dependency broken failed\n",
+				" - after-broken: dependency broken failed (see http://ci/logs/r1/aaa-broken.drv)\n",
 				" - eval-error: evaluation error: error: this job does not evaluate\n",
 			},
 			vote: -1,
