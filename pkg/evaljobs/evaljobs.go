@@ -12,6 +12,7 @@ import (
 	"io"
 	"strings"
 
+	"nixbus.dev/nixbus/pkg/jsontok"
 	"nixbus.dev/nixbus/pkg/nix"
 	"nixbus.dev/nixbus/pkg/printable"
 )
@@ -89,40 +90,38 @@ func ParseLine(line []byte) (Job, error) {
 		outputs             map[string]string
 		isCached, hasCached bool
 	)
-	d := decoder{b: line, quoteAt: -1}
-	err := d.object(func(key []byte) error {
+	var sc jsontok.Scanner
+	sc.ResetBytes(line, jsontok.Limits{})
+	err := sc.Members(func(key []byte) error {
 		var err error
 		switch string(key) {
 		case "attr":
-			attr, _, err = d.optStr()
+			attr, _, err = optStr(&sc)
 		case "attrPath":
-			job.AttrPath, err = d.optStrs()
+			job.AttrPath, err = optStrs(&sc)
 		case "drvPath":
-			job.DrvPath, _, err = d.optStr()
+			job.DrvPath, _, err = optStr(&sc)
 		case "name":
-			job.Name, _, err = d.optStr()
+			job.Name, _, err = optStr(&sc)
 		case "system":
-			job.System, _, err = d.optStr()
+			job.System, _, err = optStr(&sc)
 		case "error":
-			if hasErr, err = d.notNull(); err == nil && hasErr {
-				errMsg, _, err = d.optStr()
+			if hasErr, err = notNull(&sc); err == nil && hasErr {
+				errMsg, _, err = optStr(&sc)
 			}
 		case "outputs":
-			outputs, err = d.optOutputs()
+			outputs, err = optOutputs(&sc)
 		case "isCached":
-			isCached, hasCached, err = d.optBool()
+			isCached, hasCached, err = optBool(&sc)
 		case "cacheStatus":
-			cacheStatus, _, err = d.optStr()
+			cacheStatus, _, err = optStr(&sc)
 		default:
-			err = d.skip()
+			err = sc.Skip()
 		}
 		return err
 	})
 	if err == nil {
-		d.ws()
-		if d.pos != len(d.b) {
-			err = fmt.Errorf("unexpected %q after the object", d.b[d.pos])
-		}
+		err = sc.Expect(jsontok.End)
 	}
 	if err != nil {
 		return Job{}, fmt.Errorf("not a JSON object: %w", err)

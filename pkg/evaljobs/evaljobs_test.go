@@ -277,3 +277,15 @@ func TestLongNamesStayUniqueAndBounded(t *testing.T) {
 	require.LessOrEqual(t, len(n1), MaxAttrBytes)
 	require.Equal(t, "short", AttrName([]string{"short"}))
 }
+
+func BenchmarkParseLine(b *testing.B) {
+	line := []byte(`{"attr": "pkgs.pkg12345", "attrPath": ["pkgs", "pkg12345"], "drvPath": "/nix/store/j0000000000000000000000000012345-pkg12345.drv", ` +
+		`"name": "pkg12345-1.0", "outputs": {"out": "/nix/store/j0000000000000000000000000012345-pkg12345"}, "system": "x86_64-linux", "isCached": false}`)
+	b.SetBytes(int64(len(line)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseLine(line); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

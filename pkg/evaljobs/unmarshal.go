@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+
+	"nixbus.dev/nixbus/pkg/jsontok"
 )
 
 // Unmarshal is json.Unmarshal for what Nix prints (`nix eval --json`): it
@@ -18,30 +20,32 @@ func Unmarshal(data []byte, v any) error {
 	if rv.Kind() != reflect.Pointer || rv.IsNil() {
 		return errors.New("evaljobs.Unmarshal: need a non-nil pointer")
 	}
-	d := decoder{b: data, quoteAt: -1}
+	d := decoder{sc: jsontok.NewBytes(data, jsontok.Limits{})}
 	if err := d.value(rv.Elem()); err != nil {
-		return fmt.Errorf("decode JSON at byte %d: %w", d.pos, err)
+		return fmt.Errorf("decode JSON: %w", err)
 	}
-	d.ws()
-	if d.pos != len(d.b) {
-		return fmt.Errorf("decode JSON: unexpected data at byte %d", d.pos)
+	if err := d.sc.Expect(jsontok.End); err != nil {
+		return fmt.Errorf("decode JSON: %w", err)
 	}
 	return nil
 }
 
+type decoder struct{ sc *jsontok.Scanner }
+
 func (d *decoder) value(v reflect.Value) error {
-	c, err := d.peek()
+	at := d.sc.Offset()
+	k, err := d.sc.Peek()
 	if err != nil {
 		return err
 	}
-	if c == 'n' {
-		if err := d.literal("null"); err != nil {
-			return err
-		}
+	if k == jsontok.Null {
 		v.SetZero()
-		return nil
+		_, err := d.sc.Next()
+		return err
 	}
-	mismatch := func() error { return fmt.Errorf("cannot put a JSON value starting %q into %s", c, v.Type()) }
+	mismatch := func() error {
+		return fmt.Errorf("at byte %d: cannot put a JSON %s into %s", at, k, v.Type())
+	}
 	switch v.Kind() {
 	case reflect.Pointer:
 		if v.IsNil() {
@@ -61,27 +65,23 @@ func (d *decoder) value(v reflect.Value) error {
 		}
 		return nil
 	case reflect.String:
-		if c != '"' {
+		if k != jsontok.String {
 			return mismatch()
 		}
-		s, err := d.str()
-		if err != nil {
+		if _, err := d.sc.Next(); err != nil {
 			return err
 		}
-		v.SetString(s)
+		v.SetString(d.sc.Text())
 		return nil
 	case reflect.Bool:
-		switch c {
-		case 't':
-			v.SetBool(true)
-			return d.literal("true")
-		case 'f':
-			v.SetBool(false)
-			return d.literal("false")
+		if k != jsontok.True && k != jsontok.False {
+			return mismatch()
 		}
-		return mismatch()
+		v.SetBool(k == jsontok.True)
+		_, err := d.sc.Next()
+		return err
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		n, err := d.number()
+		n, err := d.number(k, mismatch)
 		if err != nil {
 			return err
 		}
@@ -92,7 +92,7 @@ func (d *decoder) value(v reflect.Value) error {
 		v.SetInt(i)
 		return nil
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		n, err := d.number()
+		n, err := d.number(k, mismatch)
 		if err != nil {
 			return err
 		}
@@ -103,7 +103,7 @@ func (d *decoder) value(v reflect.Value) error {
 		v.SetUint(u)
 		return nil
 	case reflect.Float32, reflect.Float64:
-		n, err := d.number()
+		n, err := d.number(k, mismatch)
 		if err != nil {
 			return err
 		}
@@ -114,22 +114,22 @@ func (d *decoder) value(v reflect.Value) error {
 		v.SetFloat(f)
 		return nil
 	case reflect.Slice:
-		if c != '[' {
+		if k != jsontok.ArrayStart {
 			return mismatch()
 		}
 		v.Set(reflect.MakeSlice(v.Type(), 0, 0))
-		return d.array(func() error {
+		return d.sc.Elements(func() error {
 			v.Set(reflect.Append(v, reflect.Zero(v.Type().Elem())))
 			return d.value(v.Index(v.Len() - 1))
 		})
 	case reflect.Map:
-		if c != '{' || v.Type().Key().Kind() != reflect.String {
+		if k != jsontok.ObjectStart || v.Type().Key().Kind() != reflect.String {
 			return mismatch()
 		}
 		if v.IsNil() {
 			v.Set(reflect.MakeMap(v.Type()))
 		}
-		return d.object(func(key []byte) error {
+		return d.sc.Members(func(key []byte) error {
 			k := reflect.New(v.Type().Key()).Elem()
 			k.SetString(string(key))
 			e := reflect.New(v.Type().Elem()).Elem()
@@ -140,13 +140,13 @@ func (d *decoder) value(v reflect.Value) error {
 			return nil
 		})
 	case reflect.Struct:
-		if c != '{' {
+		if k != jsontok.ObjectStart {
 			return mismatch()
 		}
-		return d.object(func(key []byte) error {
+		return d.sc.Members(func(key []byte) error {
 			f, ok := field(v, string(key))
 			if !ok {
-				return d.skip()
+				return d.sc.Skip()
 			}
 			return d.value(f)
 		})
@@ -181,85 +181,54 @@ func field(v reflect.Value, key string) (reflect.Value, bool) {
 	return fold, fold.IsValid()
 }
 
-// array reads [elem, ...], calling elem for each element.
-func (d *decoder) array(elem func() error) error {
-	if err := d.expect('['); err != nil {
-		return err
+// number reads the next number token; a value of another kind is a
+// mismatch.
+func (d *decoder) number(k jsontok.Kind, mismatch func() error) (string, error) {
+	if k != jsontok.Number {
+		return "", mismatch()
 	}
-	if c, err := d.peek(); err != nil {
-		return err
-	} else if c == ']' {
-		d.pos++
-		return nil
+	if _, err := d.sc.Next(); err != nil {
+		return "", err
 	}
-	for {
-		if err := elem(); err != nil {
-			return err
-		}
-		c, err := d.peek()
-		if err != nil {
-			return err
-		}
-		d.pos++
-		switch c {
-		case ',':
-		case ']':
-			return nil
-		default:
-			return fmt.Errorf("expected ',' or ']', found %q", c)
-		}
-	}
-}
-
-// number returns the next number token.
-func (d *decoder) number() (string, error) {
-	d.ws()
-	start := d.pos
-	for d.pos < len(d.b) && strings.IndexByte("-+.0123456789eE", d.b[d.pos]) >= 0 {
-		d.pos++
-	}
-	if d.pos == start {
-		return "", errors.New("expected a number")
-	}
-	return string(d.b[start:d.pos]), nil
+	return d.sc.Text(), nil
 }
 
 // anyValue reads any value as encoding/json does into an any (numbers as
 // float64), keeping string bytes.
 func (d *decoder) anyValue() (any, error) {
-	c, err := d.peek()
+	k, err := d.sc.Peek()
 	if err != nil {
 		return nil, err
 	}
-	switch c {
-	case '{':
+	switch k {
+	case jsontok.ObjectStart:
 		m := map[string]any{}
-		err := d.object(func(key []byte) error {
+		err := d.sc.Members(func(key []byte) error {
+			name := string(key)
 			x, err := d.anyValue()
-			m[string(key)] = x
+			m[name] = x
 			return err
 		})
 		return m, err
-	case '[':
+	case jsontok.ArrayStart:
 		s := []any{}
-		err := d.array(func() error {
+		err := d.sc.Elements(func() error {
 			x, err := d.anyValue()
 			s = append(s, x)
 			return err
 		})
 		return s, err
-	case '"':
-		return d.str()
-	case 't', 'f':
-		var b bool
-		err := d.value(reflect.ValueOf(&b).Elem())
-		return b, err
-	case 'n':
-		return nil, d.literal("null")
 	}
-	n, err := d.number()
-	if err != nil {
+	if _, err := d.sc.Next(); err != nil {
 		return nil, err
 	}
-	return strconv.ParseFloat(n, 64)
+	switch k {
+	case jsontok.String:
+		return d.sc.Text(), nil
+	case jsontok.True, jsontok.False:
+		return k == jsontok.True, nil
+	case jsontok.Null:
+		return nil, nil
+	}
+	return strconv.ParseFloat(d.sc.Text(), 64)
 }
