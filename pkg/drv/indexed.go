@@ -3,55 +3,67 @@ package drv
 import (
 	"context"
 	"fmt"
-	"hash/maphash"
 )
 
 // IndexedGraph is a derivation graph with its derivations numbered in the
 // order they were first mentioned and their inputs held as numbers, so
-// that walking it costs no string hashing. Derivations are looked up by a
-// 128-bit hash of their path under random seeds, kept inline in the map:
-// one memory access per lookup instead of two, and two paths that collide
-// (a chance of about n²/2¹²⁸) cannot be chosen by whoever wrote the graph.
+// that walking it costs no string hashing. Paths are numbered by a
+// pathTable.
 type IndexedGraph struct {
 	paths []string
-	ids   map[[2]uint64]int32
-	seeds [2]maphash.Seed
+	tab   pathTable
 	// Inputs of n: inputs[first[n] : first[n]+count[n]]; count -1 for a
 	// derivation only mentioned as an input (a leaf).
 	first, count []int32
 	inputs       []int32
 	defined      int
+	// Reused by idBatch.
+	keys  []pathKey
+	touch uint64
 }
 
 func newIndexedGraph(hint int) *IndexedGraph {
 	return &IndexedGraph{
-		ids:   make(map[[2]uint64]int32, hint),
-		seeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()},
+		tab:   newPathTable(hint),
 		paths: make([]string, 0, hint), first: make([]int32, 0, hint), count: make([]int32, 0, hint),
 	}
 }
 
-// idBytes numbers the derivation at full path p, adding it if new.
-func (g *IndexedGraph) idBytes(p []byte) int32 {
-	k := [2]uint64{maphash.Bytes(g.seeds[0], p), maphash.Bytes(g.seeds[1], p)}
-	if n, ok := g.ids[k]; ok {
-		return n
-	}
-	return g.add(k, string(p))
-}
-
 // id numbers the derivation at full path p, adding it if new.
 func (g *IndexedGraph) id(p string) int32 {
-	k := [2]uint64{maphash.String(g.seeds[0], p), maphash.String(g.seeds[1], p)}
-	if n, ok := g.ids[k]; ok {
+	k := g.tab.keyString(p)
+	if n, ok := g.tab.find(k); ok {
 		return n
 	}
 	return g.add(k, p)
 }
 
-func (g *IndexedGraph) add(k [2]uint64, p string) int32 {
+// idBatch numbers the derivations at the full paths held in buf, the i-th
+// ending at ends[i], adding those that are new, and appends their numbers
+// to out. Looking many up at once lets their cache misses overlap.
+func (g *IndexedGraph) idBatch(buf []byte, ends []int, out []int32) []int32 {
+	g.keys = g.keys[:0]
+	start := 0
+	for _, e := range ends {
+		g.keys = append(g.keys, g.tab.keyBytes(buf[start:e]))
+		start = e
+	}
+	g.touch += g.tab.touch(g.keys)
+	start = 0
+	for i, k := range g.keys {
+		n, ok := g.tab.find(k)
+		if !ok {
+			n = g.add(k, string(buf[start:ends[i]]))
+		}
+		out = append(out, n)
+		start = ends[i]
+	}
+	return out
+}
+
+func (g *IndexedGraph) add(k pathKey, p string) int32 {
 	n := int32(len(g.paths))
-	g.ids[k] = n
+	g.tab.insert(k, n)
 	g.paths = append(g.paths, p)
 	g.first = append(g.first, 0)
 	g.count = append(g.count, -1)
@@ -60,8 +72,7 @@ func (g *IndexedGraph) add(k [2]uint64, p string) int32 {
 
 // lookup returns p's number, if the graph mentions p.
 func (g *IndexedGraph) lookup(p string) (int32, bool) {
-	n, ok := g.ids[[2]uint64{maphash.String(g.seeds[0], p), maphash.String(g.seeds[1], p)}]
-	return n, ok
+	return g.tab.find(g.tab.keyString(p))
 }
 
 // setInputs records ins as n's inputs, replacing any earlier ones.
