@@ -3,6 +3,7 @@
 package natstest
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"slices"
@@ -160,34 +161,46 @@ func Read[T any, P interface {
 	proto.Message
 }](t testing.TB, js jetstream.JetStream, stream, subject string) []P {
 	t.Helper()
-	ctx := t.Context()
+	out, err := TryRead[T, P](t.Context(), js, stream, subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TryRead is Read for a require.Eventually condition, which must not fail
+// the test: it returns the error instead.
+func TryRead[T any, P interface {
+	*T
+	proto.Message
+}](ctx context.Context, js jetstream.JetStream, stream, subject string) ([]P, error) {
 	s, err := js.Stream(ctx, stream)
 	if err != nil {
-		t.Fatalf("read %s: %v", subject, err)
+		return nil, fmt.Errorf("read %s: %w", subject, err)
 	}
 	info, err := s.Info(ctx, jetstream.WithSubjectFilter(subject))
 	if err != nil {
-		t.Fatalf("read %s: %v", subject, err)
+		return nil, fmt.Errorf("read %s: %w", subject, err)
 	}
 	n := int(info.State.Subjects[subject])
 	out := make([]P, 0, n)
 	if n == 0 {
-		return out
+		return out, nil
 	}
 	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
 	if err != nil {
-		t.Fatalf("read %s: %v", subject, err)
+		return nil, fmt.Errorf("read %s: %w", subject, err)
 	}
 	for len(out) < n {
 		msg, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
 		if err != nil {
-			t.Fatalf("read %s: %d of %d messages: %v", subject, len(out), n, err)
+			return nil, fmt.Errorf("read %s: %d of %d messages: %w", subject, len(out), n, err)
 		}
 		p := P(new(T))
 		if err := bus.Decode(msg.Data(), p); err != nil {
-			t.Fatalf("read %s: %v", subject, err)
+			return nil, fmt.Errorf("read %s: %w", subject, err)
 		}
 		out = append(out, p)
 	}
-	return out
+	return out, nil
 }

@@ -161,8 +161,9 @@ func waitResults(t *testing.T, js jetstream.JetStream, run string, n int) map[st
 	t.Helper()
 	var got []*nixbuspb.BuildResult
 	require.Eventually(t, func() bool {
-		got = results(t, js, run)
-		return len(got) >= n
+		var err error
+		got, err = natstest.TryRead[nixbuspb.BuildResult](t.Context(), js, bus.StreamRuns, bus.RunSubject(run, bus.RunResultKind))
+		return err == nil && len(got) >= n
 	}, 90*time.Second, 100*time.Millisecond, "waiting for %d results of %s", n, run)
 	byDrv := map[string]*nixbuspb.BuildResult{}
 	for _, r := range got {

@@ -88,7 +88,7 @@ func TestPlannerNoBuilder(t *testing.T) {
 	e.job("r1", &nixbuspb.Job{Attr: "after-arm", DrvPath: drv("after-arm"), System: x86, DependsOn: []string{drv("arm")}})
 	e.evalDone("r1", 3, "")
 	require.Eventually(t, func() bool {
-		return count(t, e.js, bus.StreamBuilds, bus.BuildSubject(x86)) == 1 && count(t, e.js, bus.StreamBuilds, bus.BuildSubject(arm)) == 1
+		return e.stored(bus.StreamBuilds, bus.BuildSubject(x86)) == 1 && e.stored(bus.StreamBuilds, bus.BuildSubject(arm)) == 1
 	}, 10*time.Second, 10*time.Millisecond)
 
 	// Six minutes on, x86 builders still announce themselves.
@@ -96,7 +96,7 @@ func TestPlannerNoBuilder(t *testing.T) {
 	e.alive(reg, c, x86)
 	// Twelve: no arm builder was ever heard; x86 ones 6 minutes ago.
 	c.add(6 * time.Minute)
-	require.Eventually(t, func() bool { return len(e.outcomes("r1")) == 2 }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return e.stored(bus.StreamReports, bus.OutcomeSubject("r1")) == 2 }, 10*time.Second, 10*time.Millisecond)
 	got := e.outcomes("r1")
 	require.Equal(t, nixbuspb.JobStatus_JOB_STATUS_FAILED, got["arm"].GetStatus())
 	require.Equal(t, "no builder for system aarch64-linux: none seen for 10m0s", got["arm"].GetReason())
@@ -131,12 +131,12 @@ func TestPlannerRunDeadline(t *testing.T) {
 	e.evalDone("stuck", 3, "")
 	e.startRun("no-eval", &nixbuspb.ChangeEvent{Project: "p", Change: 5, Patchset: 1})
 	require.Eventually(t, func() bool {
-		return count(t, e.js, bus.StreamBuilds, bus.BuildSubject(x86)) == 2
+		return e.stored(bus.StreamBuilds, bus.BuildSubject(x86)) == 2
 	}, 10*time.Second, 10*time.Millisecond)
 	// c is built; a and b never are.
 	e.publish(bus.RunSubject("stuck", bus.RunResultKind), bus.MsgIDResult("stuck", drv("c")),
 		&nixbuspb.BuildResult{RunId: "stuck", DrvPath: drv("c"), System: x86, Status: nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED})
-	require.Eventually(t, func() bool { return len(e.outcomes("stuck")) == 1 }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return e.stored(bus.StreamReports, bus.OutcomeSubject("stuck")) == 1 }, 10*time.Second, 10*time.Millisecond)
 
 	c.add(time.Hour + time.Second)
 	v := e.verdict("stuck")

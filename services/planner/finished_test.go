@@ -111,7 +111,7 @@ func TestPlannerReplayBound(t *testing.T) {
 	e.job("old", &nixbuspb.Job{Attr: "a", DrvPath: drv("a"), System: x86})
 	e.evalDone("old", 1, "")
 	require.Eventually(t, func() bool {
-		return count(t, e.js, bus.StreamBuilds, bus.BuildSubject(x86)) == 1
+		return e.stored(bus.StreamBuilds, bus.BuildSubject(x86)) == 1
 	}, 10*time.Second, 10*time.Millisecond)
 	stop()
 
@@ -129,20 +129,8 @@ func TestPlannerReplayBound(t *testing.T) {
 	e.evalDone("new", 0, "")
 	e.verdict("new")
 	require.Eventually(t, func() bool {
-		return gaugeValue(t, reg, "nixbus_planner_active_runs") == 0
+		v, err := tryGauge(reg, "nixbus_planner_active_runs")
+		return err == nil && v == 0
 	}, 5*time.Second, 10*time.Millisecond, "the old run was read again")
 	require.Empty(t, natstest.Read[nixbuspb.RunVerdict](t, e.js, bus.StreamReports, bus.VerdictSubject("old")))
-}
-
-func gaugeValue(t *testing.T, g prometheus.Gatherer, name string) float64 {
-	t.Helper()
-	mfs, err := g.Gather()
-	require.NoError(t, err)
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			return mf.GetMetric()[0].GetGauge().GetValue()
-		}
-	}
-	t.Fatalf("no metric %s", name)
-	return 0
 }

@@ -2,12 +2,14 @@ package planner
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -100,11 +102,53 @@ func (e *env) verdict(run string) *nixbuspb.RunVerdict {
 // count returns how many messages stream holds on subject.
 func count(t *testing.T, js jetstream.JetStream, stream, subject string) int {
 	t.Helper()
-	s, err := js.Stream(t.Context(), stream)
+	n, err := stored(t.Context(), js, stream, subject)
 	require.NoError(t, err)
-	info, err := s.Info(t.Context(), jetstream.WithSubjectFilter(subject))
+	return n
+}
+
+func stored(ctx context.Context, js jetstream.JetStream, stream, subject string) (int, error) {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return 0, err
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		return 0, err
+	}
+	return int(info.State.Subjects[subject]), nil
+}
+
+// stored is count for a require.Eventually condition, which must not fail
+// the test: -1 if the stream cannot be read.
+func (e *env) stored(stream, subject string) int {
+	n, err := stored(e.t.Context(), e.js, stream, subject)
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+// gauge is the value of the gauge name in g, failing the test if there is
+// none; tryGauge is it for a require.Eventually condition.
+func gauge(t *testing.T, g prometheus.Gatherer, name string) float64 {
+	t.Helper()
+	v, err := tryGauge(g, name)
 	require.NoError(t, err)
-	return int(info.State.Subjects[subject])
+	return v
+}
+
+func tryGauge(g prometheus.Gatherer, name string) (float64, error) {
+	mfs, err := g.Gather()
+	if err != nil {
+		return 0, err
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetGauge().GetValue(), nil
+		}
+	}
+	return 0, fmt.Errorf("no metric %s", name)
 }
 
 // outcomes returns a run's outcomes by attr, asserting one per attr.

@@ -295,7 +295,7 @@ func TestPlannerCancel(t *testing.T) {
 	e.job("r1", &nixbuspb.Job{Attr: "b", DrvPath: drv("b"), System: x86, DependsOn: []string{drv("a")}})
 	e.evalDone("r1", 2, "")
 	require.Eventually(t, func() bool {
-		return count(t, e.js, bus.StreamBuilds, bus.BuildSubject(x86)) == 1
+		return e.stored(bus.StreamBuilds, bus.BuildSubject(x86)) == 1
 	}, 10*time.Second, 10*time.Millisecond)
 	e.publish(bus.RunSubject("r1", bus.RunCancelKind), bus.MsgIDCancel("r1"), &nixbuspb.Cancel{RunId: "r1", Reason: "operator"})
 	v := e.verdict("r1")
@@ -360,7 +360,7 @@ func TestPlannerRestart(t *testing.T) {
 	})
 
 	// Stop once part of the run is done.
-	require.Eventually(t, func() bool { return len(e.outcomes(run)) >= 40 }, 20*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return e.stored(bus.StreamReports, bus.OutcomeSubject(run)) >= 40 }, 20*time.Second, 5*time.Millisecond)
 	stop()
 	close(hold)
 	kv, err := e.js.KeyValue(t.Context(), bus.PlannerBucket)
@@ -469,22 +469,12 @@ func TestPlannerRunsDoNotWaitForEachOther(t *testing.T) {
 	got := e.outcomes("held")
 	require.Len(t, got, 3)
 	require.Equal(t, "held/a", got["a"].GetLogKey(), "a's outcome comes from its replayed result")
-	require.Eventually(t, func() bool { return gauge(t, reg, "nixbus_planner_active_runs") == 0 }, 5*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool {
+		v, err := tryGauge(reg, "nixbus_planner_active_runs")
+		return err == nil && v == 0
+	}, 5*time.Second, 5*time.Millisecond)
 	require.Equal(t, map[string]int{
 		"held/" + drv("b"): 1, "held/" + drv("c"): 1, "free/" + drv("d"): 1, "free/" + drv("e"): 1, "held-ps2/" + drv("x2"): 1,
 	}, b.counts(), "a is not released again; the cancelled run releases nothing")
 	require.Empty(t, e.outcomes("held-ps1"))
-}
-
-func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	require.NoError(t, err)
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			return mf.GetMetric()[0].GetGauge().GetValue()
-		}
-	}
-	t.Fatalf("no metric %s", name)
-	return 0
 }
