@@ -51,11 +51,10 @@ func TestClusterSurvivesRunsLeaderLoss(t *testing.T) {
 	}
 
 	m := newMarks(t)
-	release := filepath.Join(string(m), "release")
 	g := gerrittest.Start(t, gerrittest.Options{})
 	repo := g.CreateProject(t, "demo")
 	ps := repo.UploadPatchset(t, 51, 1, flake(t, map[string]string{
-		"gate":  m.script("gate", "while [ ! -e "+release+" ]; do sleep 0.1; done; echo gate > $out"),
+		"gate":  m.script("gate", m.hold("gate")+"; echo gate > $out"),
 		"after": "cat ${gate} > $out",
 		"quick": "echo quick > $out",
 		"bad":   "exit 1",
@@ -98,7 +97,7 @@ func TestClusterSurvivesRunsLeaderLoss(t *testing.T) {
 	require.NotNil(t, leader, "leader %q", info.Cluster.Leader)
 	t.Logf("stopping %s, leader of %s", leader.Name(), bus.StreamRuns)
 	leader.Stop()
-	require.NoError(t, os.WriteFile(release, nil, 0o644))
+	m.release(t, "gate")
 
 	// The test's own client goes to a node that is still up.
 	for _, n := range cl.Nodes {
@@ -107,17 +106,21 @@ func TestClusterSurvivesRunsLeaderLoss(t *testing.T) {
 			break
 		}
 	}
-	v := waitVerdict(t, js, 3*time.Minute)
-	// A new leader took over the runs stream and answers before it is read.
+	// A new leader took over the runs stream, and the streams the test
+	// reads answer (the lost node may have led the cluster's JetStream
+	// API too: until a new one is elected, nothing answers).
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		runs, err := js.Stream(t.Context(), bus.StreamRuns)
-		require.NoError(c, err)
-		info, err := runs.Info(t.Context())
-		require.NoError(c, err)
-		require.NotNil(c, info.Cluster)
-		assert.NotEmpty(c, info.Cluster.Leader)
-		assert.NotEqual(c, leader.Name(), info.Cluster.Leader, "a new leader took over")
+		for _, name := range []string{bus.StreamRuns, bus.StreamReports} {
+			s, err := js.Stream(t.Context(), name)
+			require.NoError(c, err)
+			info, err := s.Info(t.Context())
+			require.NoError(c, err)
+			require.NotNil(c, info.Cluster)
+			assert.NotEmpty(c, info.Cluster.Leader, name)
+			assert.NotEqual(c, leader.Name(), info.Cluster.Leader, "a new leader of %s took over", name)
+		}
 	}, time.Minute, 50*time.Millisecond)
+	v := waitVerdict(t, js, 3*time.Minute)
 	requireRunOnce(t, js, v, map[string]nixbuspb.JobStatus{
 		"gate": nixbuspb.JobStatus_JOB_STATUS_SUCCEEDED, "after": nixbuspb.JobStatus_JOB_STATUS_SUCCEEDED,
 		"quick": nixbuspb.JobStatus_JOB_STATUS_SUCCEEDED, "bad": nixbuspb.JobStatus_JOB_STATUS_FAILED,

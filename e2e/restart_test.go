@@ -38,6 +38,7 @@ func TestRestartNATSOutage(t *testing.T) {
 
 	m.wait(t, "slow", "started", 1)
 	srv.Stop()
+	m.release(t, "slow")
 	m.wait(t, "slow", "done", 1)
 	// The builder removes a build's log file once it is done with the
 	// request: here, once it gave up storing the result in the outage.
@@ -85,6 +86,7 @@ func TestRestartKilledProcesses(t *testing.T) {
 	// JetStream hands the killed build to the new builder once its ack
 	// wait runs out, and it is built from scratch.
 	m.wait(t, "slow", "started", 2)
+	m.release(t, "slow")
 	// Both free jobs get their results while the planner is dead ("after"
 	// needs the planner to release it).
 	run := onlyRun(t, js)
@@ -205,16 +207,17 @@ func (h *holdFirst) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// slowChange uploads a patchset of a new project whose job "slow" takes
-// 3s and marks its start and end in the returned marks, whose "after"
-// depends on "slow", and whose job named other runs script on its own.
+// slowChange uploads a patchset of a new project whose job "slow" marks
+// its start and end in the returned marks and is held in between until
+// m.release(t, "slow"), whose "after" depends on "slow", and whose job
+// named other runs script on its own.
 func slowChange(t *testing.T, change int64, other, script string) (*gerrittest.Server, marks, gerrittest.Event) {
 	t.Helper()
 	m := newMarks(t)
 	g := gerrittest.Start(t, gerrittest.Options{})
 	repo := g.CreateProject(t, "demo")
 	ps := repo.UploadPatchset(t, change, 1, flake(t, map[string]string{
-		"slow":  m.script("slow", "sleep 3; echo slow > $out"),
+		"slow":  m.script("slow", m.hold("slow")+"; echo slow > $out"),
 		"after": "cat ${slow} > $out",
 		other:   script,
 	}))
@@ -242,6 +245,18 @@ func (m marks) script(job, body string) string {
 		return "mktemp -p " + string(m) + " " + job + "." + what + ".XXXXXX >/dev/null"
 	}
 	return mark("started") + "; " + body + "; " + mark("done")
+}
+
+// hold is a script that waits until the test calls release for job: a
+// build held at a point the test chose, for as long as the test needs.
+func (m marks) hold(job string) string {
+	return "while [ ! -e " + filepath.Join(string(m), job+".release") + " ]; do sleep 0.05; done"
+}
+
+// release lets every build of job held with hold go on.
+func (m marks) release(t *testing.T, job string) {
+	t.Helper()
+	require.NoError(t, os.WriteFile(filepath.Join(string(m), job+".release"), nil, 0o644))
 }
 
 func (m marks) count(job, what string) int {
