@@ -94,9 +94,10 @@ func mainErr(t *testing.T, args ...string) (int, string) {
 func TestLogsFollowLive(t *testing.T) {
 	srv := natstest.Start(t)
 	startInstances(t, srv.URL, t.TempDir(), nil)
-	// The build outlives the 30 s a JetStream fetch waits by default, so
-	// logs -f must wait past a silence; -f reads it while it runs.
-	dir := flake(t, map[string]string{"slow": "echo started-building; sleep 32; echo finished-building; echo ok > $out"})
+	// The build is held until -f has shown its first line; waiting past a
+	// long silence is internal/app's TestFollowLogWaitsPastSilence.
+	m := newMarks(t)
+	dir := flake(t, map[string]string{"slow": "echo started-building; " + m.hold("slow") + "; echo finished-building; echo ok > $out"})
 	code, out, errOut := mainOut(t, "trigger", "--nats.url", srv.URL, "--local-path", dir)
 	require.Equal(t, 0, code, out+errOut)
 	runID := regexp.MustCompile(`(?m)^run (r[0-9a-f]+)$`).FindStringSubmatch(out)
@@ -123,6 +124,7 @@ func TestLogsFollowLive(t *testing.T) {
 		t.Log(sc.Text())
 	}
 	require.Equal(t, "slow> started-building", sc.Text(), "a line of the log while the build runs")
+	m.release(t, "slow")
 	var rest []string
 	for sc.Scan() {
 		rest = append(rest, sc.Text())

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -37,7 +38,7 @@ func logsCommand(ctx context.Context, args []string, stdout, stderr *os.File) er
 		return err
 	}
 	if *follow {
-		return followLog(ctx, js, runID, drv, stdout)
+		return followLog(ctx, js, runID, drv, stdout, 0)
 	}
 	store, err := js.ObjectStore(ctx, bus.LogBucket)
 	if err != nil {
@@ -79,13 +80,18 @@ func jobDrv(ctx context.Context, js jetstream.JetStream, runID, attr string) (st
 
 // followLog copies the live log chunks of drv's build to w until the
 // final chunk of an attempt. When a newer attempt starts, it says so and
-// goes on with that one.
-func followLog(ctx context.Context, js jetstream.JetStream, runID, drv string, w io.Writer) error {
+// goes on with that one. A silence of any length is waited out: each pull
+// lasts expiry (0: nats.go's 30 s) and is renewed until the final chunk.
+func followLog(ctx context.Context, js jetstream.JetStream, runID, drv string, w io.Writer, expiry time.Duration) error {
 	cons, err := js.OrderedConsumer(ctx, bus.StreamLogs, jetstream.OrderedConsumerConfig{FilterSubjects: []string{bus.LogSubject(runID, drv)}})
 	if err != nil {
 		return fmt.Errorf("follow log: %w", err)
 	}
-	it, err := cons.Messages()
+	var opts []jetstream.PullMessagesOpt
+	if expiry > 0 {
+		opts = append(opts, jetstream.PullExpiry(expiry))
+	}
+	it, err := cons.Messages(opts...)
 	if err != nil {
 		return fmt.Errorf("follow log: %w", err)
 	}
