@@ -104,3 +104,21 @@ func TestKnownSetForgetsTheOldest(t *testing.T) {
 	require.Equal(t, []string{"a", "b", "c"}, k.missing([]string{"a", "b", "c", "d", "e", "f"}))
 	require.True(t, k.has("f"))
 }
+
+func TestWithSecretKey(t *testing.T) {
+	for _, tc := range []struct {
+		url, key, want string
+		signs          bool
+	}{
+		{"file:///var/cache", "/run/key", "file:///var/cache?secret-key=%2Frun%2Fkey", true},
+		{"file:///c?compression=zstd", "/k", "file:///c?compression=zstd&secret-key=%2Fk", true},
+		// Nix percent-decodes the value: no character of the path may
+		// end it or change it.
+		{"file:///c", "/a b%c/k&e+y=?#", "file:///c?secret-key=%2Fa%20b%25c%2Fk%26e%2By%3D%3F%23", true},
+		{"file:///c?secret-key=/other", "/k", "file:///c?secret-key=/other", false},
+	} {
+		got, signs := withSecretKey(tc.url, tc.key)
+		require.Equal(t, tc.want, got, tc.url)
+		require.Equal(t, tc.signs, signs, tc.url)
+	}
+}

@@ -43,7 +43,6 @@ type pathInfo struct {
 	NarHash    string   `json:"narHash"`
 	NarSize    int64    `json:"narSize"`
 	References []string `json:"references"`
-	Signatures []string `json:"signatures"`
 }
 
 const (
@@ -195,23 +194,11 @@ func topoOrder(infos map[string]*pathInfo, paths []string) []string {
 	return out
 }
 
-// uploadPaths signs what lacks the key's signature, stages the paths with
-// nix copy and uploads the staged files. paths are in topological order.
+// uploadPaths stages the paths with nix copy, which signs them (the
+// staging cache's secret-key), and uploads the staged files. paths are in
+// topological order.
 func (k *s3Sink) uploadPaths(ctx context.Context, infos map[string]*pathInfo, paths []string) error {
 	s := k.s
-	keyName, _, _ := strings.Cut(s.publicKey, ":")
-	var unsigned []string
-	for _, p := range paths {
-		if !slices.ContainsFunc(infos[p].Signatures, func(sig string) bool { return strings.HasPrefix(sig, keyName+":") }) {
-			unsigned = append(unsigned, p)
-		}
-	}
-	for chunk := range slices.Chunk(unsigned, maxArgPaths) {
-		sign := append([]string{"--key-file", s.cfg.SecretKeyFile, "--"}, chunk...)
-		if err := s.nixStep(ctx, "sign", []string{"store", "sign"}, sign, len(chunk)); err != nil {
-			return fmt.Errorf("sign outputs: %w", err)
-		}
-	}
 	if err := os.MkdirAll(s.cfg.StagingDir, 0o700); err != nil {
 		return fmt.Errorf("staging dir: %w", err)
 	}
@@ -227,6 +214,7 @@ func (k *s3Sink) uploadPaths(ctx context.Context, infos map[string]*pathInfo, pa
 	if k.loc.ParallelCompression {
 		dest += "&parallel-compression=true"
 	}
+	dest, _ = withSecretKey(dest, s.cfg.SecretKeyFile)
 	for chunk := range slices.Chunk(paths, maxArgPaths) {
 		copyArgs := append([]string{"--no-recursive", "--to", dest, "--"}, chunk...)
 		if err := s.nixStep(ctx, "copy", []string{"copy"}, copyArgs, len(chunk)); err != nil {

@@ -95,7 +95,7 @@ func (s *Service) openSink() error {
 		return err
 	}
 	if loc.Kind != binarycache.KindS3 {
-		s.sink = &nixSink{s: s, known: newKnownSet(knownPaths)}
+		s.sink = newNixSink(s, loc)
 		return nil
 	}
 	bucket, err := binarycache.OpenS3(loc, s.cfg.S3)
