@@ -189,23 +189,56 @@ func TestTraceFromGerritEventToVote(t *testing.T) {
 	require.True(t, ancestor(plans[0], "nixbus-evaluator", "evaluate"))
 	require.EqualValues(t, 8, plans[0].attr("nixbus.jobs").GetIntValue())
 
-	// One span per build: five successes and the broken one, under the
-	// plan (the planner carries its context on to build requests).
-	builds := named("nixbus-builder", "build")
-	require.Len(t, builds, 6)
+	// The plan stands for building the DAG and parents nothing: builds
+	// and the vote link to it instead of nesting under a span that ended
+	// before they began.
+	plan := plans[0]
+	for _, s := range tr.spans {
+		require.NotEqual(t, plan.id(), s.parent(), "%s nests under the plan", s)
+	}
+
+	// One span per build, named after its attribute: five successes and
+	// the broken one, in the run's context (the evaluation's), each with
+	// its attributes as a string array, its log's URL, a link to the plan,
+	// and a link to the build whose result released it.
+	builds := map[string]span{}
+	for _, s := range tr.spans {
+		if s.service == "nixbus-builder" {
+			attr, ok := strings.CutPrefix(s.Name, "build ")
+			require.True(t, ok, "%s", s)
+			builds[attr] = s
+		}
+	}
+	require.Len(t, builds, 6, "%v", builds)
 	failed := 0
-	for _, b := range builds {
-		require.Equal(t, plans[0].id(), b.parent(), "%s is not under the plan", b)
-		require.NotEmpty(t, b.attr("nixbus.drv_path").GetStringValue())
+	for attr, b := range builds {
+		require.Equal(t, evaluate.id(), b.parent(), "%s is not in the run's context", b)
+		attrs := b.attr("nixbus.attrs").GetArrayValue().GetValues()
+		require.Len(t, attrs, 1, "%s: nixbus.attrs is not a string array", b)
+		require.Equal(t, attr, attrs[0].GetStringValue())
+		drv := b.attr("nixbus.drv_path").GetStringValue()
+		require.NotEmpty(t, drv)
 		require.NotEmpty(t, b.attr("nixbus.system").GetStringValue())
+		run := b.attr("nixbus.run_id").GetStringValue()
+		require.Equal(t, "http://ci.example/logs/"+run+"/"+drv[strings.LastIndexByte(drv, '/')+1:],
+			b.attr("nixbus.log_url").GetStringValue(), "%s", b)
 		status := b.attr("nixbus.build.status").GetStringValue()
 		require.Contains(t, []string{"succeeded", "failed"}, status)
 		if status == "failed" {
 			failed++
 			require.Equal(t, tracepb.Status_STATUS_CODE_ERROR, b.Status.GetCode())
 		}
+		require.Equal(t, [][]byte{plan.SpanId}, linkSpans(b, "plan"), "%s", b)
 	}
 	require.Equal(t, 1, failed)
+	for attr, waited := range map[string]string{"chain2": "chain1", "chain3": "chain2", "nested.wrapped": "chain1"} {
+		links := linkSpans(builds[attr], "waited for")
+		require.Len(t, links, 1, "build %s", attr)
+		require.Equal(t, builds[waited].SpanId, links[0], "build %s waited for %s", attr, waited)
+	}
+	for _, attr := range []string{"chain1", "broken", "nested.hello"} {
+		require.Empty(t, linkSpans(builds[attr], "waited for"), "build %s waited for nothing", attr)
+	}
 
 	// Each upload is the child of the build whose result it consumed.
 	uploaded := 0
@@ -225,10 +258,10 @@ func TestTraceFromGerritEventToVote(t *testing.T) {
 		require.Len(t, named("nixbus-cache-uploader", step), 5, step)
 	}
 
-	// The vote: the reporter's span, under the plan, posting to Gerrit.
+	// The vote: the reporter's span, in the run's context, posting to Gerrit.
 	reports := named("nixbus-reporter", "report")
 	require.Len(t, reports, 1)
-	require.Equal(t, plans[0].id(), reports[0].parent())
+	require.Equal(t, evaluate.id(), reports[0].parent())
 	require.EqualValues(t, -1, reports[0].attr("gerrit.verified").GetIntValue())
 	posts := named("nixbus-reporter", "post review")
 	require.Len(t, posts, 1)
@@ -259,9 +292,22 @@ func TestTraceOfManualRun(t *testing.T) {
 	require.Len(t, evals, 1)
 	require.Equal(t, tr.root.id(), evals[0].parent())
 	require.Empty(t, tr.named("nixbus-evaluator", "fetch"), "a local flake is not fetched")
-	require.Len(t, tr.named("nixbus-builder", "build"), 6)
+	require.Len(t, tr.named("nixbus-builder", "build chain1"), 1)
 	require.Len(t, tr.named("nixbus-reporter", "post review"), 1)
 	require.Equal(t, "stdout", tr.named("nixbus-reporter", "post review")[0].attr("nixbus.review_via").GetStringValue())
+}
+
+// linkSpans are the span ids of s's links of kind (nixbus.link).
+func linkSpans(s span, kind string) [][]byte {
+	var out [][]byte
+	for _, l := range s.Links {
+		for _, a := range l.Attributes {
+			if a.Key == "nixbus.link" && a.GetValue().GetStringValue() == kind {
+				out = append(out, l.SpanId)
+			}
+		}
+	}
+	return out
 }
 
 // runTrace is the spans of one run, checked to be one trace.

@@ -125,7 +125,8 @@ func triggerCommand(ctx context.Context, args []string, stdout, stderr *os.File)
 	if t.RepoURL == "" && t.LocalPath == "" && g.SSH.Enabled() {
 		t.RepoURL = g.SSH.RepoURL(t.Project)
 	}
-	if err := validateEndpoint(o.OTelEndpoint); err != nil {
+	traces, err := o.tracesURL()
+	if err != nil {
 		return 0, err
 	}
 	ev, err := changeevent.Manual(t)
@@ -140,7 +141,7 @@ func triggerCommand(ctx context.Context, args []string, stdout, stderr *os.File)
 		return 0, err
 	}
 	logger := o.Logger(stderr)
-	inst := &Instance{url: o.NATSURL, auth: auth, logger: logger, role: bus.RoleAdmin, tracing: newTracing(o.OTelEndpoint, logger)}
+	inst := &Instance{url: o.NATSURL, auth: auth, logger: logger, role: bus.RoleAdmin, tracing: newTracing(traces, logger)}
 	defer inst.close()
 	tp, err := inst.tracing.provider(ctx, "trigger")
 	if err != nil {

@@ -74,7 +74,11 @@ func Start(ctx context.Context, o Options, c *Configs, out io.Writer, logger *sl
 	if len(selected) == 0 {
 		selected = Names()
 	}
-	inst := &Instance{Registry: prometheus.NewRegistry(), url: o.NATSURL, logger: logger, tracing: newTracing(o.OTelEndpoint, logger)}
+	traces, err := o.tracesURL()
+	if err != nil {
+		return nil, err
+	}
+	inst := &Instance{Registry: prometheus.NewRegistry(), url: o.NATSURL, logger: logger, tracing: newTracing(traces, logger)}
 	if len(selected) == 1 {
 		inst.role = selected[0]
 	}

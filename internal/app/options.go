@@ -41,8 +41,8 @@ type Options struct {
 	// ApplyStreams lets this process change existing streams' and its
 	// consumers' settings to its flags; without it they are only checked.
 	ApplyStreams bool
-	// OTelEndpoint is the OTLP/HTTP base URL spans are exported to; empty
-	// exports nothing.
+	// OTelEndpoint is the OTLP/HTTP base URL spans are exported to (see
+	// tracesURL for the environment's say); empty exports nothing.
 	OTelEndpoint string
 }
 
@@ -64,8 +64,8 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.Streams.Replicas, "nats.replicas", o.Streams.Replicas, "replicas of streams, KV and object buckets on a clustered NATS: 1 or 3")
 	fs.BoolVar(&o.ApplyStreams, "nats.apply-stream-config", false,
 		"change existing streams, buckets and this process's consumers to these flags (default: create what is missing, warn about differences; see `nixbus streams`)")
-	fs.StringVar(&o.OTelEndpoint, "otel.endpoint", os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT"),
-		"OTLP/HTTP endpoint traces are sent to, e.g. http://localhost:4318 (empty: no tracing; env OTEL_EXPORTER_OTLP_ENDPOINT)")
+	fs.StringVar(&o.OTelEndpoint, "otel.endpoint", "",
+		"OTLP/HTTP endpoint traces are sent to, e.g. http://localhost:4318, as <endpoint>/v1/traces (default: env OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, the full URL, else OTEL_EXPORTER_OTLP_ENDPOINT; none: no tracing)")
 }
 
 // Validate checks the shared options.
@@ -112,7 +112,8 @@ func (o *Options) Validate() error {
 	if o.Streams.DuplicateWindow < time.Second {
 		return fmt.Errorf("--nats.duplicate-window must be at least 1s")
 	}
-	return validateEndpoint(o.OTelEndpoint)
+	_, err = o.tracesURL()
+	return err
 }
 
 func (o *Options) level() (slog.Level, error) {

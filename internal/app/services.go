@@ -73,6 +73,9 @@ func (c *Configs) defaults(stateDir string) {
 	if c.CacheUploader.OutputsDir == "" {
 		c.CacheUploader.OutputsDir = filepath.Join(stateDir, "outputs")
 	}
+	if c.Builder.LogBaseURL == "" {
+		c.Builder.LogBaseURL = c.Reporter.LogBaseURL
+	}
 	if c.Builder.WorkDir == "" {
 		c.Builder.WorkDir = filepath.Join(stateDir, "builder")
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -23,8 +24,8 @@ import (
 // With no endpoint it hands out nil: services then make no spans and only
 // pass on the trace context they receive.
 type tracing struct {
-	endpoint string // OTLP/HTTP base URL; spans go to <endpoint>/v1/traces
-	logger   *slog.Logger
+	url    string // OTLP/HTTP traces URL (<endpoint>/v1/traces); empty: off
+	logger *slog.Logger
 
 	mu        sync.Mutex
 	providers []*sdktrace.TracerProvider
@@ -33,33 +34,62 @@ type tracing struct {
 // shutdownTimeout bounds flushing the last spans on exit.
 const shutdownTimeout = 5 * time.Second
 
-func newTracing(endpoint string, logger *slog.Logger) *tracing {
-	return &tracing{endpoint: endpoint, logger: logger}
+// newTracing exports to the OTLP/HTTP traces URL url (see tracesURL).
+func newTracing(url string, logger *slog.Logger) *tracing {
+	return &tracing{url: url, logger: logger}
 }
 
-// validateEndpoint checks an --otel.endpoint value: an http(s) base URL.
-func validateEndpoint(endpoint string) error {
-	if endpoint == "" {
-		return nil
+// The OpenTelemetry environment variables naming where traces go.
+const (
+	envOTLPEndpoint       = "OTEL_EXPORTER_OTLP_ENDPOINT"
+	envOTLPTracesEndpoint = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+)
+
+// tracesURL is where spans are exported, checked: --otel.endpoint when
+// given, else OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (a full URL, taken as it
+// is), else OTEL_EXPORTER_OTLP_ENDPOINT; a base URL gets /v1/traces, as
+// the OTLP exporter specification has it. Empty: no tracing.
+func (o *Options) tracesURL() (string, error) {
+	return resolveTracesURL(o.OTelEndpoint, os.Getenv)
+}
+
+func resolveTracesURL(flagValue string, getenv func(string) string) (string, error) {
+	base, name := flagValue, "--otel.endpoint"
+	if base == "" {
+		if full := getenv(envOTLPTracesEndpoint); full != "" {
+			return full, checkHTTPURL(envOTLPTracesEndpoint, full)
+		}
+		base, name = getenv(envOTLPEndpoint), envOTLPEndpoint
 	}
-	u, err := url.Parse(endpoint)
+	if base == "" {
+		return "", nil
+	}
+	if err := checkHTTPURL(name, base); err != nil {
+		return "", err
+	}
+	return strings.TrimRight(base, "/") + "/v1/traces", nil
+}
+
+// checkHTTPURL checks that name's value v is an http(s) URL with a host.
+func checkHTTPURL(name, v string) error {
+	u, err := url.Parse(v)
 	if err != nil {
-		return fmt.Errorf("--otel.endpoint: %w", err)
+		return fmt.Errorf("%s: %w", name, err)
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("--otel.endpoint %q: want http(s)://host:port, e.g. http://localhost:4318", endpoint)
+		return fmt.Errorf("%s %q: want http(s)://host:port, e.g. http://localhost:4318", name, v)
 	}
 	return nil
 }
 
 // provider is the TracerProvider of service, or nil when tracing is off.
 func (t *tracing) provider(ctx context.Context, service string) (trace.TracerProvider, error) {
-	if t == nil || t.endpoint == "" {
+	if t == nil || t.url == "" {
 		return nil, nil
 	}
 	// The standard OTEL_EXPORTER_OTLP_* variables (headers, certificates,
-	// timeout, compression) still apply; the URL is ours.
-	exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(strings.TrimRight(t.endpoint, "/")+"/v1/traces"))
+	// timeout, compression) still apply; the URL is tracesURL's.
+	exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(t.url))
 	if err != nil {
 		return nil, fmt.Errorf("otlp exporter for %s: %w", service, err)
 	}

@@ -37,6 +37,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
@@ -217,6 +218,13 @@ func MsgIDRestart(runID, drv string, unixMs int64) string {
 	return fmt.Sprintf("restart:%s:%s:%d", runID, drvBase(drv), unixMs)
 }
 func LogKey(runID, drvPath string) string { return runID + "/" + drvBase(drvPath) }
+
+// LogURL is where the log of logKey is served under base (the reporter's
+// --reporter.log-base-url): <base>/<run>/<drv basename>, each escaped.
+func LogURL(base, logKey string) string {
+	run, drv, _ := strings.Cut(logKey, "/")
+	return strings.TrimRight(base, "/") + "/" + url.PathEscape(run) + "/" + url.PathEscape(drv)
+}
 
 // MsgIDRebuild and MsgIDRebuildResult are MsgIDBuild and MsgIDResult of
 // a restarted job's build, released by the RestartJob at stream sequence

@@ -126,6 +126,21 @@ func TraceOf(hdr nats.Header) trace.SpanContext {
 	return trace.SpanContextFromContext(traceContext.Extract(context.Background(), headerCarrier(hdr)))
 }
 
+// TraceParent is sc as a W3C traceparent value, to carry a span context in
+// a message field (a span link); empty when sc is not valid.
+func TraceParent(sc trace.SpanContext) string {
+	return SpanHeader(sc).Get(TraceParentHeader)
+}
+
+// ParseTraceParent reads a TraceParent value back; the span context is
+// invalid when s is empty or malformed.
+func ParseTraceParent(s string) trace.SpanContext {
+	if s == "" {
+		return trace.SpanContext{}
+	}
+	return TraceOf(nats.Header{TraceParentHeader: {s}})
+}
+
 // Tracer is tp's tracer for the named instrumentation (a service's import
 // path), or a no-op tracer when tp is nil: a service without tracing still
 // passes on the trace context it receives, at no other cost.

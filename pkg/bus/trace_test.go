@@ -54,6 +54,21 @@ func TestTraceRoundTrip(t *testing.T) {
 	require.True(t, bus.TraceOf(bus.SpanHeader(sc)).Equal(sc.WithRemote(true)))
 }
 
+// A span context kept in a message field (a span link) reads back; an
+// empty or malformed value is no span.
+func TestTraceParentField(t *testing.T) {
+	sc := spanContext(t, "vendor=abc")
+	tp := bus.TraceParent(sc)
+	require.Equal(t, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", tp)
+	got := bus.ParseTraceParent(tp)
+	require.Equal(t, sc.TraceID(), got.TraceID())
+	require.Equal(t, sc.SpanID(), got.SpanID())
+	require.Empty(t, bus.TraceParent(trace.SpanContext{}))
+	for _, bad := range []string{"", "garbage", "00-00000000000000000000000000000000-00f067aa0ba902b7-01", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7"} {
+		require.False(t, bus.ParseTraceParent(bad).IsValid(), bad)
+	}
+}
+
 func TestTraceCanonicalCaseKeys(t *testing.T) {
 	sc := spanContext(t, "vendor=abc")
 	// A client that canonicalises header keys as HTTP does.

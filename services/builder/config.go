@@ -60,6 +60,11 @@ type Config struct {
 	// nixbus.builder.<system>; the planner fails a system's jobs when no
 	// builder of it is heard for --planner.no-builder-timeout.
 	HeartbeatInterval time.Duration
+	// LogBaseURL is where build logs are served (as the reporter's
+	// --reporter.log-base-url): a build's span carries its log's URL,
+	// <LogBaseURL>/<run>/<drv basename>, as nixbus.log_url. Empty: the
+	// process's --reporter.log-base-url.
+	LogBaseURL string
 	// Instant reports success without running nix. For benchmarks only.
 	Instant bool
 }
@@ -85,6 +90,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxRetries, "builder.max-retries", 2, "times a build failing for a transient infrastructure reason (builder killed, store full, remote builder unreachable, download error) is tried again")
 	fs.DurationVar(&c.RetryBackoff, "builder.retry-backoff", 10*time.Second, "wait before the first retry of a transient failure; doubles for each next one")
 	fs.DurationVar(&c.HeartbeatInterval, "builder.heartbeat-interval", 30*time.Second, "how often this builder announces itself to the planner (keep well below --planner.no-builder-timeout)")
+	fs.StringVar(&c.LogBaseURL, "builder.log-base-url", "", "base URL of build logs, put on build spans as nixbus.log_url (default: --reporter.log-base-url)")
 	fs.BoolVar(&c.Instant, "builder.instant", false, "report every build as succeeded without running nix (benchmarks only)")
 }
 

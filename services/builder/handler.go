@@ -42,9 +42,7 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 	}
 	logger := s.logger.With("run", req.GetRunId(), "drv", req.GetDrvPath())
 	span := trace.SpanFromContext(ctx)
-	span.SetAttributes(bus.AttrRun.String(req.GetRunId()), bus.AttrDrv.String(req.GetDrvPath()),
-		bus.AttrSystem.String(req.GetSystem()), attribute.String("nixbus.builder", s.cfg.Name),
-		attribute.StringSlice("nixbus.attrs", req.GetAttrs()))
+	traceBuild(span, &req, s.cfg.Name)
 	if len(req.GetAttrs()) > 0 {
 		logger = logger.With("attr", req.GetAttrs()[0])
 	}
@@ -98,6 +96,9 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 			return err
 		}
 		res.LogKey = key
+		if s.cfg.LogBaseURL != "" {
+			span.SetAttributes(attribute.String("nixbus.log_url", bus.LogURL(s.cfg.LogBaseURL, key)))
+		}
 	}
 	logger.Info("build finished", "status", res.GetStatus().String(), "err", res.GetError(), "duration", time.Duration(res.GetDurationMs())*time.Millisecond)
 	span.SetAttributes(attribute.Int("nix.exit_code", int(res.GetExitCode())))
@@ -110,6 +111,37 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 	}
 	s.metrics.duration.WithLabelValues(s.cfg.System, statusLabel(res.GetStatus())).Observe(float64(res.GetDurationMs()) / 1000)
 	return nil
+}
+
+// maxSpanAttr bounds the attribute name in a build span's name (names are
+// the flake author's).
+const maxSpanAttr = 128
+
+// traceBuild names a build's span after its first attribute ("build
+// hello"), gives it the request's attributes, and links it to the run's
+// plan and to the build whose result released it.
+func traceBuild(span trace.Span, req *nixbuspb.BuildRequest, builder string) {
+	if !span.IsRecording() {
+		return
+	}
+	if attrs := req.GetAttrs(); len(attrs) > 0 {
+		name := "build " + bus.Truncate(attrs[0], maxSpanAttr)
+		if len(attrs) > 1 {
+			name += fmt.Sprintf(" (+%d)", len(attrs)-1)
+		}
+		span.SetName(name)
+	}
+	span.SetAttributes(bus.AttrRun.String(req.GetRunId()), bus.AttrDrv.String(req.GetDrvPath()),
+		bus.AttrSystem.String(req.GetSystem()), attribute.String("nixbus.builder", builder),
+		attribute.StringSlice("nixbus.attrs", req.GetAttrs()))
+	for _, l := range []struct{ kind, traceparent string }{
+		{"plan", req.GetPlanTraceparent()},
+		{"waited for", req.GetAfterTraceparent()},
+	} {
+		if sc := bus.ParseTraceParent(l.traceparent); sc.IsValid() {
+			span.AddLink(trace.Link{SpanContext: sc, Attributes: []attribute.KeyValue{attribute.String("nixbus.link", l.kind)}})
+		}
+	}
 }
 
 // check refuses requests that can never be built.

@@ -117,7 +117,7 @@ func (st *state) failBuilding(r *run, match func(*dag.Job) bool, f dag.Failure, 
 		sys := r.jobs[st.ev.Outcomes[0].Job].System
 		r.building[sys]--
 		st.s.metrics.building.WithLabelValues(sys).Dec()
-		st.enqueue(r, &st.ev, nil)
+		st.enqueue(r, &st.ev, nil, "")
 	}
 }
 

@@ -54,6 +54,7 @@ type run struct {
 	expired   string      // why it was ended at its deadline, if it was
 	lastAt    time.Time   // time of the last message that moved the run on
 	hdr       nats.Header // trace context, carried onto everything published
+	planTrace string      // traceparent of the plan span, which builds link to
 	jobs      []dag.Job
 	graph     []*nixbuspb.GraphChunk // the derivation graph between the jobs
 	chunkSeen map[int32]struct{}     // indexes in graph
@@ -71,16 +72,22 @@ type run struct {
 }
 
 type earlyResult struct {
-	m  *nixbuspb.BuildResult
-	at time.Time
+	m     *nixbuspb.BuildResult
+	at    time.Time
+	trace string // traceparent of the build that sent m
 }
 
 // backlog is what a run's plan produced and the planner has yet to publish,
 // in order: releases before outcomes, as builders wait for the former and
 // nobody waits for the latter.
 type backlog struct {
-	releases []dag.Release
+	releases []queuedRelease
 	outcomes []queuedOutcome
+}
+
+type queuedRelease struct {
+	dag.Release
+	after string // traceparent of the build whose result released it, if any
 }
 
 type queuedOutcome struct {
@@ -158,7 +165,7 @@ func (st *state) handle(ctx context.Context, msg jetstream.Msg) error {
 		st.s.metrics.readDelay.Observe(time.Since(at).Seconds())
 		var m nixbuspb.BuildResult
 		if st.decode(msg, &m) {
-			return st.result(ctx, runID, &m, at)
+			return st.result(ctx, runID, &m, at, bus.TraceParent(bus.TraceOf(msg.Headers())))
 		}
 	case bus.RunRestartKind:
 		var m nixbuspb.RestartJob
@@ -378,36 +385,38 @@ func (st *state) install(ctx context.Context, p planned) error {
 	}
 	r.planning, r.plan = false, p.plan
 	st.s.metrics.planning.Observe(p.took.Seconds())
-	// The plan span sits under the run's trace, and what the run publishes
-	// from now on (build requests, outcomes, the verdict) sits under it.
+	// The plan span sits under the run's trace and stands for building the
+	// DAG only. What the run publishes from now on keeps the run's own
+	// context: builds link to the plan (and to the build that released
+	// them) rather than nesting under a span that ended long before.
 	c := p.plan.Counts()
 	_, span := st.s.tracer.Start(bus.ExtractTrace(ctx, r.hdr), "plan", trace.WithTimestamp(p.start),
 		trace.WithAttributes(bus.AttrRun.String(r.id), attribute.Int("nixbus.jobs", len(r.jobs)),
 			attribute.Int("nixbus.released", len(p.ev.Releases)), attribute.Int("nixbus.cached", c.Cached),
 			attribute.Int("nixbus.failed", c.Failed)))
 	span.End(trace.WithTimestamp(p.start.Add(p.took)))
-	if h := bus.SpanHeader(span.SpanContext()); h != nil {
-		r.hdr = h
-	}
+	r.planTrace = bus.TraceParent(span.SpanContext())
 	st.s.logger.Info("run planned", "run", r.id, "jobs", len(r.jobs), "released", len(p.ev.Releases), "duration", p.took)
-	st.enqueue(r, &p.ev, nil)
+	st.enqueue(r, &p.ev, nil, "")
 	for _, e := range r.early {
-		st.apply(r, e.m, e.at)
+		st.apply(r, e.m, e.at, e.trace)
 	}
 	r.early = nil
 	return st.flush(ctx, r)
 }
 
-func (st *state) result(ctx context.Context, runID string, m *nixbuspb.BuildResult, at time.Time) error {
+// result applies a build result; built is the traceparent of the build's
+// span (empty when untraced), which the builds it releases link to.
+func (st *state) result(ctx context.Context, runID string, m *nixbuspb.BuildResult, at time.Time, built string) error {
 	t0 := time.Now()
 	r, ok := st.runs[runID]
 	switch {
 	case !ok:
 		return nil
 	case r.planning:
-		r.early = append(r.early, earlyResult{m, at})
+		r.early = append(r.early, earlyResult{m, at, built})
 		return nil
-	case r.plan == nil || !st.apply(r, m, at):
+	case r.plan == nil || !st.apply(r, m, at, built):
 		return nil
 	}
 	err := st.flush(ctx, r)
@@ -417,7 +426,7 @@ func (st *state) result(ctx context.Context, runID string, m *nixbuspb.BuildResu
 
 // apply records a build result in r's plan and queues what follows from it.
 // It reports false for a result that changes nothing (a duplicate).
-func (st *state) apply(r *run, m *nixbuspb.BuildResult, at time.Time) bool {
+func (st *state) apply(r *run, m *nixbuspb.BuildResult, at time.Time, built string) bool {
 	st.ev.Reset()
 	var applied bool
 	switch m.GetStatus() {
@@ -437,7 +446,7 @@ func (st *state) apply(r *run, m *nixbuspb.BuildResult, at time.Time) bool {
 	sys := r.jobs[st.ev.Outcomes[0].Job].System
 	r.building[sys]--
 	st.s.metrics.building.WithLabelValues(sys).Dec()
-	st.enqueue(r, &st.ev, m)
+	st.enqueue(r, &st.ev, m, built)
 	return true
 }
 
@@ -452,13 +461,14 @@ func reasonOf(m *nixbuspb.BuildResult, fallback string) string {
 }
 
 // enqueue adds what a step of r's plan produced to r's backlog; res is the
-// build result that caused it, whose log goes with the outcomes it decided.
-func (st *state) enqueue(r *run, ev *dag.Events, res *nixbuspb.BuildResult) {
+// build result that caused it, whose log goes with the outcomes it decided,
+// and after the traceparent of that build's span.
+func (st *state) enqueue(r *run, ev *dag.Events, res *nixbuspb.BuildResult, after string) {
 	for _, rel := range ev.Releases {
 		r.building[rel.System]++
 		st.s.metrics.building.WithLabelValues(rel.System).Inc()
+		r.backlog.releases = append(r.backlog.releases, queuedRelease{rel, after})
 	}
-	r.backlog.releases = append(r.backlog.releases, ev.Releases...)
 	// A skipped job links the log of the failure that skipped it, which
 	// is among the outcomes before it (dag.Plan reports a failure, then
 	// its skips).
@@ -492,7 +502,8 @@ func (st *state) flush(ctx context.Context, r *run) error {
 		if r.plan.Status(int(rel.Jobs[0])) != dag.Building {
 			continue // a replayed result finished it already
 		}
-		req := buildRequestMsg(r.id, rel, func(j int32) string { return r.jobs[j].Attr }, r.outputs[rel.Jobs[0]])
+		req := buildRequestMsg(r.id, rel.Release, func(j int32) string { return r.jobs[j].Attr }, r.outputs[rel.Jobs[0]])
+		req.PlanTraceparent, req.AfterTraceparent = r.planTrace, rel.after
 		if err := st.send(ctx, r, bus.BuildSubject(rel.System), bus.MsgIDBuild(r.id, rel.Drv), req); err != nil {
 			return err
 		}

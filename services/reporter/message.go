@@ -2,7 +2,6 @@ package reporter
 
 import (
 	"fmt"
-	"net/url"
 	"strings"
 
 	"nixbus.dev/nixbus/pkg/bus"
@@ -59,7 +58,7 @@ func Message(v *nixbuspb.RunVerdict, logBaseURL string, limit int) string {
 		listed++
 		fmt.Fprintf(&b, " - %s: %s", shownAttr(o.GetAttr()), how(o))
 		if o.GetLogKey() != "" {
-			fmt.Fprintf(&b, " (see %s)", bus.Truncate(LogURL(logBaseURL, o.GetLogKey()), maxAttrBytes))
+			fmt.Fprintf(&b, " (see %s)", bus.Truncate(bus.LogURL(logBaseURL, o.GetLogKey()), maxAttrBytes))
 		}
 		b.WriteByte('\n')
 	}
@@ -85,12 +84,6 @@ func how(o *nixbuspb.JobOutcome) string {
 		}
 		return "build failed: " + reason
 	}
-}
-
-// LogURL is where a job's log is served.
-func LogURL(base, logKey string) string {
-	run, drv, _ := strings.Cut(logKey, "/")
-	return strings.TrimRight(base, "/") + "/" + url.PathEscape(run) + "/" + url.PathEscape(drv)
 }
 
 // oneLine keeps a reason to its first lines: a review lists jobs, it is not

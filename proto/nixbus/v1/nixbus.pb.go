@@ -827,9 +827,15 @@ type BuildRequest struct {
 	// Stream sequence of the RestartJob that released this build again; 0
 	// for a run's own release. Keeps a rebuild's messages apart from the
 	// first build's (their message ids include it).
-	RestartSeq    uint64 `protobuf:"varint,6,opt,name=restart_seq,json=restartSeq,proto3" json:"restart_seq,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RestartSeq uint64 `protobuf:"varint,6,opt,name=restart_seq,json=restartSeq,proto3" json:"restart_seq,omitempty"`
+	// Spans the build's span links to, as W3C traceparent values (empty when
+	// the run is not traced): the run's plan, and the build whose result
+	// released this one (the dependency it waited for last). The build's span
+	// is the child of the message's own trace context, not of these.
+	PlanTraceparent  string `protobuf:"bytes,7,opt,name=plan_traceparent,json=planTraceparent,proto3" json:"plan_traceparent,omitempty"`
+	AfterTraceparent string `protobuf:"bytes,8,opt,name=after_traceparent,json=afterTraceparent,proto3" json:"after_traceparent,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *BuildRequest) Reset() {
@@ -902,6 +908,20 @@ func (x *BuildRequest) GetRestartSeq() uint64 {
 		return x.RestartSeq
 	}
 	return 0
+}
+
+func (x *BuildRequest) GetPlanTraceparent() string {
+	if x != nil {
+		return x.PlanTraceparent
+	}
+	return ""
+}
+
+func (x *BuildRequest) GetAfterTraceparent() string {
+	if x != nil {
+		return x.AfterTraceparent
+	}
+	return ""
 }
 
 // BuildResult is a builder's answer to one BuildRequest.
@@ -1841,7 +1861,7 @@ const file_nixbus_v1_nixbus_proto_rawDesc = "" +
 	"\vduration_ms\x18\x04 \x01(\x03R\n" +
 	"durationMs\x12!\n" +
 	"\fdropped_jobs\x18\x05 \x01(\x03R\vdroppedJobs\x12!\n" +
-	"\fgraph_chunks\x18\x06 \x01(\x05R\vgraphChunks\"\x8b\x02\n" +
+	"\fgraph_chunks\x18\x06 \x01(\x05R\vgraphChunks\"\xe3\x02\n" +
 	"\fBuildRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x19\n" +
 	"\bdrv_path\x18\x02 \x01(\tR\adrvPath\x12\x16\n" +
@@ -1849,7 +1869,9 @@ const file_nixbus_v1_nixbus_proto_rawDesc = "" +
 	"\x05attrs\x18\x04 \x03(\tR\x05attrs\x12>\n" +
 	"\aoutputs\x18\x05 \x03(\v2$.nixbus.v1.BuildRequest.OutputsEntryR\aoutputs\x12\x1f\n" +
 	"\vrestart_seq\x18\x06 \x01(\x04R\n" +
-	"restartSeq\x1a:\n" +
+	"restartSeq\x12)\n" +
+	"\x10plan_traceparent\x18\a \x01(\tR\x0fplanTraceparent\x12+\n" +
+	"\x11after_traceparent\x18\b \x01(\tR\x10afterTraceparent\x1a:\n" +
 	"\fOutputsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc0\x03\n" +
