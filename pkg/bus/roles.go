@@ -75,6 +75,9 @@ func RolePermissions(role string) (Permissions, bool) {
 		p.kv(PlannerBucket, true)
 		p.publishes(BuildAll, OutcomeAll, VerdictAll, RunCancels)
 		p.listens(BuilderAll) // builders' heartbeats
+		// Its metrics: the builds each system's builders have yet to take.
+		p.inspects(StreamBuilds)
+		p.reads(StreamBuilds)
 	case RoleBuilder:
 		// One durable per system (ConsumerBuilder); the stream holds
 		// nothing but build requests.
@@ -162,6 +165,11 @@ func (p *perms) consumes(stream, durable string) {
 	p.pub(jsAPI("CONSUMER.CREATE", stream, durable), jsAPI("CONSUMER.CREATE", stream, durable, ">"),
 		jsAPI("CONSUMER.INFO", stream, durable), jsAPI("CONSUMER.MSG.NEXT", stream, durable),
 		"$JS.ACK."+stream+"."+durable+".>")
+}
+
+// inspects: the state of any durable consumer of stream (metrics).
+func (p *perms) inspects(stream string) {
+	p.pub(jsAPI("CONSUMER.INFO", stream, "*"))
 }
 
 // reads: single messages of stream by subject (LastRunMessage).

@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"nixbus.dev/nixbus/pkg/bus"
+	"nixbus.dev/nixbus/pkg/prom"
 	"nixbus.dev/nixbus/pkg/storepath"
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
 	"nixbus.dev/nixbus/services/builder/internal/nixbuild"
@@ -68,6 +69,9 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 
 	logger.Info("build started")
 	start := time.Now()
+	if meta, err := msg.Metadata(); err == nil && meta.NumDelivered == 1 {
+		s.metrics.waited.WithLabelValues(s.cfg.System).Observe(start.Sub(meta.Timestamp).Seconds())
+	}
 	s.metrics.running.WithLabelValues(s.cfg.System).Inc()
 	tctx, cancelTimeout := context.WithTimeout(bctx, s.cfg.Timeout)
 	defer cancelTimeout()
@@ -289,5 +293,5 @@ func (h *handler) publish(ctx context.Context, res *nixbuspb.BuildResult) error 
 }
 
 func statusLabel(s nixbuspb.BuildStatus) string {
-	return strings.ToLower(strings.TrimPrefix(s.String(), "BUILD_STATUS_"))
+	return prom.EnumLabel(s)
 }

@@ -85,7 +85,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 	return &Service{
 		cfg: cfg, js: d.JS, logger: logger, exec: exec,
 		pub: bus.NewPublisher(d.JS, logger), tracer: bus.Tracer(d.TracerProvider, "nixbus.dev/nixbus/services/builder"),
-		metrics: newMetrics(d.Registerer), cancels: newCancels(time.Hour),
+		metrics: newMetrics(d.Registerer, cfg.System), cancels: newCancels(time.Hour),
 	}, nil
 }
 
@@ -148,7 +148,7 @@ func (s *Service) heartbeatLoop(ctx context.Context) {
 	defer t.Stop()
 	subject := bus.BuilderSubject(s.cfg.System)
 	for {
-		data, err := bus.Encode(&nixbuspb.BuilderAlive{System: s.cfg.System, Builder: s.cfg.Name, SentUnixMs: time.Now().UnixMilli()})
+		data, err := bus.Encode(&nixbuspb.BuilderAlive{System: s.cfg.System, Builder: s.cfg.Name, SentUnixMs: time.Now().UnixMilli(), IntervalMs: s.cfg.HeartbeatInterval.Milliseconds()})
 		if err == nil {
 			err = s.js.Conn().Publish(subject, data)
 		}

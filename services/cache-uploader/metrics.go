@@ -39,6 +39,23 @@ func newMetrics(r prometheus.Registerer) *metrics {
 			Name: "nixbus_cache_uploader_s3_nar_bytes_total", Help: "Compressed NAR bytes uploaded to an s3:// cache.",
 		}),
 	}
+	// Series exist from the start, so rate() and absent() work before
+	// the first upload.
+	for _, res := range []string{"ok", "failed"} {
+		m.uploads.WithLabelValues(res)
+		m.batches.WithLabelValues(res)
+	}
+	for _, l := range []string{"gcroots", "outputs"} {
+		for _, res := range []string{"placed", "older", "failed"} {
+			m.links.WithLabelValues(l, res)
+		}
+	}
+	for _, step := range []string{"sign", "copy", "path-info"} {
+		m.nixCalls.WithLabelValues(step)
+	}
+	for _, res := range []string{"uploaded", "present"} {
+		m.paths.WithLabelValues(res)
+	}
 	r.MustRegister(m.uploads, m.duration, m.links, m.batches, m.nixCalls, m.paths, m.bytes)
 	return m
 }

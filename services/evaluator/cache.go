@@ -28,6 +28,9 @@ func newCacheCheck(cfg Config, r prometheus.Registerer, logger *slog.Logger) (*c
 		Name: "nixbus_evaluator_cache_paths_total",
 		Help: "Output paths looked up in the binary cache, by result (cached, missing, error: the cache could not be asked; the path counts as missing and is built).",
 	}, []string{"result"})
+	for _, res := range []string{"cached", "missing", "error"} {
+		paths.WithLabelValues(res)
+	}
 	r.MustRegister(paths)
 	loc, err := binarycache.Parse(cfg.CacheURL)
 	if err != nil || loc.Kind == binarycache.KindNix {

@@ -69,6 +69,8 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 		return err
 	}
 	logger.Info("evaluation started", "subject", msg.Subject())
+	h.s.metrics.running.Inc()
+	defer h.s.metrics.running.Dec()
 
 	begin := time.Now()
 	out, err := h.evaluate(ctx, &ev, run, hdr, logger)

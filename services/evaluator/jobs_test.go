@@ -165,6 +165,10 @@ func TestFakeNixEvalJobs(t *testing.T) {
 		"nixbus_evaluator_jobs_total":          8,
 		"nixbus_evaluator_jobs_dropped_total":  1,
 		"nixbus_evaluator_eval_seconds":        1,
+		// Created at start-up (gauges count 0 here).
+		"nixbus_evaluator_cache_paths_total":   0,
+		"nixbus_evaluator_evaluations_queued":  0,
+		"nixbus_evaluator_evaluations_running": 0,
 		"nixbus_evaluator_runs_total":          1,
 	}, values)
 

@@ -80,7 +80,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 		cfg: cfg, js: d.JS, logger: logger, nix: d.Nix, fetcher: d.Fetcher,
 		evalNix: &nix.Nix{Bin: d.Nix.Bin, Options: d.Nix.Options, Env: d.Nix.Env, MaxMemoryMB: cfg.MaxMemoryMB},
 		pub:     bus.NewPublisher(d.JS, logger), tracer: bus.Tracer(d.TracerProvider, "nixbus.dev/nixbus/services/evaluator"),
-		metrics: newMetrics(d.Registerer), cache: cache,
+		metrics: newMetrics(d.Registerer, d.JS), cache: cache,
 	}, nil
 }
 

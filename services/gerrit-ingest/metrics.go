@@ -1,6 +1,11 @@
 package gerritingest
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"nixbus.dev/nixbus/pkg/prom"
+	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
+)
 
 type metrics struct {
 	events     *prometheus.CounterVec
@@ -45,6 +50,21 @@ func newMetrics(r prometheus.Registerer) *metrics {
 		connected: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "nixbus_gerrit_ingest_connected", Help: "1 while the Gerrit event stream is connected.",
 		}),
+	}
+	// Series exist from the start, so rate() and absent() work before
+	// the first event.
+	for t := range eventTypes {
+		m.events.WithLabelValues(t)
+	}
+	m.events.WithLabelValues("other")
+	for _, k := range prom.EnumLabels(nixbuspb.ChangeEvent_Kind(0)) {
+		m.published.WithLabelValues(k)
+	}
+	for _, r := range []string{reasonType, reasonMalformed, reasonProject, reasonKind, reasonComment, reasonOwn, reasonBranch, reasonRef, reasonDeleted} {
+		m.ignored.WithLabelValues(r)
+	}
+	for _, res := range []string{"ok", "error"} {
+		m.connects.WithLabelValues(res)
 	}
 	r.MustRegister(m.events, m.published, m.ignored, m.malformed, m.dropped, m.duplicates, m.connects, m.connected)
 	return m

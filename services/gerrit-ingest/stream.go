@@ -16,6 +16,7 @@ import (
 	"nixbus.dev/nixbus/pkg/bus"
 	"nixbus.dev/nixbus/pkg/changeevent"
 	"nixbus.dev/nixbus/pkg/gerrit"
+	"nixbus.dev/nixbus/pkg/prom"
 )
 
 // streamCommand subscribes to the events nixbus acts on; Gerrit sends
@@ -156,7 +157,7 @@ func (s *Service) handleLine(ctx context.Context, line []byte) error {
 		return fmt.Errorf("publish change event: %w", err)
 	}
 	s.seen.add(ce.EventId)
-	s.metrics.published.WithLabelValues(ce.Kind.String()).Inc()
+	s.metrics.published.WithLabelValues(prom.EnumLabel(ce.Kind)).Inc()
 	s.logger.Info("change event published", "event", ce.EventId, "kind", ce.Kind.String(), "change", ce.Change,
 		"patchset", ce.Patchset, "ref", ce.Ref, "subject", subject)
 	return nil

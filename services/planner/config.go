@@ -3,6 +3,8 @@ package planner
 import (
 	"errors"
 	"flag"
+	"fmt"
+	"strings"
 	"time"
 )
 
@@ -28,6 +30,10 @@ type Config struct {
 	// NoBuilderTimeout fails a system's unfinished jobs once no builder of
 	// that system has announced itself for this long.
 	NoBuilderTimeout time.Duration
+	// Systems are the systems this installation builds: their builders
+	// and queues are reported (as 0 until there is something to count)
+	// from the start, besides any other system heard from or released to.
+	Systems []string
 }
 
 // DefaultConfig is what RegisterFlags defaults to.
@@ -51,6 +57,15 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.VerdictFailedCap, "planner.verdict-failed-cap", d.VerdictFailedCap, "failed jobs listed in one run verdict; the rest are counted")
 	fs.DurationVar(&c.RunTimeout, "planner.run-timeout", d.RunTimeout, "fail the unfinished jobs of a run this long after it started; restarts replay no further back")
 	fs.DurationVar(&c.NoBuilderTimeout, "planner.no-builder-timeout", d.NoBuilderTimeout, "fail a system's unfinished jobs when no builder of it has been seen for this long")
+	fs.Func("planner.systems", "comma-separated systems whose builders and queues are reported from the start (default: --evaluator.systems)", func(s string) error {
+		c.Systems = nil
+		for _, p := range strings.Split(s, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				c.Systems = append(c.Systems, p)
+			}
+		}
+		return nil
+	})
 }
 
 // Validate checks the configuration.
@@ -63,6 +78,14 @@ func (c *Config) Validate() error {
 	}
 	if c.PublishWindow <= 0 {
 		return errors.New("planner.publish-window must be positive")
+	}
+	if len(c.Systems) > maxSystems {
+		return fmt.Errorf("planner.systems: at most %d", maxSystems)
+	}
+	for _, s := range c.Systems {
+		if s == "" || len(s) > maxSystemBytes || strings.ContainsAny(s, " \t\n/") {
+			return fmt.Errorf("planner.systems: %q is not a system name", s)
+		}
 	}
 	if c.VerdictFailedCap <= 0 || c.VerdictFailedCap > 5000 {
 		return errors.New("planner.verdict-failed-cap must be in 1..5000")

@@ -29,6 +29,7 @@ func (st *state) builderAlive(data []byte) {
 		st.s.logger.Info("builder seen", "system", m.GetSystem(), "builder", bus.Truncate(m.GetBuilder(), 200))
 	}
 	st.seen[m.GetSystem()] = now
+	st.s.fleet.heard(m.GetSystem(), bus.Truncate(m.GetBuilder(), 200), time.Duration(m.GetIntervalMs())*time.Millisecond)
 	st.s.metrics.builderSeen.WithLabelValues(m.GetSystem()).Set(float64(now.UnixMilli()) / 1000)
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"nixbus.dev/nixbus/pkg/bus"
 	"nixbus.dev/nixbus/pkg/dag"
+	"nixbus.dev/nixbus/pkg/prom"
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
 )
 
@@ -508,6 +509,7 @@ func (st *state) flush(ctx context.Context, r *run) error {
 			return err
 		}
 		st.s.metrics.released.WithLabelValues(rel.System).Inc()
+		st.s.fleet.released(rel.System)
 	}
 	for ; n < emitChunk && len(b.outcomes) > 0; n++ {
 		o := b.outcomes[0]
@@ -517,7 +519,7 @@ func (st *state) flush(ctx context.Context, r *run) error {
 		if err := st.send(ctx, r, bus.OutcomeSubject(r.id), bus.MsgIDOutcome(r.id, j.Attr), out); err != nil {
 			return err
 		}
-		st.s.metrics.outcomes.WithLabelValues(o.Status.String()).Inc()
+		st.s.metrics.outcomes.WithLabelValues(prom.EnumLabel(out.GetStatus())).Inc()
 		if o.Status == dag.Failed || o.Status == dag.Skipped {
 			st.listFailed(r, out)
 		}
@@ -579,7 +581,7 @@ func (st *state) finish(ctx context.Context, r *run, status nixbuspb.RunStatus, 
 	st.forget(r)
 	r.backlog, r.early, r.jobs, r.outputs, r.plan, r.graph = backlog{}, nil, nil, nil, nil, nil
 	st.s.metrics.activeRuns.Dec()
-	st.s.metrics.verdicts.WithLabelValues(status.String()).Inc()
+	st.s.metrics.verdicts.WithLabelValues(prom.EnumLabel(status)).Inc()
 	st.s.logger.Info("run finished", "run", r.id, "change", r.change.GetChange(), "patchset", r.change.GetPatchset(),
 		"status", status.String(), "jobs", v.JobCount, "failed", v.FailedCount, "skipped", v.SkippedCount)
 	return nil

@@ -1,6 +1,11 @@
 package planner
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"nixbus.dev/nixbus/pkg/prom"
+	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
+)
 
 type metrics struct {
 	activeRuns   prometheus.Gauge
@@ -17,7 +22,7 @@ type metrics struct {
 	outboxWaits  prometheus.Counter
 }
 
-func newMetrics(r prometheus.Registerer) *metrics {
+func newMetrics(r prometheus.Registerer, systems []string) *metrics {
 	m := &metrics{
 		activeRuns: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "nixbus_planner_active_runs", Help: "Runs started and not yet finished.",
@@ -61,6 +66,18 @@ func newMetrics(r prometheus.Registerer) *metrics {
 		lag: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "nixbus_planner_pending_messages", Help: "Messages on the runs stream not yet read by the planner.",
 		}),
+	}
+	// Series exist from the start, so rate() and absent() work before
+	// the first run.
+	for _, st := range prom.EnumLabels(nixbuspb.JobStatus(0)) {
+		m.outcomes.WithLabelValues(st)
+	}
+	for _, st := range prom.EnumLabels(nixbuspb.RunStatus(0)) {
+		m.verdicts.WithLabelValues(st)
+	}
+	for _, sys := range systems {
+		m.building.WithLabelValues(sys)
+		m.released.WithLabelValues(sys)
 	}
 	r.MustRegister(m.activeRuns, m.building, m.released, m.outcomes, m.verdicts, m.planning, m.resultToNext, m.republished, m.lag, m.readDelay, m.builderSeen, m.outboxWaits)
 	return m

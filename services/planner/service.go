@@ -42,6 +42,7 @@ type Service struct {
 	js      jetstream.JetStream
 	logger  *slog.Logger
 	metrics *metrics
+	fleet   *fleet
 	tracer  trace.Tracer
 	// beforePlan, when set (by tests), runs in the background task before
 	// a run's DAG is built.
@@ -61,8 +62,13 @@ func New(cfg Config, d Deps) (*Service, error) {
 	if d.Registerer == nil {
 		d.Registerer = prometheus.NewRegistry()
 	}
-	return &Service{cfg: cfg, js: d.JS, logger: d.Logger.With("service", "planner"), metrics: newMetrics(d.Registerer),
-		tracer: bus.Tracer(d.TracerProvider, "nixbus.dev/nixbus/services/planner"), now: time.Now}, nil
+	s := &Service{cfg: cfg, js: d.JS, logger: d.Logger.With("service", "planner"), metrics: newMetrics(d.Registerer, cfg.Systems),
+		tracer: bus.Tracer(d.TracerProvider, "nixbus.dev/nixbus/services/planner"), now: time.Now}
+	s.fleet = newFleet(d.JS, func() time.Time { return s.now() }, cfg.Systems)
+	if err := d.Registerer.Register(s.fleet); err != nil {
+		return nil, fmt.Errorf("planner: register metrics: %w", err)
+	}
+	return s, nil
 }
 
 // Run plans runs until ctx ends, then returns nil.

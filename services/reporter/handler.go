@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"nixbus.dev/nixbus/pkg/bus"
+	"nixbus.dev/nixbus/pkg/prom"
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
 )
 
@@ -84,7 +85,7 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 		return bus.Permanent(errors.New("verdict without a valid run id"))
 	}
 	s := h.s
-	s.metrics.verdicts.WithLabelValues(v.GetStatus().String()).Inc()
+	s.metrics.verdicts.WithLabelValues(prom.EnumLabel(v.GetStatus())).Inc()
 	logger := s.logger.With("run", v.GetRunId(), "change", v.GetChange().GetChange(), "patchset", v.GetChange().GetPatchset())
 	span := trace.SpanFromContext(ctx)
 	span.SetAttributes(append(bus.ChangeAttrs(v.GetChange()), bus.AttrRun.String(v.GetRunId()),
@@ -129,6 +130,9 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 		return fmt.Errorf("post review: %w", err)
 	}
 	s.metrics.posts.WithLabelValues(via, "ok").Inc()
+	if at := v.GetChange().GetCreatedUnix(); at > 0 {
+		s.metrics.eventToVote.WithLabelValues(prom.EnumLabel(v.GetStatus())).Observe(time.Since(time.Unix(at, 0)).Seconds())
+	}
 	// The message is capped (MaxMessageBytes); the change is cut in case a
 	// hostile verdict carried one as large as the verdict itself.
 	rec := &nixbuspb.ReviewPosted{RunId: v.GetRunId(), Change: bus.CutChange(v.GetChange()), Verified: int32(post.Verified), Message: post.Message, Via: via}

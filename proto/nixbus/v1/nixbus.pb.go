@@ -1737,10 +1737,13 @@ func (x *RestartJob) GetRequestedUnixMs() int64 {
 // The planner fails a system's unfinished jobs when none has been heard
 // for --planner.no-builder-timeout.
 type BuilderAlive struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	System        string                 `protobuf:"bytes,1,opt,name=system,proto3" json:"system,omitempty"`
-	Builder       string                 `protobuf:"bytes,2,opt,name=builder,proto3" json:"builder,omitempty"`
-	SentUnixMs    int64                  `protobuf:"varint,3,opt,name=sent_unix_ms,json=sentUnixMs,proto3" json:"sent_unix_ms,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	System     string                 `protobuf:"bytes,1,opt,name=system,proto3" json:"system,omitempty"`
+	Builder    string                 `protobuf:"bytes,2,opt,name=builder,proto3" json:"builder,omitempty"`
+	SentUnixMs int64                  `protobuf:"varint,3,opt,name=sent_unix_ms,json=sentUnixMs,proto3" json:"sent_unix_ms,omitempty"`
+	// The builder's --builder.heartbeat-interval: it counts as connected
+	// (nixbus_planner_builders_connected) until three of them pass unheard.
+	IntervalMs    int64 `protobuf:"varint,4,opt,name=interval_ms,json=intervalMs,proto3" json:"interval_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1792,6 +1795,13 @@ func (x *BuilderAlive) GetBuilder() string {
 func (x *BuilderAlive) GetSentUnixMs() int64 {
 	if x != nil {
 		return x.SentUnixMs
+	}
+	return 0
+}
+
+func (x *BuilderAlive) GetIntervalMs() int64 {
+	if x != nil {
+		return x.IntervalMs
 	}
 	return 0
 }
@@ -1960,12 +1970,14 @@ const file_nixbus_v1_nixbus_proto_rawDesc = "" +
 	"\x04attr\x18\x02 \x01(\tR\x04attr\x12\x19\n" +
 	"\bdrv_path\x18\x03 \x01(\tR\adrvPath\x12!\n" +
 	"\frequested_by\x18\x04 \x01(\tR\vrequestedBy\x12*\n" +
-	"\x11requested_unix_ms\x18\x05 \x01(\x03R\x0frequestedUnixMs\"b\n" +
+	"\x11requested_unix_ms\x18\x05 \x01(\x03R\x0frequestedUnixMs\"\x83\x01\n" +
 	"\fBuilderAlive\x12\x16\n" +
 	"\x06system\x18\x01 \x01(\tR\x06system\x12\x18\n" +
 	"\abuilder\x18\x02 \x01(\tR\abuilder\x12 \n" +
 	"\fsent_unix_ms\x18\x03 \x01(\x03R\n" +
-	"sentUnixMs*\x98\x01\n" +
+	"sentUnixMs\x12\x1f\n" +
+	"\vinterval_ms\x18\x04 \x01(\x03R\n" +
+	"intervalMs*\x98\x01\n" +
 	"\vBuildStatus\x12\x1c\n" +
 	"\x18BUILD_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16BUILD_STATUS_SUCCEEDED\x10\x01\x12\x17\n" +

@@ -112,7 +112,7 @@ func (n *Nix) Build(ctx context.Context, spec Spec, log *os.File) (Outcome, erro
 		case out.SilenceTimeout || strings.Contains(msg, "timed out after"):
 			// The build's own: never retried, whatever else it printed.
 		case exit.ExitCode() == -1 && ctx.Err() == nil:
-			out.Transient = "nix was killed"
+			out.Transient = KilledReason
 		default:
 			out.Transient = TransientReason(tail)
 		}

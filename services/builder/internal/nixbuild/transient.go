@@ -2,6 +2,7 @@ package nixbuild
 
 import (
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -53,6 +54,21 @@ func TransientReason(stderr string) string {
 		}
 	}
 	return ""
+}
+
+// KilledReason is the transient reason of a nix process killed from outside.
+const KilledReason = "nix was killed"
+
+// TransientReasons lists every reason TransientReason and a killed nix
+// give, once each (for metrics' labels).
+func TransientReasons() []string {
+	out := []string{KilledReason}
+	for _, m := range transientMarks {
+		if !slices.Contains(out, m.reason) {
+			out = append(out, m.reason)
+		}
+	}
+	return out
 }
 
 var ansiRe = regexp.MustCompile(`\x1b\[[0-9;]*[A-Za-z]`)
