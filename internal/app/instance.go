@@ -24,6 +24,7 @@ import (
 	"nixbus.dev/nixbus/pkg/bus"
 	"nixbus.dev/nixbus/pkg/natsembed"
 	"nixbus.dev/nixbus/pkg/nix"
+	"nixbus.dev/nixbus/pkg/prom"
 )
 
 // deps is what a constructor gets: its own NATS connection and the
@@ -57,6 +58,7 @@ type Instance struct {
 	group   *errgroup.Group
 	logger  *slog.Logger
 	tracing *tracing
+	health  *health
 }
 
 // Start validates everything, then starts NATS (if embedded) and the
@@ -87,12 +89,14 @@ func Start(ctx context.Context, o Options, c *Configs, out io.Writer, logger *sl
 		return nil, err
 	}
 	inst.auth = auth
-	inst.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	inst.health = &health{consumers: prom.NewConsumers(prom.AskTimeout)}
+	inst.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prom.BuildInfo(), inst.health.consumers)
 	var mux *http.ServeMux
 	if o.HTTPAddress != "" {
 		mux = http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(inst.Registry, promhttp.HandlerOpts{}))
-		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+		inst.health.handle(mux)
 	}
 
 	if o.NATSURL == "" {
@@ -143,6 +147,11 @@ func Start(ctx context.Context, o Options, c *Configs, out io.Writer, logger *sl
 			return nil, fmt.Errorf("%s: %w", e.name, err)
 		}
 		services = append(services, built{e.name, svc})
+		var durables [][2]string
+		if e.durables != nil {
+			durables = e.durables(c)
+		}
+		inst.health.add(e.name, nc, js, durables)
 	}
 	// Streams exist before any service runs, so producers never publish
 	// into nothing whatever order services come up in.

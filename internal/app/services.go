@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"runtime"
 
+	"nixbus.dev/nixbus/pkg/bus"
+
 	"nixbus.dev/nixbus/services/builder"
 	cacheuploader "nixbus.dev/nixbus/services/cache-uploader"
 	"nixbus.dev/nixbus/services/evaluator"
@@ -79,6 +81,9 @@ func (c *Configs) defaults(stateDir string) {
 	if c.Builder.WorkDir == "" {
 		c.Builder.WorkDir = filepath.Join(stateDir, "builder")
 	}
+	if len(c.Planner.Systems) == 0 {
+		c.Planner.Systems = c.Evaluator.Systems
+	}
 	if c.Builder.System == "" {
 		c.Builder.System = HostSystem()
 	}
@@ -98,27 +103,34 @@ func HostSystem() string {
 type entry struct {
 	name      string
 	construct func(c *Configs, d deps) (Service, error)
+	// durables are the durable consumers the service works through (stream,
+	// name): their state is a metric, their existence readiness.
+	durables func(c *Configs) [][2]string
 }
 
 var registry = []entry{
 	{"gerrit-ingest", func(c *Configs, d deps) (Service, error) {
 		return gerritingest.New(c.GerritIngest, gerritingest.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg, SSH: c.Gerrit.ssh(), TracerProvider: d.tp})
-	}},
+	}, nil},
 	{"evaluator", func(c *Configs, d deps) (Service, error) {
 		f, err := c.Gerrit.fetcher()
 		if err != nil {
 			return nil, err
 		}
 		return evaluator.New(c.Evaluator, evaluator.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg, Nix: d.nix, Fetcher: f, TracerProvider: d.tp})
-	}},
+	}, func(*Configs) [][2]string { return [][2]string{{bus.StreamChanges, bus.ConsumerEvaluator}} }},
 	{"planner", func(c *Configs, d deps) (Service, error) {
 		return planner.New(c.Planner, planner.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg, TracerProvider: d.tp})
-	}},
+	}, nil},
 	{"builder", func(c *Configs, d deps) (Service, error) {
 		return builder.New(c.Builder, builder.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg, Nix: d.nix, TracerProvider: d.tp})
+	}, func(c *Configs) [][2]string {
+		return [][2]string{{bus.StreamBuilds, bus.ConsumerBuilder(c.Builder.System)}}
 	}},
 	{"cache-uploader", func(c *Configs, d deps) (Service, error) {
 		return cacheuploader.New(c.CacheUploader, cacheuploader.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg, Nix: d.nix, TracerProvider: d.tp})
+	}, func(c *Configs) [][2]string {
+		return [][2]string{{bus.StreamRuns, bus.CacheUploaderConsumer(c.CacheUploader.Builders)}}
 	}},
 	{"reporter", func(c *Configs, d deps) (Service, error) {
 		p, err := c.Gerrit.poster()
@@ -130,6 +142,12 @@ var registry = []entry{
 			d.mux.Handle("/logs/", stripPrefix("/logs", s.LogHandler()))
 		}
 		return s, err
+	}, func(c *Configs) [][2]string {
+		out := [][2]string{{bus.StreamReports, bus.ConsumerReporter}}
+		if c.Reporter.StartedMessage && (c.Gerrit.SSH.Enabled() || c.Gerrit.HTTP.Enabled()) {
+			out = append(out, [2]string{bus.StreamRuns, bus.ConsumerReporterStarted})
+		}
+		return out
 	}},
 	// The status pages, at / of --http.address (nothing without one).
 	{"web", func(c *Configs, d deps) (Service, error) {
@@ -138,7 +156,7 @@ var registry = []entry{
 			d.mux.Handle("/", s.Handler())
 		}
 		return s, err
-	}},
+	}, nil},
 }
 
 // Names lists the services in start order.

@@ -1,0 +1,89 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"nixbus.dev/nixbus/pkg/prom"
+)
+
+// health answers /healthz and /readyz for every service of this
+// instance. Healthy: each service's NATS connection is CONNECTED. Ready:
+// healthy, JetStream answers each service, and every durable consumer the
+// services work through exists (they create theirs when they start).
+type health struct {
+	mu        sync.Mutex
+	services  []serviceConn
+	consumers *prom.Consumers
+}
+
+type serviceConn struct {
+	name string
+	nc   *nats.Conn
+	js   jetstream.JetStream
+}
+
+func (h *health) add(name string, nc *nats.Conn, js jetstream.JetStream, durables [][2]string) {
+	h.mu.Lock()
+	h.services = append(h.services, serviceConn{name, nc, js})
+	h.mu.Unlock()
+	for _, d := range durables {
+		h.consumers.Add(prom.Consumer{JS: js, Stream: d[0], Durable: d[1]})
+	}
+}
+
+func (h *health) list() []serviceConn {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]serviceConn(nil), h.services...)
+}
+
+// connected is why a service's NATS connection is not CONNECTED, or nil.
+func (h *health) connected() error {
+	for _, s := range h.list() {
+		if st := s.nc.Status(); st != nats.CONNECTED {
+			return fmt.Errorf("nats connection of %s: %s", s.name, st)
+		}
+	}
+	return nil
+}
+
+// ready is why this instance is not ready, or nil.
+func (h *health) ready(ctx context.Context) error {
+	if err := h.connected(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, prom.AskTimeout)
+	defer cancel()
+	for _, s := range h.list() {
+		if _, err := s.js.AccountInfo(ctx); err != nil {
+			return fmt.Errorf("jetstream for %s: %w", s.name, err)
+		}
+	}
+	if err := h.consumers.Check(ctx); err != nil {
+		return fmt.Errorf("not started: %w", err)
+	}
+	return nil
+}
+
+func (h *health) handle(mux *http.ServeMux) {
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { answer(w, h.connected()) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) { answer(w, h.ready(r.Context())) })
+}
+
+func answer(w http.ResponseWriter, err error) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if err != nil {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = fmt.Fprintf(w, "%v\n", err)
+		return
+	}
+	_, _ = io.WriteString(w, "ok\n")
+}
