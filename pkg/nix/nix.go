@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"os/exec"
 	"regexp"
 	"slices"
@@ -29,6 +30,9 @@ type Nix struct {
 
 	versionMu sync.Mutex
 	version   *Version
+
+	callsMu sync.Mutex
+	calls   map[string]int
 }
 
 // Version is nix's version.
@@ -69,8 +73,24 @@ func (n *Nix) Args() []string {
 // Command returns `nix <sub...> <common flags> <rest...>`, not yet started.
 // sub is the subcommand words (e.g. "build" or "store", "sign").
 func (n *Nix) Command(ctx context.Context, sub []string, rest ...string) *exec.Cmd {
+	if n != nil {
+		n.callsMu.Lock()
+		if n.calls == nil {
+			n.calls = map[string]int{}
+		}
+		n.calls[strings.Join(sub, " ")]++
+		n.callsMu.Unlock()
+	}
 	args := append(append(append([]string{}, sub...), n.Args()...), rest...)
 	return n.Exec(ctx, n.bin(), args...)
+}
+
+// Calls counts the nix commands made with Command so far, by subcommand
+// ("build", "store sign", ...): what tests of per-job cost count.
+func (n *Nix) Calls() map[string]int {
+	n.callsMu.Lock()
+	defer n.callsMu.Unlock()
+	return maps.Clone(n.calls)
 }
 
 // Output runs a nix command and returns its stdout; a failure's error holds

@@ -57,6 +57,16 @@ func (h *handler) cached(ctx context.Context, recs []eval.Record, logger *slog.L
 	return out, nil
 }
 
+// asksNix reports whether r's cache status takes a `nix path-info`: a
+// derivation with outputs, when no binary cache nixbus reads itself is
+// configured and the evaluator did not check the local store already.
+func (h *handler) asksNix(r eval.Record) bool {
+	if h.s.cache != nil || r.DrvPath == "" || r.Error != "" || len(r.Outputs) == 0 {
+		return false
+	}
+	return h.s.cfg.CacheURL != "" || !r.CacheKnown
+}
+
 // validPaths asks which of paths are valid in the cache: see cacheCheck
 // for binary caches nixbus reads itself; `nix path-info` asks the others
 // (and the local store), PathInfoBatch paths per call.

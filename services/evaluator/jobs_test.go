@@ -17,6 +17,7 @@ import (
 
 	"nixbus.dev/nixbus/pkg/bus"
 	"nixbus.dev/nixbus/pkg/natstest"
+	"nixbus.dev/nixbus/pkg/nix"
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
 	"nixbus.dev/nixbus/services/evaluator/internal/eval"
 )
@@ -28,10 +29,14 @@ func TestCachedJobs(t *testing.T) {
 	cache := "file://" + filepath.Join(t.TempDir(), "cache")
 	n := testNix()
 
-	evaluate := func(t *testing.T, cfg Config, id string) runMsgs {
+	evaluate := func(t *testing.T, cfg Config, id string, nixes ...*nix.Nix) runMsgs {
 		t.Helper()
 		cfg.Concurrency = 1
-		start(t, js, cfg, Deps{})
+		d := Deps{}
+		if len(nixes) > 0 {
+			d.Nix = nixes[0]
+		}
+		start(t, js, cfg, d)
 		ev := &nixbuspb.ChangeEvent{EventId: id, Kind: nixbuspb.ChangeEvent_KIND_MANUAL, Project: "example", LocalPath: dir}
 		publishEvent(t, js, ev, bus.MsgIDChange(ev.EventId))
 		r := waitEvaluated(t, js, bus.RunID(ev.EventId))
@@ -61,8 +66,12 @@ func TestCachedJobs(t *testing.T) {
 		requireExampleJobs(t, r, bus.RunID(t.Name()), "chain1")
 	})
 	t.Run("in the local store", func(t *testing.T) {
-		r := evaluate(t, testConfig(t), t.Name())
+		n := testNix()
+		r := evaluate(t, testConfig(t), t.Name(), n)
 		requireExampleJobs(t, r, bus.RunID(t.Name()), "chain1")
+		// The jobs stream out, but those asking nix wait for one another:
+		// one nix path-info for all of them.
+		require.Equal(t, map[string]int{"path-info": 1}, n.Calls())
 	})
 	t.Run("other systems are dropped", func(t *testing.T) {
 		cfg := testConfig(t)

@@ -23,8 +23,8 @@ import (
 // slow, a job goes out alone as soon as its record is in; when it is fast,
 // records pile up behind the cache check and go out together.
 //
-// Memory stays bounded by the batch, the channel and the window, not the
-// job count: of each record only what the derivation graph's reduction
+// Memory stays bounded by the batch, the channel, the records held for a
+// nix path-info and the window, not the job count: of each record only what the derivation graph's reduction
 // needs is kept (the job's .drv path) and a hash of its name (to drop a
 // repeat).
 type jobStream struct {
@@ -39,6 +39,10 @@ type jobStream struct {
 	// store reads the jobs' derivations (and later their closure) once.
 	store *drv.StoreGraph
 	seen  attrSet
+	// held are checked records waiting for a nix path-info (asksNix),
+	// with heldPaths output paths.
+	held      []eval.Record
+	heldPaths int
 
 	// Set by the consuming goroutine; read after it ended.
 	drvs    []string // job derivations, in publishing order
@@ -81,7 +85,7 @@ func (st *jobStream) consume(ctx context.Context) error {
 	for {
 		r, ok := <-st.recs
 		if !ok {
-			return nil
+			return st.flushHeld(ctx)
 		}
 		batch = append(batch[:0], r)
 		closed := false
@@ -103,17 +107,20 @@ func (st *jobStream) consume(ctx context.Context) error {
 		}
 		clear(batch) // let the records go
 		if closed {
-			return nil
+			return st.flushHeld(ctx)
 		}
 	}
 }
 
 // publishBatch turns records into jobs and publishes them: one per
 // attribute, jobs of other systems dropped, eval errors kept as failed
-// jobs, each job marked cached or not.
+// jobs, each job marked cached or not. A job whose cache status only `nix
+// path-info` can tell waits in held until PathInfoBatch of them ask in
+// one call (or the evaluation ends): one nix process per batch, not per
+// handful of records.
 func (st *jobStream) publishBatch(ctx context.Context, recs []eval.Record) error {
 	st.records += len(recs)
-	kept := recs[:0]
+	now := recs[:0]
 	for _, r := range recs {
 		// Names are unique (evaljobs.AttrName): a repeat is the same
 		// attribute reported twice, never a second job.
@@ -135,13 +142,40 @@ func (st *jobStream) publishBatch(ctx context.Context, recs []eval.Record) error
 				r.DrvPath, r.Outputs, r.CacheKnown, r.Cached = "", nil, false, false
 			}
 		}
-		kept = append(kept, r)
+		if st.h.asksNix(r) {
+			st.held = append(st.held, r)
+			st.heldPaths += len(r.Outputs)
+			continue
+		}
+		now = append(now, r)
 	}
-	cached, err := st.h.cached(ctx, kept, st.logger)
+	if err := st.publishChecked(ctx, now); err != nil {
+		return err
+	}
+	if st.heldPaths >= st.h.s.cfg.PathInfoBatch {
+		return st.flushHeld(ctx)
+	}
+	return nil
+}
+
+// flushHeld publishes the jobs held for a nix path-info.
+func (st *jobStream) flushHeld(ctx context.Context) error {
+	if len(st.held) == 0 {
+		return nil
+	}
+	err := st.publishChecked(ctx, st.held)
+	clear(st.held)
+	st.held, st.heldPaths = st.held[:0], 0
+	return err
+}
+
+// publishChecked asks the cache about checked records and publishes them.
+func (st *jobStream) publishChecked(ctx context.Context, recs []eval.Record) error {
+	cached, err := st.h.cached(ctx, recs, st.logger)
 	if err != nil {
 		return err
 	}
-	for i, r := range kept {
+	for i, r := range recs {
 		job := &nixbuspb.Job{
 			RunId: st.run, Attr: r.Attr, AttrPath: evaljobs.ShownPath(r.AttrPath), DrvPath: r.DrvPath, System: r.System,
 			Name: r.Name, Outputs: r.Outputs, Cached: cached[i],
