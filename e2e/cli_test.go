@@ -104,7 +104,7 @@ func TestTriggerCommand(t *testing.T) {
 }
 
 func TestPlanCommand(t *testing.T) {
-	td := filepath.Join("..", "services", "planner", "replay", "testdata")
+	td := filepath.Join("..", "internal", "replay", "testdata")
 	code, out, errOut := mainOut(t, "plan", "--jobs", filepath.Join(td, "jobs.jsonl"),
 		"--derivations", filepath.Join(td, "derivations.json"), "--fail", filepath.Join(td, "fail.txt"))
 	require.Equal(t, 0, code, errOut)
