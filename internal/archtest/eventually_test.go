@@ -30,13 +30,20 @@ func TestNoFailNowInEventually(t *testing.T) {
 			if !ok || len(call.Args) < 2 {
 				return true
 			}
-			lit, ok := call.Args[1].(*ast.FuncLit)
+			cond, wrapped := code.wrapper(f, call) // a helper handing its argument to Eventually
+			if !wrapped {
+				cond = 1
+			}
+			if cond >= len(call.Args) {
+				return true
+			}
+			lit, ok := call.Args[cond].(*ast.FuncLit)
 			if !ok {
 				return true
 			}
 			collect := "" // EventuallyWithT's *assert.CollectT, which may fail
 			switch {
-			case isSel(call.Fun, "Eventually"):
+			case wrapped || isSel(call.Fun, "Eventually"):
 			case isSel(call.Fun, "EventuallyWithT") && len(lit.Type.Params.List) == 1 && len(lit.Type.Params.List[0].Names) == 1:
 				collect = lit.Type.Params.List[0].Names[0].Name
 			default:
@@ -66,7 +73,7 @@ func isSel(e ast.Expr, name string) bool {
 }
 
 // failsNow reports whether c stops a test: a require assertion, or
-// Fatal/FailNow/Skip on any test handle.
+// Fatal/FailNow/Skip on a test handle.
 func failsNow(c *ast.CallExpr) bool {
 	sel, ok := c.Fun.(*ast.SelectorExpr)
 	if !ok {
@@ -76,8 +83,15 @@ func failsNow(c *ast.CallExpr) bool {
 		return true
 	}
 	switch sel.Sel.Name {
-	case "Fatal", "Fatalf", "FailNow", "Skip", "Skipf", "SkipNow":
+	case "Fatal", "Fatalf", "FailNow":
 		return true
+	case "Skip", "Skipf", "SkipNow": // on a test handle: t, tb, b, x.t (not a tokenizer's Skip)
+		switch x := sel.X.(type) {
+		case *ast.Ident:
+			return x.Name == "t" || x.Name == "tb" || x.Name == "b"
+		case *ast.SelectorExpr:
+			return x.Sel.Name == "t"
+		}
 	}
 	return false
 }
@@ -112,12 +126,15 @@ type codebase struct {
 	funcs   map[string]map[string][]decl // dir -> name -> functions
 	methods map[string]map[string][]decl // dir -> name -> methods of any type
 	fails   map[*ast.FuncDecl]bool
+	// wraps: functions that pass their parameter at the index as the
+	// condition of a require.Eventually (eventually(t, what, cond)).
+	wraps map[*ast.FuncDecl]int
 }
 
 func parseModule(t *testing.T) *codebase {
 	t.Helper()
 	m := &codebase{fset: token.NewFileSet(), funcs: map[string]map[string][]decl{},
-		methods: map[string]map[string][]decl{}, fails: map[*ast.FuncDecl]bool{}}
+		methods: map[string]map[string][]decl{}, fails: map[*ast.FuncDecl]bool{}, wraps: map[*ast.FuncDecl]int{}}
 	root := filepath.Join("..", "..")
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -161,6 +178,9 @@ func parseModule(t *testing.T) *codebase {
 				by[gf.dir] = map[string][]decl{}
 			}
 			by[gf.dir][fn.Name.Name] = append(by[gf.dir][fn.Name.Name], decl{fn, gf})
+			if i, ok := wrapsEventually(fn); ok {
+				m.wraps[fn] = i
+			}
 		}
 		return nil
 	})
@@ -194,6 +214,56 @@ func (m *codebase) mayFail(d decl) bool {
 		return !found
 	})
 	return found
+}
+
+// wrapsEventually reports which parameter of fn, if any, it passes to
+// Eventually as the condition.
+func wrapsEventually(fn *ast.FuncDecl) (int, bool) {
+	params := map[string]int{}
+	i := 0
+	for _, field := range fn.Type.Params.List {
+		for _, name := range field.Names {
+			params[name.Name] = i
+			i++
+		}
+		if len(field.Names) == 0 {
+			i++
+		}
+	}
+	index, found := 0, false
+	ast.Inspect(fn.Body, func(n ast.Node) bool {
+		call, ok := n.(*ast.CallExpr)
+		if !ok || !isSel(call.Fun, "Eventually") || len(call.Args) < 2 {
+			return true
+		}
+		if id, ok := call.Args[1].(*ast.Ident); ok {
+			if j, ok := params[id.Name]; ok {
+				index, found = j, true
+			}
+		}
+		return true
+	})
+	return index, found
+}
+
+// wrapper reports whether c (in f) calls a function that hands one of its
+// arguments to Eventually as the condition, and which.
+func (m *codebase) wrapper(f *goFile, c *ast.CallExpr) (int, bool) {
+	var cands []decl
+	switch fun := c.Fun.(type) {
+	case *ast.Ident:
+		cands = m.funcs[f.dir][fun.Name]
+	case *ast.SelectorExpr:
+		if x, ok := fun.X.(*ast.Ident); ok {
+			cands = m.funcs[f.imports[x.Name]][fun.Sel.Name]
+		}
+	}
+	for _, d := range cands {
+		if i, ok := m.wraps[d.fn]; ok {
+			return i, true
+		}
+	}
+	return 0, false
 }
 
 // failing names the function c (in f) calls if it is one of the module's
