@@ -1,6 +1,8 @@
 package gerrittest
 
 import (
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -55,7 +57,10 @@ func NewREST(user, password string) *REST { return &REST{User: user, Password: p
 // file in t.TempDir()).
 func StartREST(t testing.TB) (*REST, gerrit.HTTPConfig) {
 	t.Helper()
-	r := NewREST("nixbus", "s3cret-http-password")
+	// A random password: a test can look for any part of it in logs.
+	var b [24]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+	r := NewREST("nixbus", base64.RawURLEncoding.EncodeToString(b[:]))
 	srv := httptest.NewServer(r)
 	t.Cleanup(srv.Close)
 	pw := filepath.Join(t.TempDir(), "password")
