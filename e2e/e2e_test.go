@@ -18,6 +18,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
 	"nixbus.dev/nixbus/internal/app"
 	"nixbus.dev/nixbus/pkg/bus"
@@ -25,6 +26,10 @@ import (
 	"nixbus.dev/nixbus/pkg/natstest"
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
 )
+
+// TestMain fails the package if a goroutine outlives the tests: every
+// instance, server and client a test starts ends at its cleanup.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, natstest.LeakOptions()...) }
 
 // saltedExample copies examples/flake into a temp dir with a fresh salt,
 // so every derivation in it is new to the store and really gets built.
