@@ -115,16 +115,18 @@ func TestPlannerReplayBound(t *testing.T) {
 	}, 10*time.Second, 10*time.Millisecond)
 	stop()
 
-	// Restarted with a run deadline "old" has passed.
+	// Restarted with a run deadline "old" has passed: the planner's clock
+	// stands still a run timeout after the last message of "old", so every
+	// message from now on is within the deadline (and nothing waits for
+	// the wall clock to pass one).
 	cfg := testConfig()
-	cfg.RunTimeout = 200 * time.Millisecond
 	runs, err := e.js.Stream(t.Context(), bus.StreamRuns)
 	require.NoError(t, err)
-	first, err := runs.GetMsg(t.Context(), 1)
+	info, err := runs.Info(t.Context())
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { return time.Since(first.Time) > 2*cfg.RunTimeout }, 5*time.Second, 10*time.Millisecond)
+	now := info.State.LastTime.Add(cfg.RunTimeout + time.Nanosecond)
 	reg := prometheus.NewRegistry()
-	e.startPlannerWith(cfg, reg, nil)
+	e.startPlannerWith(cfg, reg, func() time.Time { return now })
 	e.startRun("new", nil)
 	e.evalDone("new", 0, "")
 	e.verdict("new")
