@@ -208,6 +208,7 @@ type runData struct {
 	Cancelled string
 	Counts    []count
 	Jobs      []jobRow
+	Critical  *critical
 	Status    string
 	Pager     pager
 	Statuses  []string
@@ -247,6 +248,7 @@ func (s *Service) runPage(w http.ResponseWriter, r *http.Request, u user) {
 	if c := rs.cancel; c != nil {
 		d.Cancelled = firstOf(c.GetReason(), "cancelled")
 	}
+	d.Critical = rs.criticalPath(rows)
 	d.Summary, d.Known = s.index.get(id)
 	if v := rs.verdict; v != nil {
 		d.Summary.Status = runStatusWord(v.GetStatus())

@@ -44,6 +44,9 @@ type runState struct {
 	jobs       []job
 	attrOf     map[string]string // drv -> first attr
 	evalDone   *nixbuspb.EvalDone
+	chunks     []*nixbuspb.GraphChunk // the derivation graph, in parts
+	chunkSeen  map[int32]bool
+	graph      *depGraph // built from jobs and chunks once evaluated
 	cancel     *nixbuspb.Cancel
 	results    map[string]*nixbuspb.BuildResult // newest per drv
 	resultSeq  map[string]uint64
@@ -56,7 +59,7 @@ type runState struct {
 }
 
 func newRunState(id string) *runState {
-	return &runState{id: id, attrOf: map[string]string{}, results: map[string]*nixbuspb.BuildResult{},
+	return &runState{id: id, attrOf: map[string]string{}, chunkSeen: map[int32]bool{}, results: map[string]*nixbuspb.BuildResult{},
 		resultSeq: map[string]uint64{}, restarts: map[string]uint64{}, outcomes: map[string]*nixbuspb.JobOutcome{}}
 }
 
@@ -95,6 +98,14 @@ func (rs *runState) onRun(msg jetstream.Msg) error {
 			if _, ok := rs.attrOf[m.GetDrvPath()]; !ok && m.GetDrvPath() != "" {
 				rs.attrOf[m.GetDrvPath()] = m.GetAttr()
 			}
+			rs.graph = nil
+		}
+	case bus.RunGraphKind:
+		var m nixbuspb.GraphChunk
+		if bus.Decode(msg.Data(), &m) == nil && !rs.chunkSeen[m.GetIndex()] {
+			rs.chunkSeen[m.GetIndex()] = true
+			rs.chunks = append(rs.chunks, &m)
+			rs.graph = nil
 		}
 	case bus.RunEvalKind:
 		var m nixbuspb.EvalDone
