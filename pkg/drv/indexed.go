@@ -3,6 +3,7 @@ package drv
 import (
 	"context"
 	"fmt"
+	"strings"
 )
 
 // IndexedGraph is a derivation graph with its derivations numbered in the
@@ -11,21 +12,33 @@ import (
 // pathTable.
 type IndexedGraph struct {
 	paths []string
+	// arena holds the paths' bytes: a few large strings rather than one
+	// per path for the collector to track.
+	arena strings.Builder
 	tab   pathTable
-	// Inputs of n: inputs[first[n] : first[n]+count[n]]; count -1 for a
-	// derivation only mentioned as an input (a leaf).
-	first, count []int32
-	inputs       []int32
-	defined      int
+	// Inputs of n: count[n] numbers from inputs[first[n]>>chunkShift] at
+	// first[n]&chunkMask; count -1 for a derivation only mentioned as an
+	// input (a leaf). Chunks are filled in turn, each input list within
+	// one, so that they never move (up to 2³² input edges).
+	first   []uint32
+	count   []int32
+	inputs  [][]int32
+	defined int
 	// Reused by idBatch.
 	keys  []pathKey
 	touch uint64
 }
 
+const (
+	chunkShift = 16
+	chunkMask  = 1<<chunkShift - 1
+	arenaSize  = 256 << 10
+)
+
 func newIndexedGraph(hint int) *IndexedGraph {
 	return &IndexedGraph{
 		tab:   newPathTable(hint),
-		paths: make([]string, 0, hint), first: make([]int32, 0, hint), count: make([]int32, 0, hint),
+		paths: make([]string, 0, hint), first: make([]uint32, 0, hint), count: make([]int32, 0, hint),
 	}
 }
 
@@ -53,12 +66,27 @@ func (g *IndexedGraph) idBatch(buf []byte, ends []int, out []int32) []int32 {
 	for i, k := range g.keys {
 		n, ok := g.tab.find(k)
 		if !ok {
-			n = g.add(k, string(buf[start:ends[i]]))
+			n = g.add(k, g.intern(buf[start:ends[i]]))
 		}
 		out = append(out, n)
 		start = ends[i]
 	}
 	return out
+}
+
+// intern returns p as a string cut from the arena.
+func (g *IndexedGraph) intern(p []byte) string {
+	if len(p) > arenaSize/16 {
+		return string(p)
+	}
+	if g.arena.Cap()-g.arena.Len() < len(p) {
+		// The strings already cut keep the old buffer.
+		g.arena = strings.Builder{}
+		g.arena.Grow(arenaSize)
+	}
+	start := g.arena.Len()
+	g.arena.Write(p)
+	return g.arena.String()[start:]
 }
 
 func (g *IndexedGraph) add(k pathKey, p string) int32 {
@@ -80,16 +108,27 @@ func (g *IndexedGraph) setInputs(n int32, ins []int32) {
 	if g.count[n] < 0 {
 		g.defined++
 	}
-	g.first[n] = int32(len(g.inputs))
 	g.count[n] = int32(len(ins))
-	g.inputs = append(g.inputs, ins...)
+	g.first[n] = 0
+	if len(ins) == 0 {
+		return
+	}
+	last := len(g.inputs) - 1
+	if last < 0 || cap(g.inputs[last])-len(g.inputs[last]) < len(ins) {
+		// A list longer than a chunk gets one of its own.
+		g.inputs = append(g.inputs, make([]int32, 0, max(1<<chunkShift, len(ins))))
+		last++
+	}
+	g.first[n] = uint32(last)<<chunkShift | uint32(len(g.inputs[last]))
+	g.inputs[last] = append(g.inputs[last], ins...)
 }
 
 func (g *IndexedGraph) inputsOf(n int32) []int32 {
 	if int(n) >= len(g.first) || g.count[n] <= 0 {
 		return nil
 	}
-	return g.inputs[g.first[n] : g.first[n]+g.count[n]]
+	f := g.first[n]
+	return g.inputs[f>>chunkShift][f&chunkMask:][:g.count[n]]
 }
 
 // Derivations is the number of derivations whose inputs the graph holds

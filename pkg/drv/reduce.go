@@ -69,6 +69,7 @@ func Reduce(ctx context.Context, g Graph, jobs []string) (Reduced, error) {
 		jobIDs = append(jobIDs, n)
 	}
 	w.nodes += int32(len(extra))
+	w.order = make([]int32, 0, w.nodes)
 	w.state = make([]uint8, w.nodes)
 	w.keep = make([]bool, w.nodes)
 	for _, n := range jobIDs {
@@ -90,23 +91,28 @@ func Reduce(ctx context.Context, g Graph, jobs []string) (Reduced, error) {
 	// Number what is kept: jobs, then non-jobs in the walk's post-order
 	// (inputs before their users).
 	num := make([]int32, w.nodes)
-	out := Reduced{Drvs: make([]string, 0, len(jobIDs)), Jobs: len(jobIDs)}
-	for k, n := range jobIDs {
-		num[n] = int32(k)
-		out.Drvs = append(out.Drvs, path(n))
-	}
-	edges := 0
+	kept, edges := len(jobIDs), 0
 	for _, n := range w.order {
 		if w.keep[n] {
 			if n >= base || !isJob[n] {
-				num[n] = int32(len(out.Drvs))
-				out.Drvs = append(out.Drvs, path(n))
+				kept++
 			}
 			for _, c := range ig.inputsOf(n) {
 				if w.keep[c] {
 					edges++
 				}
 			}
+		}
+	}
+	out := Reduced{Drvs: make([]string, 0, kept), Jobs: len(jobIDs)}
+	for k, n := range jobIDs {
+		num[n] = int32(k)
+		out.Drvs = append(out.Drvs, path(n))
+	}
+	for _, n := range w.order {
+		if w.keep[n] && (n >= base || !isJob[n]) {
+			num[n] = int32(len(out.Drvs))
+			out.Drvs = append(out.Drvs, path(n))
 		}
 	}
 	out.Edges = make([]int32, 0, 2*edges)

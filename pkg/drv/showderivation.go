@@ -53,8 +53,6 @@ func ParseShowDerivation(r io.Reader) (MapGraph, error) {
 func ParseShowDerivationIndexed(r io.Reader) (*IndexedGraph, error) {
 	hint := sizeHint(r)
 	ig := newIndexedGraph(hint)
-	// Derivations take a few hundred bytes of JSON, an input edge ~60.
-	ig.inputs = make([]int32, 0, hint*1024/128)
 	// A derivation's path and its inputs' are numbered at once, when it
 	// is done (IndexedGraph.idBatch).
 	var (

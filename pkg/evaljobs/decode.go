@@ -42,7 +42,7 @@ func optStrs(sc *jsontok.Scanner) ([]string, error) {
 		}
 		return nil, sc.Skip()
 	}
-	var out []string
+	out := make([]string, 0, 4) // attribute paths are short
 	valid := true
 	err := sc.Elements(func() error {
 		s, ok, err := optStr(sc)

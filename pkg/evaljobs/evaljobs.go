@@ -81,7 +81,15 @@ func ReadLines(r io.Reader, emit func(Job), garbage func(line []byte, why error)
 // object, or names no attribute, or has neither drvPath nor error, is an
 // error. Fields of an unexpected type are ignored rather than losing the
 // record; an error field of any type but string or null is an error.
-func ParseLine(line []byte) (Job, error) {
+func ParseLine(line []byte) (Job, error) { return parseLine(line, true) }
+
+// ParseLineSkipOutputs is ParseLine for a reader that has no use for a
+// job's outputs (the planner's replay): the outputs field is checked as
+// JSON but not decoded, which saves a map per job. Outputs is nil; the
+// rest is ParseLine's.
+func ParseLineSkipOutputs(line []byte) (Job, error) { return parseLine(line, false) }
+
+func parseLine(line []byte, withOutputs bool) (Job, error) {
 	var (
 		job                 Job
 		attr, cacheStatus   string
@@ -110,6 +118,10 @@ func ParseLine(line []byte) (Job, error) {
 				errMsg, _, err = optStr(&sc)
 			}
 		case "outputs":
+			if !withOutputs {
+				err = sc.Skip()
+				break
+			}
 			outputs, err = optOutputs(&sc)
 		case "isCached":
 			isCached, hasCached, err = optBool(&sc)

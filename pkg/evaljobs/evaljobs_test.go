@@ -206,6 +206,11 @@ func FuzzParseLine(f *testing.F) {
 	f.Add(`{"attrPath":["a.b","c"],"drvPath":"/x.drv","outputs":[1],"isCached":null,"x":[{"y":-1.5e3}]}`)
 	f.Fuzz(func(t *testing.T, in string) {
 		got, err := ParseLine([]byte(in))
+		skipped, serr := ParseLineSkipOutputs([]byte(in))
+		require.Equal(t, err == nil, serr == nil)
+		noOutputs := got
+		noOutputs.Outputs = nil
+		require.Equal(t, noOutputs, skipped, "the same job but for its outputs")
 		if !json.Valid([]byte(in)) || !utf8.ValidString(in) {
 			return // the fast reader may accept what encoding/json would not; never more
 		}
