@@ -49,16 +49,24 @@ func ParseLines(r io.Reader, garbage func(line []byte, why error)) (jobs []Job, 
 	return jobs, bad, err
 }
 
+// MaxLineBytes bounds one line of nix-eval-jobs' output that is read: a
+// longer one (an error message the flake made huge) is garbage, and only
+// its head is kept for the log.
+const MaxLineBytes = 16 << 20
+
 // ReadLines reads nix-eval-jobs' JSON lines and hands each record to emit
 // as soon as its line is read, so that a reader keeps nothing it does not
-// want. A line that is not a record is passed to garbage and counted,
-// never fatal. Blank lines are skipped.
+// want. A line that is not a record, or is over MaxLineBytes, is passed to
+// garbage and counted, never fatal. Blank lines are skipped.
 func ReadLines(r io.Reader, emit func(Job), garbage func(line []byte, why error)) (bad int, err error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	for {
-		line, rerr := br.ReadBytes('\n')
+		line, tooLong, rerr := readLine(br)
 		if trimmed := bytes.TrimSpace(line); len(trimmed) > 0 {
 			job, perr := ParseLine(trimmed)
+			if tooLong {
+				perr = fmt.Errorf("line over %d bytes", MaxLineBytes)
+			}
 			if perr != nil {
 				bad++
 				if garbage != nil {
@@ -73,6 +81,29 @@ func ReadLines(r io.Reader, emit func(Job), garbage func(line []byte, why error)
 		}
 		if rerr != nil {
 			return bad, rerr
+		}
+	}
+}
+
+// readLine reads up to and including the next newline; of a line over
+// MaxLineBytes it returns the first 256 bytes, with tooLong set.
+func readLine(br *bufio.Reader) (line []byte, tooLong bool, err error) {
+	for {
+		frag, err := br.ReadSlice('\n')
+		switch {
+		case tooLong:
+		case len(line)+len(frag) > MaxLineBytes:
+			tooLong = true
+			if n := len(line); n < 256 {
+				line = append(line, frag[:min(len(frag), 256-n)]...)
+			} else {
+				line = line[:256]
+			}
+		default:
+			line = append(line, frag...)
+		}
+		if err != bufio.ErrBufferFull {
+			return line, tooLong, err
 		}
 	}
 }

@@ -98,6 +98,19 @@ func TestParseLines(t *testing.T) {
 	require.Equal(t, "c", recs[2].Attr)
 }
 
+func TestReadLinesBoundsLines(t *testing.T) {
+	huge := `{"attr":"big","error":"` + strings.Repeat("x", MaxLineBytes) + `"}`
+	in := strings.Join([]string{`{"attr":"a","drvPath":"/nix/store/a.drv"}`, huge, `{"attr":"c","error":"boom"}`}, "\n")
+	var seen []string
+	var attrs []string
+	bad, err := ReadLines(strings.NewReader(in), func(j Job) { attrs = append(attrs, j.Attr) },
+		func(line []byte, why error) { seen = append(seen, string(line)+": "+why.Error()) })
+	require.NoError(t, err)
+	require.Equal(t, 1, bad)
+	require.Equal(t, []string{"a", "c"}, attrs, "the lines around it are read")
+	require.Equal(t, []string{huge[:256] + ": line over 16777216 bytes"}, seen, "only its head is kept")
+}
+
 func TestParseLineManyEscapes(t *testing.T) {
 	// A long error with many escapes is scanned once, not once per escape.
 	msg := `error: ` + strings.Repeat(`a\n`, 200_000)
