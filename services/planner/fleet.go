@@ -182,7 +182,8 @@ func (f *fleet) Collect(ch chan<- prometheus.Metric) {
 // made the consumer.
 func (f *fleet) queue(ctx context.Context, stream jetstream.Stream, system string) (uint64, time.Time, error) {
 	subject := bus.BuildSubject(system)
-	var n, from uint64 = 0, 1
+	var n uint64
+	from := uint64(1)
 	c, err := f.js.Consumer(ctx, bus.StreamBuilds, bus.ConsumerBuilder(system))
 	switch {
 	case err == nil:
