@@ -243,6 +243,28 @@ func MsgIDRebuildResult(runID, drv string, restartSeq uint64) string {
 	return fmt.Sprintf("%s:restart:%d", MsgIDResult(runID, drv), restartSeq)
 }
 
+// MsgIDOutcomeRevision, MsgIDVerdictRevision and MsgIDReviewRevision are
+// MsgIDOutcome, MsgIDVerdict and MsgIDReview of a run re-derived after a
+// restarted job (revision: RunVerdict.revision, 0 for the run's first).
+func MsgIDOutcomeRevision(runID, attr string, revision uint64) string {
+	return withRevision(MsgIDOutcome(runID, attr), revision)
+}
+
+func MsgIDVerdictRevision(runID string, revision uint64) string {
+	return withRevision(MsgIDVerdict(runID), revision)
+}
+
+func MsgIDReviewRevision(runID string, revision uint64) string {
+	return withRevision(MsgIDReview(runID), revision)
+}
+
+func withRevision(id string, revision uint64) string {
+	if revision == 0 {
+		return id
+	}
+	return id + ":revision:" + strconv.FormatUint(revision, 10)
+}
+
 // MsgIDLogChunk names chunk seq of one attempt of a build's live log.
 func MsgIDLogChunk(runID, drv string, restartSeq, delivery uint64, seq int64) string {
 	return fmt.Sprintf("log:%s:%s:%d:%d:%d", runID, drvBase(drv), restartSeq, delivery, seq)

@@ -377,6 +377,71 @@ func (p *Plan) Fail(drv string, f Failure, reason string, ev *Events) bool {
 	return true
 }
 
+// Retry builds drv again after its build failed (a restarted job): drv
+// is released again, and every job its failure skipped waits for it
+// again, unless another failure still skips it (those are reported again,
+// naming that failure). It returns false, changing nothing, when drv is
+// not a derivation whose build failed. It costs time linear in the graph.
+func (p *Plan) Retry(drv string, ev *Events) bool {
+	n, ok := p.index[drv]
+	if !ok || p.status[n] != Failed || p.evalNode[n] || p.pending[n] != 0 || p.jobStart[n] == p.jobStart[n+1] {
+		return false // unknown, not failed, an eval error or caught in a cycle
+	}
+	p.setStatus(n, Building, NoFailure, "", ev)
+	first := &p.jobs[p.nodeJobs[p.jobStart[n]]]
+	ev.Releases = append(ev.Releases, Release{Drv: first.Drv, System: first.System,
+		Jobs: p.nodeJobs[p.jobStart[n]:p.jobStart[n+1]]})
+	// What the failure skipped waits again.
+	reset := 0
+	stack := append(p.stack[:0], n)
+	for len(stack) > 0 {
+		m := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		for _, u := range p.users[p.userStart[m]:p.userStart[m+1]] {
+			if p.status[u] == Skipped {
+				p.setStatus(u, Pending, NoFailure, "", ev)
+				stack = append(stack, u)
+				reset++
+			}
+		}
+	}
+	p.stack = stack[:0]
+	if reset == 0 {
+		return true
+	}
+	// Skip again what another failure still reaches: every failed job's
+	// users, through what is skipped, once each.
+	seen := make([]bool, len(p.status))
+	for f := range int32(len(p.status)) {
+		if p.status[f] != Failed || p.jobStart[f] == p.jobStart[f+1] {
+			continue // a derivation between jobs fails only in a cycle, with its users
+		}
+		cause := p.nodeJobs[p.jobStart[f]]
+		skip := "dependency " + p.jobs[cause].Attr + " failed"
+		stack := append(p.stack[:0], f)
+		for len(stack) > 0 {
+			m := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			for _, u := range p.users[p.userStart[m]:p.userStart[m+1]] {
+				if seen[u] || (p.status[u] != Pending && p.status[u] != Skipped) {
+					continue
+				}
+				seen[u] = true
+				if p.status[u] == Pending {
+					first := len(ev.Outcomes)
+					p.setStatus(u, Skipped, DependencyFailure, skip, ev)
+					for k := first; k < len(ev.Outcomes); k++ {
+						ev.Outcomes[k].Cause = cause
+					}
+				}
+				stack = append(stack, u)
+			}
+		}
+		p.stack = stack[:0]
+	}
+	return true
+}
+
 func (p *Plan) building(drv string) (int32, bool) {
 	n, ok := p.index[drv]
 	if !ok || p.status[n] != Building {

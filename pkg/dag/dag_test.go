@@ -350,3 +350,55 @@ func graphOf(m map[string][]string) Graph {
 	}
 	return g
 }
+
+// A failed job built again: what its failure skipped waits for it again
+// (through derivations between jobs, cached jobs included), unless another
+// failure still skips it, which its new outcome then names.
+func TestPlanRetry(t *testing.T) {
+	jobs := []Job{
+		{Attr: "x", Drv: "X"},
+		{Attr: "w", Drv: "W"},
+		{Attr: "y", Drv: "Y"},                                // X via M
+		{Attr: "z", Drv: "Z", DependsOn: []string{"X", "W"}}, // X and W
+		{Attr: "c", Drv: "C", Cached: true, DependsOn: []string{"Y"}},
+		{Attr: "e", EvalError: "boom"},
+	}
+	p := New(jobs, graphOf(map[string][]string{"Y": {"M"}, "M": {"X"}}))
+	var ev Events
+	p.Start(&ev)
+	ev.Reset()
+	require.True(t, p.Fail("X", BuildFailure, "exit 1", &ev))
+	require.True(t, p.Fail("W", BuildFailure, "exit 1", &ev))
+	require.True(t, p.Done())
+	require.Equal(t, Counts{Failed: 3, Skipped: 3}, p.Counts())
+	ev.Reset()
+
+	require.False(t, p.Retry("Y", &ev), "skipped, not failed")
+	require.False(t, p.Retry("nope", &ev))
+	require.False(t, p.Retry("", &ev), "an evaluation error")
+	require.True(t, p.Retry("X", &ev))
+	require.Equal(t, []Release{{Drv: "X", Jobs: []int32{0}}}, ev.Releases)
+	require.Equal(t, []Outcome{{Job: 3, Status: Skipped, Failure: DependencyFailure, Reason: "dependency w failed", Cause: 1}}, ev.Outcomes)
+	require.Equal(t, Counts{Building: 1, Pending: 2, Failed: 2, Skipped: 1}, p.Counts())
+	require.False(t, p.Retry("X", &ev), "building already")
+	ev.Reset()
+
+	require.True(t, p.Succeed("X", &ev))
+	require.Equal(t, []Release{{Drv: "Y", Jobs: []int32{2}}}, ev.Releases)
+	ev.Reset()
+	require.True(t, p.Succeed("Y", &ev))
+	require.Equal(t, []Outcome{{Job: 2, Status: Succeeded}, {Job: 4, Status: Cached}}, ev.Outcomes)
+	require.True(t, p.Done())
+	require.Equal(t, Counts{Succeeded: 2, Cached: 1, Failed: 2, Skipped: 1}, p.Counts())
+	require.False(t, p.Retry("X", &ev), "succeeded")
+
+	// Failing again skips the same jobs again.
+	ev.Reset()
+	require.True(t, p.Retry("W", &ev))
+	require.Empty(t, ev.Outcomes)
+	ev.Reset()
+	require.True(t, p.Fail("W", BuildFailure, "exit 2", &ev))
+	require.Equal(t, []Outcome{{Job: 1, Status: Failed, Failure: BuildFailure, Reason: "exit 2"},
+		{Job: 3, Status: Skipped, Failure: DependencyFailure, Reason: "dependency w failed", Cause: 1}}, ev.Outcomes)
+	require.Equal(t, Counts{Succeeded: 2, Cached: 1, Failed: 2, Skipped: 1}, p.Counts())
+}

@@ -3,6 +3,7 @@ package planner
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -39,6 +40,7 @@ type state struct {
 	planned chan planned // plans built in the background
 	spawn   func(func()) // runs a background task the service waits for
 	busy    []*run       // runs with a backlog, served in turn
+	ended   endedRuns    // runs this planner gave a verdict lately
 }
 
 type changeKey struct {
@@ -69,7 +71,20 @@ type run struct {
 	busy      bool           // in state.busy
 	building  map[string]int // per system
 	failed    []*nixbuspb.JobOutcome
-	listBytes int
+	// failedJobs are the jobs failed lists, index for index.
+	failedJobs []int32
+	listBytes  int
+	// rev is the stream sequence of the newest RestartJob applied to a
+	// run reopened by one (restart.go); 0 while the run is on its first
+	// verdict. Its outcomes and verdict carry it in their message ids.
+	rev uint64
+	// expect is, in a reopened run, the restart_seq each derivation
+	// released since carries: other results of it are stale.
+	expect map[string]uint64
+	// failedLogs are the log keys of failed jobs, kept while the run is
+	// restored and after (restart.go): a job a restart skips again links
+	// the log of a failure decided before.
+	failedLogs map[int32]string
 }
 
 type earlyResult struct {
@@ -95,6 +110,7 @@ type queuedOutcome struct {
 	dag.Outcome
 	logKey     string // of the build that decided it, if any
 	durationMs int64
+	rev        uint64 // the run's rev when it was decided
 }
 
 func (b *backlog) len() int { return len(b.releases) + len(b.outcomes) }
@@ -171,7 +187,7 @@ func (st *state) handle(ctx context.Context, msg jetstream.Msg) error {
 	case bus.RunRestartKind:
 		var m nixbuspb.RestartJob
 		if st.decode(msg, &m) {
-			return st.restart(ctx, runID, meta.Sequence.Stream, &m, msg.Headers())
+			return st.restart(ctx, runID, meta.Sequence.Stream, &m, msg.Headers(), at)
 		}
 	case bus.RunCancelKind:
 		var m nixbuspb.Cancel
@@ -207,15 +223,7 @@ func (st *state) started(ctx context.Context, runID string, seq uint64, m *nixbu
 		return err
 	}
 	r := &run{id: runID, seq: seq, change: m.GetChange(), startedMs: m.GetStartedUnixMs(), startAt: at,
-		attrs: map[string]struct{}{}, building: map[string]int{}}
-	for _, k := range []string{"traceparent", "tracestate"} {
-		if v := h.Get(k); v != "" {
-			if r.hdr == nil {
-				r.hdr = nats.Header{}
-			}
-			r.hdr.Set(k, v)
-		}
-	}
+		attrs: map[string]struct{}{}, building: map[string]int{}, hdr: traceHeader(h)}
 	st.runs[runID] = r
 	st.s.metrics.activeRuns.Inc()
 	st.s.logger.Info("run started", "run", runID, "change", r.change.GetChange(), "patchset", r.change.GetPatchset())
@@ -429,6 +437,13 @@ func (st *state) result(ctx context.Context, runID string, m *nixbuspb.BuildResu
 // It reports false for a result that changes nothing (a duplicate).
 func (st *state) apply(r *run, m *nixbuspb.BuildResult, at time.Time, built string) bool {
 	st.ev.Reset()
+	if m.GetRestartSeq() != r.expect[m.GetDrvPath()] {
+		// A result of another attempt than the one awaited: a restart's
+		// rebuild in a run on its first verdict, or a run's first build
+		// in one reopened by a restart.
+		st.s.logger.Debug("ignore result of another attempt", "run", r.id, "drv", m.GetDrvPath(), "restart_seq", m.GetRestartSeq())
+		return false
+	}
 	var applied bool
 	switch m.GetStatus() {
 	case nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED:
@@ -468,6 +483,12 @@ func (st *state) enqueue(r *run, ev *dag.Events, res *nixbuspb.BuildResult, afte
 	for _, rel := range ev.Releases {
 		r.building[rel.System]++
 		st.s.metrics.building.WithLabelValues(rel.System).Inc()
+		if r.rev > 0 {
+			if r.expect == nil {
+				r.expect = map[string]uint64{}
+			}
+			r.expect[rel.Drv] = r.rev
+		}
 		r.backlog.releases = append(r.backlog.releases, queuedRelease{rel, after})
 	}
 	// A skipped job links the log of the failure that skipped it, which
@@ -475,10 +496,13 @@ func (st *state) enqueue(r *run, ev *dag.Events, res *nixbuspb.BuildResult, afte
 	// its skips).
 	var failedLog map[int32]string
 	for _, o := range ev.Outcomes {
-		q := queuedOutcome{Outcome: o}
+		q := queuedOutcome{Outcome: o, rev: r.rev}
 		switch {
 		case o.Status == dag.Skipped:
 			q.logKey = failedLog[o.Cause]
+			if q.logKey == "" {
+				q.logKey = r.failedLogs[o.Cause] // a restart skipped it again
+			}
 		case res != nil && r.jobs[o.Job].Drv == res.GetDrvPath():
 			q.logKey, q.durationMs = res.GetLogKey(), res.GetDurationMs()
 		}
@@ -505,7 +529,8 @@ func (st *state) flush(ctx context.Context, r *run) error {
 		}
 		req := buildRequestMsg(r.id, rel.Release, func(j int32) string { return r.jobs[j].Attr }, r.outputs[rel.Jobs[0]])
 		req.PlanTraceparent, req.AfterTraceparent = r.planTrace, rel.after
-		if err := st.send(ctx, r, bus.BuildSubject(rel.System), bus.MsgIDBuild(r.id, rel.Drv), req); err != nil {
+		req.RestartSeq = r.expect[rel.Drv]
+		if err := st.send(ctx, r, bus.BuildSubject(rel.System), bus.MsgIDRebuild(r.id, rel.Drv, req.RestartSeq), req); err != nil {
 			return err
 		}
 		st.s.metrics.released.WithLabelValues(rel.System).Inc()
@@ -516,13 +541,11 @@ func (st *state) flush(ctx context.Context, r *run) error {
 		b.outcomes = b.outcomes[1:]
 		j := &r.jobs[o.Job]
 		out := outcomeMsg(r.id, j, o)
-		if err := st.send(ctx, r, bus.OutcomeSubject(r.id), bus.MsgIDOutcome(r.id, j.Attr), out); err != nil {
+		if err := st.send(ctx, r, bus.OutcomeSubject(r.id), bus.MsgIDOutcomeRevision(r.id, j.Attr, o.rev), out); err != nil {
 			return err
 		}
 		st.s.metrics.outcomes.WithLabelValues(prom.EnumLabel(out.GetStatus())).Inc()
-		if o.Status == dag.Failed || o.Status == dag.Skipped {
-			st.listFailed(r, out)
-		}
+		st.listFailed(r, o, out)
 	}
 	if b.len() > 0 {
 		if !r.busy {
@@ -554,13 +577,29 @@ func (st *state) drain(ctx context.Context) error {
 	return st.flush(ctx, r)
 }
 
-// listFailed adds a failed or skipped job to the verdict's list, within caps.
-func (st *state) listFailed(r *run, o *nixbuspb.JobOutcome) {
+// listFailed adds a failed or skipped job to the verdict's list, within
+// caps. In a run reopened by a restart, a job's new outcome replaces the
+// one listed (the list stays in the order jobs were decided).
+func (st *state) listFailed(r *run, q queuedOutcome, o *nixbuspb.JobOutcome) {
+	if r.failedLogs != nil && q.Status == dag.Failed && q.logKey != "" {
+		r.failedLogs[q.Job] = q.logKey
+	}
+	if q.rev > 0 {
+		if i := slices.Index(r.failedJobs, q.Job); i >= 0 {
+			r.listBytes -= proto.Size(r.failed[i])
+			r.failed = slices.Delete(r.failed, i, i+1)
+			r.failedJobs = slices.Delete(r.failedJobs, i, i+1)
+		}
+	}
+	if q.Status != dag.Failed && q.Status != dag.Skipped {
+		return
+	}
 	if len(r.failed) >= st.s.cfg.VerdictFailedCap || r.listBytes >= maxVerdictListBytes {
 		return
 	}
 	c := verdictOutcome(o)
 	r.failed = append(r.failed, c)
+	r.failedJobs = append(r.failedJobs, q.Job)
 	r.listBytes += proto.Size(c)
 }
 
@@ -571,9 +610,11 @@ func (st *state) cancel(ctx context.Context, r *run, by string, at time.Time) er
 // finish publishes the run's verdict and forgets the run.
 func (st *state) finish(ctx context.Context, r *run, status nixbuspb.RunStatus, supersededBy string, at time.Time) error {
 	v := verdictMsg(r, status, supersededBy, at)
-	if err := st.send(ctx, r, bus.VerdictSubject(r.id), bus.MsgIDVerdict(r.id), v); err != nil {
+	v.Revision = r.rev
+	if err := st.send(ctx, r, bus.VerdictSubject(r.id), bus.MsgIDVerdictRevision(r.id, r.rev), v); err != nil {
 		return err
 	}
+	st.ended.add(r.id, r.rev)
 	for sys, n := range r.building {
 		st.s.metrics.building.WithLabelValues(sys).Sub(float64(n))
 	}
@@ -583,7 +624,7 @@ func (st *state) finish(ctx context.Context, r *run, status nixbuspb.RunStatus, 
 	st.s.metrics.activeRuns.Dec()
 	st.s.metrics.verdicts.WithLabelValues(prom.EnumLabel(status)).Inc()
 	st.s.logger.Info("run finished", "run", r.id, "change", r.change.GetChange(), "patchset", r.change.GetPatchset(),
-		"status", status.String(), "jobs", v.JobCount, "failed", v.FailedCount, "skipped", v.SkippedCount)
+		"status", status.String(), "revision", r.rev, "jobs", v.JobCount, "failed", v.FailedCount, "skipped", v.SkippedCount)
 	return nil
 }
 

@@ -99,6 +99,21 @@ func (e *env) verdict(run string) *nixbuspb.RunVerdict {
 	return &v
 }
 
+// verdictRevision waits for the verdict of run's revision rev.
+func (e *env) verdictRevision(run string, rev uint64) *nixbuspb.RunVerdict {
+	e.t.Helper()
+	s, err := e.js.Stream(e.t.Context(), bus.StreamReports)
+	require.NoError(e.t, err)
+	var v nixbuspb.RunVerdict
+	require.EventuallyWithT(e.t, func(c *assert.CollectT) {
+		m, err := s.GetLastMsgForSubject(e.t.Context(), bus.VerdictSubject(run))
+		require.NoError(c, err, "no verdict yet")
+		require.NoError(c, bus.Decode(m.Data, &v), "undecodable verdict")
+		assert.Equal(c, rev, v.GetRevision())
+	}, 20*time.Second, 10*time.Millisecond, "no verdict of revision %d for %s", rev, run)
+	return &v
+}
+
 // count returns how many messages stream holds on subject.
 func count(t *testing.T, js jetstream.JetStream, stream, subject string) int {
 	t.Helper()
@@ -199,12 +214,13 @@ func (e *env) startBuilder(decide func(*nixbuspb.BuildRequest) nixbuspb.BuildSta
 				b.mu.Unlock()
 				status := decide(&req)
 				res := &nixbuspb.BuildResult{RunId: req.GetRunId(), DrvPath: req.GetDrvPath(), System: req.GetSystem(),
-					Status: status, LogKey: bus.LogKey(req.GetRunId(), req.GetDrvPath()), DurationMs: 7, Attrs: req.GetAttrs()}
+					Status: status, LogKey: bus.LogKey(req.GetRunId(), req.GetDrvPath()), DurationMs: 7, Attrs: req.GetAttrs(),
+					RestartSeq: req.GetRestartSeq()}
 				if status != nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED {
 					res.Error = "builder for '" + req.GetDrvPath() + "' failed with exit code 1"
 				}
 				if err := e.pub.Publish(ctx, bus.RunSubject(req.GetRunId(), bus.RunResultKind),
-					bus.MsgIDResult(req.GetRunId(), req.GetDrvPath()), res, nil); err != nil {
+					bus.MsgIDRebuildResult(req.GetRunId(), req.GetDrvPath(), req.GetRestartSeq()), res, nil); err != nil {
 					return
 				}
 				_ = m.Ack()

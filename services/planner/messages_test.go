@@ -116,7 +116,8 @@ func checkMessagesFit(t *testing.T, in maxInputs) {
 			logKey: bus.LogKey(runID, j.Drv), durationMs: 1}
 		out := outcomeMsg(runID, &j, o)
 		fits(bus.OutcomeSubject(runID), bus.MsgIDOutcome(runID, j.Attr), out)
-		st.listFailed(r, out)
+		o.Job = int32(i)
+		st.listFailed(r, o, out)
 	}
 	v := verdictMsg(r, nixbuspb.RunStatus_RUN_STATUS_FAILED, "", time.UnixMilli(2))
 	fits(bus.VerdictSubject(runID), bus.MsgIDVerdict(runID), v)

@@ -3,59 +3,62 @@ package planner
 import (
 	"context"
 	"errors"
-	"fmt"
+	"log/slog"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"nixbus.dev/nixbus/pkg/bus"
+	"nixbus.dev/nixbus/pkg/dag"
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
 )
 
-// restart honours a RestartJob (published by the web page for an admin):
-// the failed build of a run that has ended is released again, its request
-// and result told apart from the first build's by restart_seq, the stream
-// sequence of the RestartJob. The run's outcomes and vote stay as they were:
-// the rebuild's result is there for whoever looks at the run.
+// restart honours a RestartJob (published by the web page or `nixbus
+// restart` for an admin): the failed build of a run that has ended is
+// released again and the run is reopened. Its request and result are told
+// apart from the first build's by restart_seq, the stream sequence of the
+// RestartJob. What the failure skipped waits for the rebuild again (and is
+// built once it succeeds, as the DAG would have); outcomes that change are
+// published again, and once every affected job is done the run gets a new
+// verdict, whose revision is that sequence (the reporter votes again if
+// the vote or the failed jobs changed).
 //
-// It is refused (logged, nothing published) for a run the planner still
-// runs, a derivation the run has no job for, a build that did not fail, or a
-// restart already answered (a replay).
-func (st *state) restart(ctx context.Context, runID string, seq uint64, m *nixbuspb.RestartJob, hdr nats.Header) error {
-	logger := st.s.logger.With("run", runID, "drv", m.GetDrvPath(), "requested_by", m.GetRequestedBy())
-	if _, active := st.runs[runID]; active {
-		logger.Warn("restart of a job of a run still running ignored")
+// The ended run's state is re-derived from its messages on the runs stream
+// before the RestartJob (restore), so that a replay after a restart of the
+// planner reopens it the same way and publishes the same messages. A
+// restart of another failed job of a reopened run joins it: the verdict
+// waits for both, and its revision is the later sequence.
+//
+// It is refused (logged, nothing published) for a run on its first
+// verdict still running, an unknown run or derivation, a build that did
+// not fail, a run that was cancelled (its builders refuse to build for
+// it), or a restart already answered (a replay: a verdict of that
+// revision or a later one is stored).
+func (st *state) restart(ctx context.Context, runID string, seq uint64, m *nixbuspb.RestartJob, hdr nats.Header, at time.Time) error {
+	logger := st.s.logger.With("run", runID, "drv", m.GetDrvPath(), "requested_by", bus.Truncate(m.GetRequestedBy(), 200))
+	if r, active := st.runs[runID]; active {
+		if r.rev == 0 || r.plan == nil {
+			logger.Warn("restart of a job of a run still running ignored")
+			return nil
+		}
+		return st.retry(ctx, r, seq, m.GetDrvPath(), logger)
+	}
+	if !bus.ValidRunID(runID) || len(m.GetDrvPath()) > maxDrvPathBytes {
+		logger.Warn("restart of an unknown job ignored")
 		return nil
 	}
-	var (
-		req    *nixbuspb.BuildRequest
-		last   *nixbuspb.BuildResult
-		served bool
-	)
-	_, err := bus.ReadOrdered(ctx, st.s.js, bus.StreamRuns,
-		[]string{bus.RunSubject(runID, bus.RunJobKind), bus.RunSubject(runID, bus.RunResultKind)}, 0,
-		func(msg jetstream.Msg) error {
-			_, kind, _ := bus.ParseRunSubject(msg.Subject())
-			switch kind {
-			case bus.RunJobKind:
-				var j nixbuspb.Job
-				if bus.Decode(msg.Data(), &j) != nil || j.GetDrvPath() != m.GetDrvPath() || j.GetDrvPath() == "" {
-					return nil
-				}
-				if req == nil {
-					req = &nixbuspb.BuildRequest{RunId: runID, DrvPath: j.GetDrvPath(), System: j.GetSystem(), Outputs: j.GetOutputs(), RestartSeq: seq}
-				}
-				req.Attrs = append(req.Attrs, j.GetAttr())
-			case bus.RunResultKind:
-				var r nixbuspb.BuildResult
-				if bus.Decode(msg.Data(), &r) != nil || r.GetDrvPath() != m.GetDrvPath() {
-					return nil
-				}
-				last = &r
-				served = served || r.GetRestartSeq() == seq
-			}
-			return nil
-		})
+	rev, found, err := st.revision(ctx, runID)
+	switch {
+	case err != nil:
+		return err
+	case !found:
+		logger.Warn("restart of a job of a run without a verdict ignored")
+		return nil
+	case rev >= seq:
+		return nil // answered before this replay
+	}
+	r, refused, err := st.restore(ctx, runID, seq)
 	switch {
 	case err != nil:
 		if ctx.Err() != nil {
@@ -63,24 +66,257 @@ func (st *state) restart(ctx context.Context, runID string, seq uint64, m *nixbu
 		}
 		logger.Error("restart: read the run", "err", err)
 		return nil
-	case req == nil || len(req.GetDrvPath()) > maxDrvPathBytes || len(req.GetSystem()) > maxSystemBytes:
-		logger.Warn("restart of an unknown job ignored")
+	case refused != "":
+		logger.Warn("restart ignored", "why", refused)
 		return nil
-	case served:
-		return nil // answered before this replay
-	case last == nil || last.GetStatus() == nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED:
+	}
+	r.seq, r.startAt, r.lastAt, r.startedMs, r.expired = seq, at, at, at.UnixMilli(), ""
+	if h := traceHeader(hdr); h != nil {
+		r.hdr = h
+	}
+	st.ev.Reset()
+	if !r.plan.Retry(m.GetDrvPath(), &st.ev) {
 		logger.Warn("restart of a job whose build did not fail ignored")
 		return nil
 	}
-	capRequest(req)
-	msg, err := bus.NewMsg(bus.BuildSubject(req.GetSystem()), bus.MsgIDRebuild(runID, req.GetDrvPath(), seq), req, hdr)
-	if err != nil {
-		// capRequest makes every request fit: this is a bug.
-		return fmt.Errorf("planner: restart %s: %w", runID, err)
+	st.runs[runID] = r
+	st.s.metrics.activeRuns.Inc()
+	r.rev = seq
+	st.enqueue(r, &st.ev, nil, "")
+	logger.Info("job restarted", "revision", seq)
+	return st.flush(ctx, r)
+}
+
+// retry restarts another failed job of a run reopened by a restart.
+func (st *state) retry(ctx context.Context, r *run, seq uint64, drv string, logger *slog.Logger) error {
+	st.ev.Reset()
+	if !r.plan.Retry(drv, &st.ev) {
+		logger.Warn("restart of a job whose build did not fail ignored")
+		return nil
 	}
-	if err := st.out.publish(ctx, msg); err != nil {
-		return errors.Join(err, ctx.Err())
+	r.rev = seq
+	st.enqueue(r, &st.ev, nil, "")
+	logger.Info("job restarted", "revision", seq)
+	return st.flush(ctx, r)
+}
+
+// revision is the revision of the newest verdict of run, from this
+// planner's memory of the runs it ended (their verdicts may not be stored
+// yet) or else from the reports stream.
+func (st *state) revision(ctx context.Context, runID string) (rev uint64, found bool, err error) {
+	if rev, ok := st.ended.get(runID); ok {
+		return rev, true, nil
 	}
-	logger.Info("job restarted", "attr", req.GetAttrs()[0])
-	return nil
+	err = untilDone(ctx, st.s.logger, "look up verdict", func() error {
+		raw, err := st.reports.GetLastMsgForSubject(ctx, bus.VerdictSubject(runID))
+		switch {
+		case bus.IsNotFound(err):
+			found = false
+			return nil
+		case err != nil:
+			return err
+		}
+		var v nixbuspb.RunVerdict
+		if bus.Decode(raw.Data, &v) != nil {
+			return nil // unreadable: not found
+		}
+		rev, found = v.GetRevision(), true
+		return nil
+	})
+	return rev, found, err
+}
+
+// errEnough stops reading a run's history at the RestartJob.
+var errEnough = errors.New("read enough")
+
+// restore re-derives an ended run from its messages on the runs stream
+// before sequence until, as the planner handled them: jobs and graph,
+// planning, build results, and the restarts answered before (a restart
+// was answered when a result of its rebuild is there). Jobs still building
+// at the end (the run ended without their results) fail. Nothing is
+// published. It returns why the run cannot be restarted, if it cannot.
+func (st *state) restore(ctx context.Context, runID string, until uint64) (*run, string, error) {
+	type item struct {
+		kind string
+		msg  jetstream.Msg
+		at   time.Time
+	}
+	var items []item
+	answered := map[string]map[uint64]bool{} // drv -> restart_seq of rebuilds with a result
+	_, err := bus.ReadOrdered(ctx, st.s.js, bus.StreamRuns, []string{bus.RunSubject(runID, ">")}, 0, func(msg jetstream.Msg) error {
+		meta, err := msg.Metadata()
+		if err != nil {
+			return err
+		}
+		if meta.Sequence.Stream >= until {
+			return errEnough
+		}
+		_, kind, err := bus.ParseRunSubject(msg.Subject())
+		if err != nil {
+			return nil
+		}
+		if kind == bus.RunResultKind {
+			var res nixbuspb.BuildResult
+			if bus.Decode(msg.Data(), &res) == nil && res.GetRestartSeq() > 0 {
+				if answered[res.GetDrvPath()] == nil {
+					answered[res.GetDrvPath()] = map[uint64]bool{}
+				}
+				answered[res.GetDrvPath()][res.GetRestartSeq()] = true
+			}
+		}
+		items = append(items, item{kind, msg, meta.Timestamp})
+		return nil
+	})
+	if err != nil && !errors.Is(err, errEnough) {
+		return nil, "", err
+	}
+	r := &run{id: runID, attrs: map[string]struct{}{}, building: map[string]int{}, failedLogs: map[int32]string{}}
+	var early []earlyResult
+	for _, it := range items {
+		switch it.kind {
+		case bus.RunStartedKind:
+			var m nixbuspb.RunStarted
+			if bus.Decode(it.msg.Data(), &m) == nil && r.change == nil {
+				r.change, r.hdr = m.GetChange(), traceHeader(it.msg.Headers())
+			}
+		case bus.RunJobKind:
+			var m nixbuspb.Job
+			if r.plan != nil || bus.Decode(it.msg.Data(), &m) != nil {
+				continue
+			}
+			if _, dup := r.attrs[m.GetAttr()]; !dup {
+				r.attrs[m.GetAttr()] = struct{}{}
+				r.jobs = append(r.jobs, newJob(&m))
+				r.outputs = append(r.outputs, m.GetOutputs())
+			}
+		case bus.RunGraphKind:
+			var m nixbuspb.GraphChunk
+			if r.plan != nil || bus.Decode(it.msg.Data(), &m) != nil {
+				continue
+			}
+			if _, dup := r.chunkSeen[m.GetIndex()]; !dup {
+				if r.chunkSeen == nil {
+					r.chunkSeen = map[int32]struct{}{}
+				}
+				r.chunkSeen[m.GetIndex()] = struct{}{}
+				r.graph = append(r.graph, &m)
+			}
+		case bus.RunEvalKind:
+			var m nixbuspb.EvalDone
+			if r.evalDone == nil && bus.Decode(it.msg.Data(), &m) == nil {
+				r.evalDone = &m
+			}
+		case bus.RunCancelKind:
+			return nil, "the run was cancelled", nil
+		case bus.RunResultKind:
+			var m nixbuspb.BuildResult
+			if bus.Decode(it.msg.Data(), &m) != nil {
+				continue
+			}
+			if r.plan == nil {
+				early = append(early, earlyResult{&m, it.at, ""})
+			} else if st.apply(r, &m, it.at, "") {
+				st.settle(r)
+			}
+		case bus.RunRestartKind:
+			var m nixbuspb.RestartJob
+			if r.plan == nil || bus.Decode(it.msg.Data(), &m) != nil {
+				continue
+			}
+			meta, err := it.msg.Metadata()
+			if err != nil || !answered[m.GetDrvPath()][meta.Sequence.Stream] {
+				continue
+			}
+			st.ev.Reset()
+			if r.plan.Retry(m.GetDrvPath(), &st.ev) {
+				r.rev = meta.Sequence.Stream
+				st.enqueue(r, &st.ev, nil, "")
+				st.settle(r)
+			}
+		}
+		if r.plan == nil && r.evalDone != nil && r.evalDone.GetError() == "" &&
+			int64(len(r.jobs)) >= r.evalDone.GetJobCount() && len(r.graph) >= int(r.evalDone.GetGraphChunks()) {
+			st.restorePlan(r)
+			for _, e := range early {
+				if st.apply(r, e.m, e.at, "") {
+					st.settle(r)
+				}
+			}
+			early = nil
+		}
+	}
+	if r.change == nil || r.plan == nil {
+		return nil, "the run was never planned", nil
+	}
+	st.failBuilding(r, func(*dag.Job) bool { return true }, dag.TimeoutFailure, "unfinished when the run ended")
+	st.settle(r)
+	return r, "", nil
+}
+
+// restorePlan plans r at once, as install does in the background.
+func (st *state) restorePlan(r *run) {
+	var g dag.Graph
+	g.Drvs, g.Edges = bus.AssembleGraph(r.graph)
+	r.plan = dag.New(r.jobs, g)
+	for i := range r.jobs {
+		r.jobs[i].DependsOn = nil
+	}
+	r.graph, r.chunkSeen, r.attrs = nil, nil, nil
+	st.ev.Reset()
+	r.plan.Start(&st.ev)
+	st.enqueue(r, &st.ev, nil, "")
+	st.settle(r)
+}
+
+// settle takes in r's backlog as the planner published it before: the
+// failed jobs' list is kept, nothing is sent.
+func (st *state) settle(r *run) {
+	for _, o := range r.backlog.outcomes {
+		st.listFailed(r, o, outcomeMsg(r.id, &r.jobs[o.Job], o))
+	}
+	r.backlog = backlog{}
+}
+
+// traceHeader keeps the trace context of h, if it has one.
+func traceHeader(h nats.Header) nats.Header {
+	var out nats.Header
+	for _, k := range []string{"traceparent", "tracestate"} {
+		if v := h.Get(k); v != "" {
+			if out == nil {
+				out = nats.Header{}
+			}
+			out.Set(k, v)
+		}
+	}
+	return out
+}
+
+// endedRuns remembers the verdict revision of the runs this planner ended
+// lately: a restart read right after a verdict was sent must see it,
+// stored or not (as a replay would).
+type endedRuns struct {
+	rev   map[string]uint64
+	order []string
+}
+
+// endedKeep bounds endedRuns; older runs' verdicts are long stored.
+const endedKeep = 4096
+
+func (e *endedRuns) add(runID string, rev uint64) {
+	if e.rev == nil {
+		e.rev = map[string]uint64{}
+	}
+	if _, ok := e.rev[runID]; !ok {
+		e.order = append(e.order, runID)
+	}
+	e.rev[runID] = rev
+	if len(e.order) > endedKeep {
+		delete(e.rev, e.order[0])
+		e.order = e.order[1:]
+	}
+}
+
+func (e *endedRuns) get(runID string) (uint64, bool) {
+	rev, ok := e.rev[runID]
+	return rev, ok
 }

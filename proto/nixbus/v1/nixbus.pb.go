@@ -1333,8 +1333,12 @@ type RunVerdict struct {
 	EvalError      string                 `protobuf:"bytes,10,opt,name=eval_error,json=evalError,proto3" json:"eval_error,omitempty"`
 	DurationMs     int64                  `protobuf:"varint,11,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
 	SupersededBy   string                 `protobuf:"bytes,12,opt,name=superseded_by,json=supersededBy,proto3" json:"superseded_by,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Which verdict of the run this is: 0 for its first; after an admin
+	// restarted a failed job, the stream sequence of the last RestartJob the
+	// re-derived verdict accounts for. A later revision replaces an earlier.
+	Revision      uint64 `protobuf:"varint,13,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RunVerdict) Reset() {
@@ -1451,6 +1455,13 @@ func (x *RunVerdict) GetSupersededBy() string {
 	return ""
 }
 
+func (x *RunVerdict) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 // ReviewPosted records the review the reporter gave a run (or printed).
 type ReviewPosted struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -1459,9 +1470,11 @@ type ReviewPosted struct {
 	Verified int32                  `protobuf:"varint,3,opt,name=verified,proto3" json:"verified,omitempty"`
 	Message  string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
 	// "gerrit-ssh", "gerrit-rest" or "stdout".
-	Via           string `protobuf:"bytes,5,opt,name=via,proto3" json:"via,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Via string `protobuf:"bytes,5,opt,name=via,proto3" json:"via,omitempty"`
+	// The revision of the verdict reviewed (RunVerdict.revision).
+	VerdictRevision uint64 `protobuf:"varint,6,opt,name=verdict_revision,json=verdictRevision,proto3" json:"verdict_revision,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ReviewPosted) Reset() {
@@ -1527,6 +1540,13 @@ func (x *ReviewPosted) GetVia() string {
 		return x.Via
 	}
 	return ""
+}
+
+func (x *ReviewPosted) GetVerdictRevision() uint64 {
+	if x != nil {
+		return x.VerdictRevision
+	}
+	return 0
 }
 
 // LogChunk is a piece of a running build's log: the builder streams them on
@@ -1927,7 +1947,7 @@ const file_nixbus_v1_nixbus_proto_rawDesc = "" +
 	"\x06reason\x18\a \x01(\tR\x06reason\x12\x17\n" +
 	"\alog_key\x18\b \x01(\tR\x06logKey\x12\x1f\n" +
 	"\vduration_ms\x18\t \x01(\x03R\n" +
-	"durationMs\"\xc6\x03\n" +
+	"durationMs\"\xe2\x03\n" +
 	"\n" +
 	"RunVerdict\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12.\n" +
@@ -1944,13 +1964,15 @@ const file_nixbus_v1_nixbus_proto_rawDesc = "" +
 	" \x01(\tR\tevalError\x12\x1f\n" +
 	"\vduration_ms\x18\v \x01(\x03R\n" +
 	"durationMs\x12#\n" +
-	"\rsuperseded_by\x18\f \x01(\tR\fsupersededBy\"\x9d\x01\n" +
+	"\rsuperseded_by\x18\f \x01(\tR\fsupersededBy\x12\x1a\n" +
+	"\brevision\x18\r \x01(\x04R\brevision\"\xc8\x01\n" +
 	"\fReviewPosted\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12.\n" +
 	"\x06change\x18\x02 \x01(\v2\x16.nixbus.v1.ChangeEventR\x06change\x12\x1a\n" +
 	"\bverified\x18\x03 \x01(\x05R\bverified\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12\x10\n" +
-	"\x03via\x18\x05 \x01(\tR\x03via\"\x85\x02\n" +
+	"\x03via\x18\x05 \x01(\tR\x03via\x12)\n" +
+	"\x10verdict_revision\x18\x06 \x01(\x04R\x0fverdictRevision\"\x85\x02\n" +
 	"\bLogChunk\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x19\n" +
 	"\bdrv_path\x18\x02 \x01(\tR\adrvPath\x12\x1f\n" +
