@@ -1,7 +1,6 @@
 package web
 
 import (
-	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -115,28 +114,4 @@ func TestCriticalPathOfRunningRun(t *testing.T) {
 	require.Equal(t, []string{"x", "y", "z"}, attrs, sec)
 	require.Contains(t, sec, "Waiting on")
 	require.Contains(t, sec, `st-building">building`)
-}
-
-// The longest path of a chain of 10,000 jobs, each reaching the one
-// before through a derivation that is not a job (which also reaches the
-// previous one of its kind), comes out whole: one pass over the graph.
-func TestCriticalPathLarge(t *testing.T) {
-	const n = 10000
-	jobs := make([]job, n)
-	var drvs []string
-	var edges []int32
-	for i := range n {
-		jobs[i] = job{attr: fmt.Sprintf("j%d", i), drv: storeDrv(fmt.Sprintf("j%d", i))}
-		drvs = append(drvs, jobs[i].drv, storeDrv(fmt.Sprintf("via%d", i)))
-		if i > 0 {
-			// j(i) -> via(i) -> j(i-1), and via(i) -> via(i-1).
-			edges = append(edges, int32(2*i), int32(2*i+1), int32(2*i+1), int32(2*i-2), int32(2*i+1), int32(2*i-1))
-		}
-	}
-	g := newDepGraph(jobs, bus.GraphChunks("r", drvs, edges, 0))
-	path, total := g.longest(func(int) int64 { return 2 })
-	require.Len(t, path, n)
-	require.EqualValues(t, 2*n, total)
-	require.Equal(t, 0, path[0])
-	require.Equal(t, n-1, path[n-1])
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"nixbus.dev/nixbus/pkg/bus"
+	"nixbus.dev/nixbus/pkg/dag"
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
 )
 
@@ -46,7 +47,7 @@ type runState struct {
 	evalDone   *nixbuspb.EvalDone
 	chunks     []*nixbuspb.GraphChunk // the derivation graph, in parts
 	chunkSeen  map[int32]bool
-	graph      *depGraph // built from jobs and chunks once evaluated
+	graph      *dag.Plan // built from jobs and chunks once evaluated, never run
 	cancel     *nixbuspb.Cancel
 	results    map[string]*nixbuspb.BuildResult // newest per drv
 	resultSeq  map[string]uint64
