@@ -171,11 +171,11 @@ func (n *Nix) Version(ctx context.Context) (Version, error) {
 	if n.version != nil {
 		return *n.version, nil
 	}
-	out, err := exec.CommandContext(ctx, n.bin(), "--version").Output()
-	if err != nil {
+	var out bytes.Buffer
+	if err := n.Run(n.Exec(ctx, n.bin(), "--version"), &out); err != nil {
 		return Version{}, fmt.Errorf("nix --version: %w", err)
 	}
-	v, err := ParseVersion(string(out))
+	v, err := ParseVersion(out.String())
 	if err != nil {
 		return Version{}, err
 	}

@@ -2,12 +2,12 @@ package cacheuploader
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 
@@ -49,11 +49,9 @@ func generateKey(n *nix.Nix, name, secretFile string) error {
 	}
 	defer func() { _ = os.RemoveAll(tmp) }()
 	sec, pub := filepath.Join(tmp, "key.sec"), filepath.Join(tmp, "key.pub")
-	cmd := exec.Command(nixStoreBin(n), "--generate-binary-cache-key", name, sec, pub)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("nix-store --generate-binary-cache-key: %w: %s", err, strings.TrimSpace(stderr.String()))
+	// New, which makes the key, has no context: this is one quick command.
+	if err := n.Run(n.Exec(context.Background(), nixStoreBin(n), "--generate-binary-cache-key", name, sec, pub), &bytes.Buffer{}); err != nil {
+		return fmt.Errorf("generate signing key: %w", err)
 	}
 	if err := os.Chmod(sec, 0o600); err != nil {
 		return fmt.Errorf("restrict signing key: %w", err)

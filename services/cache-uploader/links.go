@@ -10,7 +10,6 @@ import (
 	"hash/fnv"
 	"maps"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -111,14 +110,8 @@ func (l *linker) place(ctx context.Context, dir string, root bool, project, attr
 // holds if link is replaced later.
 func (l *linker) addRoot(ctx context.Context, path, link string) error {
 	args := append(l.nix.Args(), "--realise", path, "--add-root", link, "--indirect")
-	cmd := exec.CommandContext(ctx, nixStoreBin(l.nix), args...)
-	if l.nix != nil && len(l.nix.Env) > 0 {
-		cmd.Env = append(cmd.Environ(), l.nix.Env...)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("nix-store --add-root: %w", &nix.Error{Args: cmd.Args, Err: err, Stderr: stderr.String()})
+	if err := l.nix.Run(l.nix.Exec(ctx, nixStoreBin(l.nix), args...), &bytes.Buffer{}); err != nil {
+		return fmt.Errorf("add gc root %s: %w", link, err)
 	}
 	return nil
 }
