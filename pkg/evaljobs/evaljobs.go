@@ -76,7 +76,7 @@ func ReadLines(r io.Reader, emit func(Job), garbage func(line []byte, why error)
 				emit(job)
 			}
 		}
-		if rerr == io.EOF {
+		if errors.Is(rerr, io.EOF) {
 			return bad, nil
 		}
 		if rerr != nil {
@@ -102,7 +102,7 @@ func readLine(br *bufio.Reader) (line []byte, tooLong bool, err error) {
 		default:
 			line = append(line, frag...)
 		}
-		if err != bufio.ErrBufferFull {
+		if !errors.Is(err, bufio.ErrBufferFull) {
 			return line, tooLong, err
 		}
 	}
