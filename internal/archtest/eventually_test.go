@@ -110,6 +110,7 @@ type goFile struct {
 	dir     string            // package directory, relative to the repo
 	ast     *ast.File         //
 	imports map[string]string // local name -> directory of the module's imports
+	test    bool              // a _test.go file: only test code sees its functions
 }
 
 type decl struct {
@@ -151,7 +152,7 @@ func parseModule(t *testing.T) *codebase {
 			return err
 		}
 		rel, _ := filepath.Rel(root, filepath.Dir(p))
-		gf := &goFile{dir: filepath.ToSlash(rel), ast: f, imports: map[string]string{}}
+		gf := &goFile{dir: filepath.ToSlash(rel), ast: f, imports: map[string]string{}, test: strings.HasSuffix(p, "_test.go")}
 		for _, imp := range f.Imports {
 			ip, _ := strconv.Unquote(imp.Path.Value)
 			dir, ok := strings.CutPrefix(ip, module)
@@ -294,6 +295,9 @@ func (m *codebase) failing(f *goFile, c *ast.CallExpr) string {
 		}
 	}
 	for _, d := range cands {
+		if d.file.test && (!f.test || d.file.dir != f.dir) {
+			continue // production code, and other packages, cannot call it
+		}
 		if m.fails[d.fn] {
 			return d.file.dir + "." + d.fn.Name.Name
 		}
