@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -44,14 +45,16 @@ func (h *health) list() []serviceConn {
 	return append([]serviceConn(nil), h.services...)
 }
 
-// connected is why a service's NATS connection is not CONNECTED, or nil.
+// connected says which services' NATS connections are not CONNECTED (every
+// one, so an operator sees the whole picture), or nil.
 func (h *health) connected() error {
+	var errs []error
 	for _, s := range h.list() {
 		if st := s.nc.Status(); st != nats.CONNECTED {
-			return fmt.Errorf("nats connection of %s: %s", s.name, st)
+			errs = append(errs, fmt.Errorf("nats connection of %s: %s", s.name, st))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // ready is why this instance is not ready, or nil.

@@ -65,6 +65,7 @@ func TestHealthzFollowsNATS(t *testing.T) {
 
 	srv.Stop()
 	status("/healthz", http.StatusServiceUnavailable, "nats connection of reporter: RECONNECTING")
+	status("/healthz", http.StatusServiceUnavailable, "nats connection of planner: RECONNECTING")
 	status("/readyz", http.StatusServiceUnavailable, "nats connection of")
 
 	srv.StartAgain(t)
