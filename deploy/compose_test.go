@@ -27,6 +27,7 @@ import (
 	"nixbus.dev/nixbus/pkg/bus"
 	"nixbus.dev/nixbus/pkg/natsauth"
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
+	"nixbus.dev/nixbus/services/evaluator"
 )
 
 const (
@@ -133,7 +134,7 @@ func TestCompose(t *testing.T) {
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
 	until(t, 2*time.Minute, "streams and the evaluator's consumer", func() error {
-		_, err := js.Consumer(ctx, bus.StreamChanges, bus.ConsumerEvaluator)
+		_, err := js.Consumer(ctx, bus.StreamChanges, evaluator.Consumer)
 		return err
 	})
 	for _, url := range []string{

@@ -18,6 +18,7 @@ import (
 	"nixbus.dev/nixbus/pkg/natsauth"
 	"nixbus.dev/nixbus/pkg/natstest"
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
+	"nixbus.dev/nixbus/services/reporter"
 )
 
 // TestClusterSurvivesRunsLeaderLoss runs a Gerrit change on a 3-node
@@ -44,7 +45,7 @@ func TestClusterSurvivesRunsLeaderLoss(t *testing.T) {
 	admin, err := nats.NkeyOptionFromSeed(key(bus.RoleAdmin))
 	require.NoError(t, err)
 	_, js := cl.Nodes[0].Connect(t, admin)
-	for _, name := range []string{bus.StreamRuns, bus.StreamBuilds, "KV_" + bus.VotesBucket, "OBJ_" + bus.LogBucket} {
+	for _, name := range []string{bus.StreamRuns, bus.StreamBuilds, "KV_" + reporter.VotesBucket, "OBJ_" + bus.LogBucket} {
 		s, err := js.Stream(t.Context(), name)
 		require.NoError(t, err)
 		require.Equal(t, 3, s.CachedInfo().Config.Replicas, name)

@@ -18,6 +18,7 @@ import (
 	"nixbus.dev/nixbus/pkg/bus"
 	"nixbus.dev/nixbus/pkg/natstest"
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
+	"nixbus.dev/nixbus/services/reporter"
 )
 
 // gerritFlags point gerrit-ingest, the evaluator and the reporter at the
@@ -165,7 +166,7 @@ func TestGerritNewPatchsetSupersedesOlder(t *testing.T) {
 	reviews := g.WaitReviews(t, 1)
 	require.Equal(t, int32(2), reviews[0].Patchset)
 	// The reporter has handled both verdicts; still exactly one review.
-	waitConsumerIdle(t, js, bus.StreamReports, bus.ConsumerReporter)
+	waitConsumerIdle(t, js, bus.StreamReports, reporter.Consumer)
 	require.Len(t, g.Reviews(), 1)
 }
 
@@ -211,6 +212,6 @@ func TestGerritMergeOnMainGetsRootsAndOutputs(t *testing.T) {
 	target, err := os.Readlink(root)
 	require.NoError(t, err)
 	require.True(t, strings.HasSuffix(target, "-tool"), target)
-	waitConsumerIdle(t, js, bus.StreamReports, bus.ConsumerReporter)
+	waitConsumerIdle(t, js, bus.StreamReports, reporter.Consumer)
 	require.Empty(t, g.Reviews(), "a post-merge run gets no vote")
 }

@@ -81,21 +81,21 @@ func TestLeastPrivilegeRefusesForbiddenPublishes(t *testing.T) {
 	forbidden := []struct {
 		role, subject, stream string
 	}{
-		{bus.RoleBuilder, bus.VerdictSubject("r1"), bus.StreamReports},
-		{bus.RoleBuilder, bus.ChangeSubject("p"), bus.StreamChanges},
-		{bus.RoleBuilder, bus.BuildSubject("x86_64-linux"), bus.StreamBuilds},
-		{bus.RoleBuilder, bus.OutcomeSubject("r1"), bus.StreamReports},
-		{bus.RoleBuilder, bus.RunSubject("r1", bus.RunJobKind), bus.StreamRuns},
-		{bus.RoleEvaluator, bus.RunSubject("r1", bus.RunResultKind), bus.StreamRuns},
-		{bus.RoleEvaluator, bus.VerdictSubject("r1"), bus.StreamReports},
-		{bus.RoleCacheUploader, bus.RunSubject("r1", bus.RunResultKind), bus.StreamRuns},
-		{bus.RoleGerritIngest, bus.BuildSubject("x86_64-linux"), bus.StreamBuilds},
-		{bus.RoleReporter, bus.VerdictSubject("r1"), bus.StreamReports},
-		{bus.RolePlanner, bus.RunSubject("r1", bus.RunResultKind), bus.StreamRuns},
-		{bus.RolePlanner, bus.ReviewSubject("r1"), bus.StreamReports},
+		{"builder", bus.VerdictSubject("r1"), bus.StreamReports},
+		{"builder", bus.ChangeSubject("p"), bus.StreamChanges},
+		{"builder", bus.BuildSubject("x86_64-linux"), bus.StreamBuilds},
+		{"builder", bus.OutcomeSubject("r1"), bus.StreamReports},
+		{"builder", bus.RunSubject("r1", bus.RunJobKind), bus.StreamRuns},
+		{"evaluator", bus.RunSubject("r1", bus.RunResultKind), bus.StreamRuns},
+		{"evaluator", bus.VerdictSubject("r1"), bus.StreamReports},
+		{"cache-uploader", bus.RunSubject("r1", bus.RunResultKind), bus.StreamRuns},
+		{"gerrit-ingest", bus.BuildSubject("x86_64-linux"), bus.StreamBuilds},
+		{"reporter", bus.VerdictSubject("r1"), bus.StreamReports},
+		{"planner", bus.RunSubject("r1", bus.RunResultKind), bus.StreamRuns},
+		{"planner", bus.ReviewSubject("r1"), bus.StreamReports},
 		// Only the admin owns stream settings.
-		{bus.RoleBuilder, "$JS.API.STREAM.UPDATE." + bus.StreamRuns, ""},
-		{bus.RolePlanner, "$JS.API.STREAM.DELETE." + bus.StreamRuns, ""},
+		{"builder", "$JS.API.STREAM.UPDATE." + bus.StreamRuns, ""},
+		{"planner", "$JS.API.STREAM.DELETE." + bus.StreamRuns, ""},
 	}
 	for _, f := range forbidden {
 		t.Run(f.role+"/"+f.subject, func(t *testing.T) {
@@ -118,8 +118,8 @@ func TestLeastPrivilegeRefusesForbiddenPublishes(t *testing.T) {
 	}
 
 	// Nor may a role read another's replies or snoop on every subject.
-	for _, sub := range []string{"_INBOX.>", bus.InboxPrefix(bus.RoleReporter) + ".>", bus.VerdictAll, ">"} {
-		nc, _, errs := asRole(t, srv, dir, bus.RoleBuilder)
+	for _, sub := range []string{"_INBOX.>", bus.InboxPrefix("reporter") + ".>", bus.VerdictAll, ">"} {
+		nc, _, errs := asRole(t, srv, dir, "builder")
 		_, err := nc.SubscribeSync(sub)
 		require.NoError(t, err)
 		require.NoError(t, nc.Flush())
@@ -220,8 +220,8 @@ func TestNATSCredentialFromSystemd(t *testing.T) {
 // not run on a secured bus.
 func TestEveryServiceHasARole(t *testing.T) {
 	for _, name := range app.Names() {
-		_, ok := bus.RolePermissions(name)
-		require.True(t, ok, "service %s has no role in pkg/bus/roles.go", name)
-		require.Contains(t, bus.Roles(), name)
+		_, ok := app.RolePermissions(name)
+		require.True(t, ok, "service %s has no role (its Access, in internal/app's registry)", name)
+		require.Contains(t, app.Roles(), name)
 	}
 }

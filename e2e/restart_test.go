@@ -24,6 +24,7 @@ import (
 	"nixbus.dev/nixbus/pkg/bus"
 	"nixbus.dev/nixbus/pkg/natstest"
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
+	"nixbus.dev/nixbus/services/reporter"
 )
 
 // TestRestartNATSOutage stops the NATS server while a build runs and
@@ -134,7 +135,7 @@ func TestRestartReporterKilledMidPost(t *testing.T) {
 			_, js := srv.Connect(t)
 			// A short stale-claim age, so a reporter that takes over the
 			// dead one's claim does so within the test.
-			reporter := startProc(t, bin, "reporter", procArgs(srv.URL, t.TempDir(),
+			rp := startProc(t, bin, "reporter", procArgs(srv.URL, t.TempDir(),
 				"--gerrit.review-via", "rest", "--gerrit.http.url", web.URL, "--gerrit.http.user", rest.User,
 				"--gerrit.http.password-file", pw, "--reporter.ack-wait", "2s", "--reporter.retry-delay", "100ms",
 				"--reporter.stale-claim", "3s", "--reporter.upload-wait", "0")...)
@@ -145,7 +146,7 @@ func TestRestartReporterKilledMidPost(t *testing.T) {
 			// A new durable starts at its service's start: publish once the
 			// reporter's consumer exists, or the verdict predates it.
 			require.Eventually(t, func() bool {
-				_, err := js.Consumer(ctx, bus.StreamReports, bus.ConsumerReporter)
+				_, err := js.Consumer(ctx, bus.StreamReports, reporter.Consumer)
 				return err == nil
 			}, time.Minute, 20*time.Millisecond, "the reporter never made its consumer")
 			run := bus.RunID("restart-test:" + t.Name())
@@ -161,14 +162,14 @@ func TestRestartReporterKilledMidPost(t *testing.T) {
 			case <-time.After(time.Minute):
 				t.Fatal("the reporter never posted")
 			}
-			reporter.kill()
-			reporter.start()
+			rp.kill()
+			rp.start()
 
 			require.Eventually(t, func() bool {
 				n, err := stored(ctx, js, bus.StreamReports, bus.ReviewSubject(run))
 				return err == nil && n > 0
 			}, time.Minute, 20*time.Millisecond, "the review was never recorded")
-			waitConsumerIdle(t, js, bus.StreamReports, bus.ConsumerReporter)
+			waitConsumerIdle(t, js, bus.StreamReports, reporter.Consumer)
 			reviews := rest.Reviews()
 			require.Equal(t, 1, len(reviews), "one vote, whatever the moment the reporter died")
 			require.Equal(t, 1, reviews[0].Labels["Verified"])
@@ -334,7 +335,7 @@ func buildResults(t *testing.T, js jetstream.JetStream, run string) map[string]*
 func requireOneVote(t *testing.T, g *gerrittest.Server, js jetstream.JetStream) gerrittest.ReviewCommand {
 	t.Helper()
 	g.WaitReviews(t, 1)
-	waitConsumerIdle(t, js, bus.StreamReports, bus.ConsumerReporter)
+	waitConsumerIdle(t, js, bus.StreamReports, reporter.Consumer)
 	reviews := g.Reviews()
 	require.Len(t, reviews, 1, "one vote")
 	return reviews[0]

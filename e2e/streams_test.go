@@ -15,6 +15,7 @@ import (
 	"nixbus.dev/nixbus/internal/app"
 	"nixbus.dev/nixbus/pkg/bus"
 	"nixbus.dev/nixbus/pkg/natstest"
+	"nixbus.dev/nixbus/services/reporter"
 )
 
 type lockedBuffer struct {
@@ -54,7 +55,7 @@ func startPlanner(t *testing.T, url string, w io.Writer, args ...string) func() 
 func maxAges(t *testing.T, js jetstream.JetStream) map[string]time.Duration {
 	t.Helper()
 	out := map[string]time.Duration{}
-	for _, name := range []string{bus.StreamRuns, bus.StreamReports, "KV_" + bus.VotesBucket, "OBJ_" + bus.LogBucket} {
+	for _, name := range []string{bus.StreamRuns, bus.StreamReports, "KV_" + reporter.VotesBucket, "OBJ_" + bus.LogBucket} {
 		s, err := js.Stream(t.Context(), name)
 		require.NoError(t, err)
 		out[name] = s.CachedInfo().Config.MaxAge
@@ -63,7 +64,7 @@ func maxAges(t *testing.T, js jetstream.JetStream) map[string]time.Duration {
 }
 
 func allAre(d time.Duration) map[string]time.Duration {
-	return map[string]time.Duration{bus.StreamRuns: d, bus.StreamReports: d, "KV_" + bus.VotesBucket: d, "OBJ_" + bus.LogBucket: d}
+	return map[string]time.Duration{bus.StreamRuns: d, bus.StreamReports: d, "KV_" + reporter.VotesBucket: d, "OBJ_" + bus.LogBucket: d}
 }
 
 // TestStreamSettingsHaveOneOwner: the operator sets the history to 720h

@@ -23,6 +23,8 @@ import (
 	"nixbus.dev/nixbus/internal/gerrittest"
 	"nixbus.dev/nixbus/pkg/bus"
 	"nixbus.dev/nixbus/pkg/natstest"
+	cacheuploader "nixbus.dev/nixbus/services/cache-uploader"
+	"nixbus.dev/nixbus/services/reporter"
 )
 
 // otlpReceiver takes spans the way a collector or Jaeger does: OTLP over
@@ -159,8 +161,8 @@ func TestTraceFromGerritEventToVote(t *testing.T) {
 	g.Push(ps)
 	reviews := g.WaitReviews(t, 1)
 	require.Equal(t, "-1", reviews[0].Labels["Verified"], reviews[0].Raw)
-	waitConsumerIdle(t, js, bus.StreamReports, bus.ConsumerReporter)
-	waitConsumerIdle(t, js, bus.StreamRuns, bus.ConsumerCacheUploader)
+	waitConsumerIdle(t, js, bus.StreamReports, reporter.Consumer)
+	waitConsumerIdle(t, js, bus.StreamRuns, cacheuploader.Consumer(nil))
 	// Stopping flushes every span the services made.
 	stop()
 

@@ -155,7 +155,7 @@ func Start(ctx context.Context, o Options, c *Configs, out io.Writer, logger *sl
 	}
 	// Streams exist before any service runs, so producers never publish
 	// into nothing whatever order services come up in.
-	if err := inst.ensureStreams(ctx, o.Streams, o.ApplyStreams); err != nil {
+	if err := inst.ensureStreams(ctx, o.Streams, o.ApplyStreams, selected); err != nil {
 		inst.close()
 		return nil, err
 	}
@@ -222,7 +222,7 @@ func (i *Instance) Connect(name string) (*nats.Conn, error) { return i.connect(n
 
 func (i *Instance) connect(name string) (*nats.Conn, error) {
 	opts := append([]nats.Option{nats.Name("nixbus-" + name), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond)}, i.auth...)
-	// Each role may only read its own inbox (bus.RolePermissions).
+	// Each role may only read its own inbox (RolePermissions).
 	role := i.role
 	if known(name) {
 		role = name
@@ -242,9 +242,11 @@ func (i *Instance) connect(name string) (*nats.Conn, error) {
 	return nc, nil
 }
 
-// ensureStreams creates what is missing; existing streams keep their
-// settings unless the operator asked for these (--nats.apply-stream-config).
-func (i *Instance) ensureStreams(ctx context.Context, so bus.StreamOptions, apply bool) error {
+// ensureStreams creates what is missing (the streams, and the buckets of
+// the services that run here); existing ones keep their settings unless
+// the operator asked for these (--nats.apply-stream-config), which sets
+// every service's buckets too, as `nixbus streams apply` does.
+func (i *Instance) ensureStreams(ctx context.Context, so bus.StreamOptions, apply bool, services []string) error {
 	nc, err := i.connect("setup")
 	if err != nil {
 		return err
@@ -254,13 +256,13 @@ func (i *Instance) ensureStreams(ctx context.Context, so bus.StreamOptions, appl
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	if apply {
-		if err := bus.ApplyStreams(ctx, js, so); err != nil {
+		if err := bus.ApplyStreams(ctx, js, so, buckets(nil)...); err != nil {
 			return err
 		}
 		i.logger.Info("stream settings applied", "max_age", so.MaxAge, "duplicate_window", so.DuplicateWindow, "replicas", so.Replicas)
 		return nil
 	}
-	diffs, err := bus.CheckStreams(ctx, js, so)
+	diffs, err := bus.CheckStreams(ctx, js, so, buckets(services)...)
 	for _, d := range diffs {
 		i.logger.Warn("stream settings differ from the flags; keeping them (change them with `nixbus streams apply` or --nats.apply-stream-config)",
 			"stream", d.Stream, "setting", d.Setting, "have", d.Have, "flags", d.Want)

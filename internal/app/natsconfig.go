@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"nixbus.dev/nixbus/pkg/bus"
 	"nixbus.dev/nixbus/pkg/natsauth"
 )
 
@@ -19,7 +18,7 @@ func natsConfigCommand(_ context.Context, args []string, stdout io.Writer, stder
 	dir := fs.String("dir", "", "directory for auth.conf (the server's `include`) and one secret file per role (mode 0600; existing ones are kept)")
 	kind := fs.String("auth", natsauth.Nkey, "credentials: nkey (a seed file per role) or password (a password file per role, bcrypt hashes in auth.conf)")
 	roles := listFlag{}
-	fs.Var(&roles, "role", "role to write (repeatable; default all: "+strings.Join(bus.Roles(), ", ")+")")
+	fs.Var(&roles, "role", "role to write (repeatable; default all: "+strings.Join(Roles(), ", ")+")")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -30,13 +29,18 @@ func natsConfigCommand(_ context.Context, args []string, stdout io.Writer, stder
 		return fmt.Errorf("--dir must be set")
 	}
 	if len(roles) == 0 {
-		roles = bus.Roles()
+		roles = Roles()
+	}
+	for _, r := range roles {
+		if _, ok := RolePermissions(r); !ok {
+			return fmt.Errorf("unknown role %q (known: %s)", r, strings.Join(Roles(), ", "))
+		}
 	}
 	users, err := natsauth.Generate(*dir, *kind, roles)
 	if err != nil {
 		return err
 	}
-	conf, err := natsauth.Config(users)
+	conf, err := natsauth.Config(users, RolePermissions)
 	if err != nil {
 		return err
 	}

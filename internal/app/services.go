@@ -98,10 +98,12 @@ func HostSystem() string {
 	return arch + "-" + runtime.GOOS
 }
 
-// entry is one service: its name and how to build it. The slice order is
-// start order: upstream first; they stop in reverse.
+// entry is one service: its name (its bus role's too), what it does on the
+// bus, and how to build it. The slice order is start order: upstream
+// first; they stop in reverse.
 type entry struct {
 	name      string
+	access    func() bus.Access
 	construct func(c *Configs, d deps) (Service, error)
 	// durables are the durable consumers the service works through (stream,
 	// name): their state is a metric, their existence readiness.
@@ -109,30 +111,30 @@ type entry struct {
 }
 
 var registry = []entry{
-	{"gerrit-ingest", func(c *Configs, d deps) (Service, error) {
+	{"gerrit-ingest", gerritingest.Access, func(c *Configs, d deps) (Service, error) {
 		return gerritingest.New(c.GerritIngest, gerritingest.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg, SSH: c.Gerrit.ssh(), TracerProvider: d.tp})
 	}, nil},
-	{"evaluator", func(c *Configs, d deps) (Service, error) {
+	{"evaluator", evaluator.Access, func(c *Configs, d deps) (Service, error) {
 		f, err := c.Gerrit.fetcher()
 		if err != nil {
 			return nil, err
 		}
 		return evaluator.New(c.Evaluator, evaluator.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg, Nix: d.nix, Fetcher: f, TracerProvider: d.tp})
-	}, func(*Configs) [][2]string { return [][2]string{{bus.StreamChanges, bus.ConsumerEvaluator}} }},
-	{"planner", func(c *Configs, d deps) (Service, error) {
+	}, func(*Configs) [][2]string { return [][2]string{{bus.StreamChanges, evaluator.Consumer}} }},
+	{"planner", planner.Access, func(c *Configs, d deps) (Service, error) {
 		return planner.New(c.Planner, planner.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg, TracerProvider: d.tp})
 	}, nil},
-	{"builder", func(c *Configs, d deps) (Service, error) {
+	{"builder", builder.Access, func(c *Configs, d deps) (Service, error) {
 		return builder.New(c.Builder, builder.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg, Nix: d.nix, TracerProvider: d.tp})
 	}, func(c *Configs) [][2]string {
 		return [][2]string{{bus.StreamBuilds, bus.ConsumerBuilder(c.Builder.System)}}
 	}},
-	{"cache-uploader", func(c *Configs, d deps) (Service, error) {
+	{"cache-uploader", cacheuploader.Access, func(c *Configs, d deps) (Service, error) {
 		return cacheuploader.New(c.CacheUploader, cacheuploader.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg, Nix: d.nix, TracerProvider: d.tp})
 	}, func(c *Configs) [][2]string {
-		return [][2]string{{bus.StreamRuns, bus.CacheUploaderConsumer(c.CacheUploader.Builders)}}
+		return [][2]string{{bus.StreamRuns, cacheuploader.Consumer(c.CacheUploader.Builders)}}
 	}},
-	{"reporter", func(c *Configs, d deps) (Service, error) {
+	{"reporter", reporter.Access, func(c *Configs, d deps) (Service, error) {
 		p, err := c.Gerrit.poster()
 		if err != nil {
 			return nil, err
@@ -143,14 +145,14 @@ var registry = []entry{
 		}
 		return s, err
 	}, func(c *Configs) [][2]string {
-		out := [][2]string{{bus.StreamReports, bus.ConsumerReporter}}
+		out := [][2]string{{bus.StreamReports, reporter.Consumer}}
 		if c.Reporter.StartedMessage && (c.Gerrit.SSH.Enabled() || c.Gerrit.HTTP.Enabled()) {
-			out = append(out, [2]string{bus.StreamRuns, bus.ConsumerReporterStarted})
+			out = append(out, [2]string{bus.StreamRuns, reporter.ConsumerStarted})
 		}
 		return out
 	}},
 	// The status pages, at / of --http.address (nothing without one).
-	{"web", func(c *Configs, d deps) (Service, error) {
+	{"web", web.Access, func(c *Configs, d deps) (Service, error) {
 		s, err := web.New(c.Web, web.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg, TracerProvider: d.tp})
 		if err == nil && d.mux != nil {
 			d.mux.Handle("/", s.Handler())
@@ -169,10 +171,44 @@ func Names() []string {
 }
 
 func known(name string) bool {
+	_, ok := Access(name)
+	return ok
+}
+
+// Access is what the service name does on the bus; false for no service.
+func Access(name string) (bus.Access, bool) {
 	for _, e := range registry {
 		if e.name == name {
-			return true
+			return e.access(), true
 		}
 	}
-	return false
+	return bus.Access{}, false
+}
+
+// Roles lists every role on the bus: the services in start order, then
+// the admin.
+func Roles() []string { return append(Names(), bus.RoleAdmin) }
+
+// RolePermissions is what role may do on the bus, derived from its
+// service's Access; false for an unknown role.
+func RolePermissions(role string) (bus.Permissions, bool) {
+	if role == bus.RoleAdmin {
+		return bus.AdminPermissions(), true
+	}
+	a, ok := Access(role)
+	if !ok {
+		return bus.Permissions{}, false
+	}
+	return a.Permissions(role), true
+}
+
+// buckets are the KV buckets the named services own (nil: every service's).
+func buckets(names []string) []bus.Bucket {
+	var out []bus.Bucket
+	for _, e := range registry {
+		if names == nil || contains(names, e.name) {
+			out = append(out, e.access().Buckets...)
+		}
+	}
+	return out
 }

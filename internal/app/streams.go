@@ -46,12 +46,12 @@ func streamsCommand(ctx context.Context, args []string, stdout, stderr *os.File)
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	if fs.Arg(0) == "apply" {
-		if err := bus.ApplyStreams(ctx, js, o.Streams); err != nil {
+		if err := bus.ApplyStreams(ctx, js, o.Streams, buckets(nil)...); err != nil {
 			return err
 		}
 		fmt.Fprintln(stdout, "applied")
 	}
-	diffs, err := bus.CheckStreams(ctx, js, o.Streams)
+	diffs, err := bus.CheckStreams(ctx, js, o.Streams, buckets(nil)...)
 	if err != nil {
 		return err
 	}

@@ -6,25 +6,14 @@ import (
 )
 
 // Roles: one NATS user per service, with exactly the subjects that service
-// uses (see RolePermissions), and an admin for operators' commands.
-// A role's name is its service's name.
-const (
-	RoleGerritIngest  = "gerrit-ingest"
-	RoleEvaluator     = "evaluator"
-	RolePlanner       = "planner"
-	RoleBuilder       = "builder"
-	RoleCacheUploader = "cache-uploader"
-	RoleReporter      = "reporter"
-	RoleWeb           = "web"
-	// RoleAdmin may do anything: `nixbus streams`, `nixbus run`, `nixbus
-	// trigger`, all services in one process, the nats CLI.
-	RoleAdmin = "admin"
-)
+// uses, and an admin for operators' commands. A service's role is named
+// after it and its permissions are derived from the Access it declares
+// (each service's Access function): what a service owns (its durable
+// consumers, its KV buckets) it names itself, and pkg/bus knows none of it.
 
-// Roles lists every role, services in start order, then admin.
-func Roles() []string {
-	return []string{RoleGerritIngest, RoleEvaluator, RolePlanner, RoleBuilder, RoleCacheUploader, RoleReporter, RoleWeb, RoleAdmin}
-}
+// RoleAdmin may do anything: `nixbus streams`, `nixbus run`, `nixbus
+// trigger`, all services in one process, the nats CLI.
+const RoleAdmin = "admin"
 
 // InboxPrefix is where a role's request replies and pull deliveries
 // arrive (nats.CustomInboxPrefix): each role may only listen on its own,
@@ -38,98 +27,94 @@ type Permissions struct {
 	Subscribe []string
 }
 
-// RolePermissions returns what role may do on the bus, built from this
-// file's and subjects.go's names: a new subject a service publishes or
-// consumes is one line in the role's case below. The second result is
-// false for an unknown role.
+// AdminPermissions are RoleAdmin's: everything.
+func AdminPermissions() Permissions {
+	return Permissions{Publish: []string{">"}, Subscribe: []string{">"}}
+}
+
+// Access is what one service does on the bus, declared by the service: a
+// new subject it publishes or consumes is one entry in its Access.
+type Access struct {
+	// Publishes are subjects it publishes to JetStream (the acks come to
+	// its inbox).
+	Publishes []string
+	// Listens are core NATS subscriptions.
+	Listens []string
+	// Consumes are its durable pull consumers: it creates them, looks at
+	// them, pulls from them and acks, naks, terms or heartbeats their
+	// messages.
+	Consumes []Durable
+	// Follows are streams it reads with ordered consumers (ephemeral, no
+	// acks).
+	Follows []string
+	// Reads are streams whose single messages it gets by subject
+	// (LastRunMessage).
+	Reads []string
+	// Inspects are streams whose durable consumers' state it looks at
+	// (metrics).
+	Inspects []string
+	// Buckets are the KV buckets it owns: it creates them (EnsureStreams),
+	// reads and writes them; no other service does.
+	Buckets []Bucket
+	// Logs is how it uses the build logs' object store (LogBucket).
+	Logs LogUse
+}
+
+// Durable is a durable consumer on Stream. Name "*" stands for names the
+// service makes at run time (one per system, one per set of builders).
+type Durable struct {
+	Stream, Name string
+}
+
+// LogUse is how a service uses LogBucket.
+type LogUse int
+
+// Uses of LogBucket.
+const (
+	NoLogs LogUse = iota
+	ReadsLogs
+	WritesLogs
+)
+
+// Permissions returns what a's service may do on the bus as role.
 //
-// Every role may look at and create (never update or delete) the streams
-// and buckets nixbus uses, since any service may come up first (see
-// EnsureStreams); it may create consumers on, and read, the streams it
-// consumes; and it acks only its own durable consumers' messages.
-func RolePermissions(role string) (Permissions, bool) {
+// Every role may also look at and create (never update or delete) the
+// shared streams and its own buckets, since any service may come up first
+// (see EnsureStreams).
+func (a Access) Permissions(role string) Permissions {
 	p := &perms{}
-	if role == RoleAdmin {
-		return Permissions{Publish: []string{">"}, Subscribe: []string{">"}}, true
-	}
 	p.sub(InboxPrefix(role) + ".>")
 	// Account limits, which creating a bucket checks.
 	p.pub("$JS.API.INFO")
-	for _, s := range allStreams() {
-		p.pub(jsAPI("STREAM.INFO", s), jsAPI("STREAM.CREATE", s))
+	for _, it := range streamItems(StreamOptions{}, a.Buckets) {
+		p.pub(jsAPI("STREAM.INFO", it.name), jsAPI("STREAM.CREATE", it.name))
 	}
-	switch role {
-	case RoleGerritIngest:
-		p.publishes(ChangeAll)
-	case RoleEvaluator:
-		p.consumes(StreamChanges, ConsumerEvaluator)
-		p.reads(StreamRuns)
-		p.publishes(RunSubject("*", RunStartedKind), RunSubject("*", RunJobKind), RunSubject("*", RunGraphKind), RunSubject("*", RunEvalKind))
-	case RolePlanner:
-		p.follows(StreamRuns)
-		p.reads(StreamRuns) // the checkpoint's message, for its time
-		// Verdicts: a run with one is finished (replays skip it, a
-		// restarted job's run already has its vote).
-		p.reads(StreamReports)
-		p.listens(BuilderAll)
-		p.kv(PlannerBucket, true)
-		p.publishes(BuildAll, OutcomeAll, VerdictAll, RunCancels)
-		p.listens(BuilderAll) // builders' heartbeats
-		// Its metrics: the builds each system's builders have yet to take.
-		p.inspects(StreamBuilds)
-		p.reads(StreamBuilds)
-	case RoleBuilder:
-		// One durable per system (ConsumerBuilder); the stream holds
-		// nothing but build requests.
-		p.consumes(StreamBuilds, "*")
-		p.reads(StreamRuns)
-		p.listens(RunCancels)
-		p.objects(LogBucket, true)
-		p.publishes(RunResults, LogAll, BuilderAll)
-	case RoleCacheUploader:
-		// One durable per set of builders (CacheUploaderConsumer): its
-		// name is not known here, so any durable on the runs stream.
-		p.consumes(StreamRuns, "*")
-		p.reads(StreamRuns)
-		p.publishes(UploadAll)
-	case RoleReporter:
-		p.consumes(StreamReports, ConsumerReporter)
-		p.consumes(StreamRuns, ConsumerReporterStarted)
-		// A review waits for its run's outcomes and uploads.
-		p.follows(StreamReports)
-		p.kv(VotesBucket, true)
-		p.objects(LogBucket, false)
-		// A log link of a build still running answers with its live log.
-		p.reads(StreamLogs)
-		p.follows(StreamLogs)
-		p.publishes(ReviewAll)
-	case RoleWeb:
-		// Pages follow runs, reports and live logs, and show stored logs.
-		p.follows(StreamRuns)
-		p.follows(StreamReports)
-		p.follows(StreamLogs)
-		p.reads(StreamLogs)
-		p.objects(LogBucket, false)
-		// An admin's actions: cancel a run, run a change again, restart a job.
-		p.publishes(RunCancels, ChangeAll, RunSubject("*", RunRestartKind))
-	default:
-		return Permissions{}, false
+	for _, d := range a.Consumes {
+		p.consumes(d.Stream, d.Name)
 	}
-	return Permissions{Publish: p.p, Subscribe: p.s}, true
+	for _, s := range a.Reads {
+		p.reads(s)
+	}
+	for _, s := range a.Follows {
+		p.follows(s)
+	}
+	for _, s := range a.Inspects {
+		p.inspects(s)
+	}
+	p.listens(a.Listens...)
+	for _, b := range a.Buckets {
+		p.kv(b.Name)
+	}
+	if a.Logs != NoLogs {
+		p.objects(LogBucket, a.Logs == WritesLogs)
+	}
+	p.publishes(a.Publishes...)
+	return Permissions{Publish: p.p, Subscribe: p.s}
 }
 
 // kvStream and objStream are the streams behind a KV and an object bucket.
 func kvStream(bucket string) string  { return "KV_" + bucket }
 func objStream(bucket string) string { return "OBJ_" + bucket }
-
-// allStreams are the names of the streams EnsureStreams creates.
-func allStreams() []string {
-	var names []string
-	for _, it := range streamItems(StreamOptions{}) {
-		names = append(names, it.name)
-	}
-	return names
-}
 
 func jsAPI(op string, tokens ...string) string {
 	return "$JS.API." + op + "." + strings.Join(tokens, ".")
@@ -184,12 +169,10 @@ func (p *perms) follows(stream string) {
 		jsAPI("CONSUMER.DELETE", stream, "*"))
 }
 
-// kv: read (and with write, put) keys of a KV bucket.
-func (p *perms) kv(bucket string, write bool) {
+// kv: read and put keys of a KV bucket.
+func (p *perms) kv(bucket string) {
 	p.reads(kvStream(bucket))
-	if write {
-		p.pub("$KV." + bucket + ".>")
-	}
+	p.pub("$KV." + bucket + ".>")
 }
 
 // objects: get (and with write, put) objects of an object store bucket.

@@ -29,14 +29,24 @@ func DefaultStreamOptions() StreamOptions {
 	return StreamOptions{DuplicateWindow: 2 * time.Hour, MaxAge: 7 * 24 * time.Hour, Replicas: 1}
 }
 
-// EnsureStreams creates the streams and buckets nixbus uses that are
-// missing, with o (zero: DefaultStreamOptions). Every service calls it on
-// start, so any of them may come up first. It never changes one that
-// exists, whatever this process's flags say: settings have one owner, the
-// operator, who changes them with ApplyStreams (`nixbus streams apply`,
+// Bucket is a KV bucket one service owns, declared by that service (its
+// Access): the service creates it with EnsureStreams, and only `nixbus
+// streams` (which gets every service's) looks at it otherwise.
+type Bucket struct {
+	Name, Description string
+	// Expires drops keys after StreamOptions.MaxAge, with run history.
+	Expires bool
+}
+
+// EnsureStreams creates the streams nixbus uses, the log store, and the
+// caller's own buckets, those that are missing, with o (zero:
+// DefaultStreamOptions). Every service calls it on start, so any of them
+// may come up first. It never changes one that exists, whatever this
+// process's flags say: settings have one owner, the operator, who changes
+// them with ApplyStreams (`nixbus streams apply`,
 // --nats.apply-stream-config). CheckStreams also says how they differ.
-func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions) error {
-	_, err := CheckStreams(ctx, js, o)
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions, buckets ...Bucket) error {
+	_, err := CheckStreams(ctx, js, o, buckets...)
 	return err
 }
 
@@ -53,9 +63,9 @@ func (m Mismatch) String() string {
 
 // CheckStreams is EnsureStreams, and returns how the settings of the
 // streams and buckets that already existed differ from o.
-func CheckStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions) ([]Mismatch, error) {
+func CheckStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions, buckets ...Bucket) ([]Mismatch, error) {
 	var out []Mismatch
-	for _, it := range streamItems(o) {
+	for _, it := range streamItems(o, buckets) {
 		s, err := js.Stream(ctx, it.name)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			if err := it.create(ctx, js); err != nil {
@@ -71,10 +81,10 @@ func CheckStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions) 
 	return out, nil
 }
 
-// ApplyStreams creates every stream and bucket nixbus uses, or updates
-// it, to o: the operator's act, never a service's.
-func ApplyStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions) error {
-	for _, it := range streamItems(o) {
+// ApplyStreams creates every stream nixbus uses, the log store and
+// buckets, or updates it, to o: the operator's act, never a service's.
+func ApplyStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions, buckets ...Bucket) error {
+	for _, it := range streamItems(o, buckets) {
 		var err error
 		switch {
 		case it.kv != nil:
@@ -101,7 +111,7 @@ type streamItem struct {
 	want jetstream.StreamConfig
 }
 
-func streamItems(o StreamOptions) []streamItem {
+func streamItems(o StreamOptions, buckets []Bucket) []streamItem {
 	if o == (StreamOptions{}) {
 		o = DefaultStreamOptions()
 	}
@@ -140,11 +150,11 @@ func streamItems(o StreamOptions) []streamItem {
 		sc.MaxMsgSize = MaxMessageSize
 		items = append(items, streamItem{name: sc.Name, stream: &sc, want: sc})
 	}
-	kvs := []jetstream.KeyValueConfig{
-		{Bucket: PlannerBucket, Description: "planner checkpoints and the newest run of each change", Storage: storage, Replicas: replicas},
-		{Bucket: VotesBucket, Description: "runs the reporter has voted on", Storage: storage, Replicas: replicas, TTL: o.MaxAge},
-	}
-	for _, kc := range kvs {
+	for _, b := range buckets {
+		kc := jetstream.KeyValueConfig{Bucket: b.Name, Description: b.Description, Storage: storage, Replicas: replicas}
+		if b.Expires {
+			kc.TTL = o.MaxAge
+		}
 		items = append(items, streamItem{name: kvStream(kc.Bucket), kv: &kc,
 			want: jetstream.StreamConfig{Storage: storage, Replicas: replicas, MaxAge: kc.TTL}})
 	}

@@ -1,7 +1,10 @@
 // Package bus holds what every nixbus service needs to meet the others on
-// NATS JetStream: the names of streams, subjects, consumers and buckets (all
-// of them, in this one file), stream set-up, and publish/consume helpers that
-// give at-least-once delivery with idempotent effects.
+// NATS JetStream: the wire contract (the names of streams and subjects,
+// message ids, and the log store, all of them in this one file), stream
+// set-up, and publish/consume helpers that give at-least-once delivery with
+// idempotent effects. What one service keeps for itself (its durable
+// consumers, its KV buckets) it names and creates itself, declaring it in
+// its Access (roles.go).
 //
 // Subjects:
 //
@@ -39,7 +42,6 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 )
@@ -53,31 +55,16 @@ const (
 	StreamLogs    = "NIXBUS_LOGS"
 )
 
-// Durable consumer names. Every process of a service binds to the same one,
-// which is how a second process shares the work.
-const (
-	ConsumerEvaluator = "evaluator"
-	// ConsumerCacheUploader uploads every build's outputs; uploaders that
-	// serve only some builders use CacheUploaderConsumer.
-	ConsumerCacheUploader = "cache-uploader"
-	ConsumerReporter      = "reporter"
-	// ConsumerReporterStarted posts the optional "build started" messages.
-	ConsumerReporterStarted = "reporter-started"
-)
-
-// ConsumerBuilder names the durable consumer shared by all builders of a system.
+// ConsumerBuilder names the durable consumer shared by all builders of a
+// system. It is the one durable two services know: the planner reads its
+// state for the builds each system has yet to take.
 func ConsumerBuilder(system string) string { return "builder-" + Token(system) }
 
-// Buckets.
-const (
-	// LogBucket is the object store holding build logs, keyed by LogKey.
-	LogBucket = "nixbus-logs"
-	// PlannerBucket is the planner's KV: its replay checkpoint, and the
-	// newest run of each Gerrit change (to cancel older ones).
-	PlannerBucket = "nixbus-planner"
-	// VotesBucket is the reporter's KV: one key per run it has voted on.
-	VotesBucket = "nixbus-votes"
-)
+// LogBucket is the object store holding build logs, keyed by LogKey:
+// builders write them, the reporter, the status pages and `nixbus logs`
+// read them. (Other durable consumers and KV buckets are a service's own:
+// it names them in its Access.)
+const LogBucket = "nixbus-logs"
 
 // Subject roots.
 const (
@@ -286,17 +273,4 @@ func drvBase(drvPath string) string {
 		drvPath = drvPath[i+1:]
 	}
 	return drvPath
-}
-
-// CacheUploaderConsumer is the durable consumer of cache-uploaders that
-// upload what the named builders built (their outputs are in this host's
-// store): one per set of builders, so that each host's uploaders see every
-// result. No names: ConsumerCacheUploader, for all builds.
-func CacheUploaderConsumer(builders []string) string {
-	if len(builders) == 0 {
-		return ConsumerCacheUploader
-	}
-	names := slices.Sorted(slices.Values(builders))
-	h := sha256.Sum256([]byte(strings.Join(slices.Compact(names), "\x00")))
-	return ConsumerCacheUploader + "-" + hex.EncodeToString(h[:6])
 }

@@ -1,7 +1,6 @@
 // Package natsauth writes the NATS server side of the bus's least
-// privilege: one user per role (bus.Roles), identified by an nkey or a
-// password, with the publish and subscribe permissions bus.RolePermissions
-// gives it. Anything else, anonymous clients included, is refused.
+// privilege: one user per role, identified by an nkey or a password, with
+// the publish and subscribe permissions its service declares (bus.Access). Anything else, anonymous clients included, is refused.
 package natsauth
 
 import (
@@ -59,8 +58,9 @@ func Generate(dir, kind string, roles []string) ([]User, error) {
 	}
 	var users []User
 	for _, role := range roles {
-		if _, ok := bus.RolePermissions(role); !ok {
-			return nil, fmt.Errorf("unknown role %q (known: %s)", role, strings.Join(bus.Roles(), ", "))
+		// The caller checks roles are known; a name is a file name here.
+		if role == "" || role == "." || role == ".." || strings.ContainsAny(role, `/\`) {
+			return nil, fmt.Errorf("role %q cannot name a file", role)
 		}
 		path := SecretFile(dir, kind, role)
 		secret, err := os.ReadFile(path)
@@ -134,17 +134,18 @@ func writeNew(path string, data []byte) error {
 	return nil
 }
 
-// Config is the server's authorization block for users, to include from
-// nats-server.conf (`include auth.conf`). It holds no secret: public nkeys
-// or bcrypt hashes only.
-func Config(users []User) (string, error) {
+// Config is the server's authorization block for users, each with the
+// permissions perms gives its role, to include from nats-server.conf
+// (`include auth.conf`). It holds no secret: public nkeys or bcrypt hashes
+// only.
+func Config(users []User, perms func(role string) (bus.Permissions, bool)) (string, error) {
 	var b strings.Builder
 	b.WriteString("# The nixbus bus's users, one per role, written by `nixbus nats-config`.\n")
 	b.WriteString("# Each may publish and subscribe to exactly what its service does; clients\n")
 	b.WriteString("# that are none of them (anonymous ones too) are refused.\n")
 	b.WriteString("authorization {\n  users: [\n")
 	for _, u := range users {
-		p, ok := bus.RolePermissions(u.Role)
+		p, ok := perms(u.Role)
 		if !ok {
 			return "", fmt.Errorf("unknown role %q", u.Role)
 		}

@@ -141,7 +141,7 @@ func (s *Service) Run(ctx context.Context) error {
 		b.run(bctx)
 	}()
 	err = bus.Work(ctx, s.js, bus.WorkOptions{
-		Stream: bus.StreamRuns, Durable: bus.CacheUploaderConsumer(s.cfg.Builders), Filter: bus.RunResults,
+		Stream: bus.StreamRuns, Durable: Consumer(s.cfg.Builders), Filter: bus.RunResults,
 		Concurrency: s.cfg.Concurrency, AckWait: s.cfg.AckWait, RetryDelay: s.cfg.RetryDelay, StartTime: s.made,
 		Tracer: s.tracer, SpanName: "upload",
 	}, s.logger, h.handle)

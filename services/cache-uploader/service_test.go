@@ -115,7 +115,7 @@ func uploads(t *testing.T, js jetstream.JetStream, run string) []*nixbuspb.Uploa
 // nothing pending for a moment.
 func drained(t *testing.T, js jetstream.JetStream) {
 	t.Helper()
-	drainedBy(t, js, bus.ConsumerCacheUploader)
+	drainedBy(t, js, Consumer(nil))
 }
 
 func drainedBy(t *testing.T, js jetstream.JetStream, durable string) {
@@ -218,8 +218,8 @@ func TestUploadersPerHost(t *testing.T) {
 		Status: nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED, Outputs: map[string]string{"out": dep.out}})
 	publishResult(t, js, "r2", &nixbuspb.BuildResult{RunId: run, DrvPath: top.drv, Builder: "a2",
 		Status: nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED, Outputs: map[string]string{"out": top.out}})
-	drainedBy(t, js, bus.CacheUploaderConsumer(hostA.Builders))
-	drainedBy(t, js, bus.CacheUploaderConsumer(hostB.Builders))
+	drainedBy(t, js, Consumer(hostA.Builders))
+	drainedBy(t, js, Consumer(hostB.Builders))
 
 	by := map[string]string{}
 	for _, u := range uploads(t, js, run) {
@@ -230,8 +230,8 @@ func TestUploadersPerHost(t *testing.T) {
 	// Host B's cache holds dep only: top was not uploaded there.
 	_, err := testNix().Output(t.Context(), []string{"path-info"}, "--store", hostB.CacheURL, top.out)
 	require.Error(t, err)
-	require.NotEqual(t, bus.CacheUploaderConsumer(hostA.Builders), bus.CacheUploaderConsumer(hostB.Builders))
-	require.Equal(t, bus.CacheUploaderConsumer([]string{"a2", "a1"}), bus.CacheUploaderConsumer(hostA.Builders))
+	require.NotEqual(t, Consumer(hostA.Builders), Consumer(hostB.Builders))
+	require.Equal(t, Consumer([]string{"a2", "a1"}), Consumer(hostA.Builders))
 }
 
 func TestUploadFailureIsReported(t *testing.T) {
@@ -324,7 +324,7 @@ func TestChangedBuildersUploadNoPastBuilds(t *testing.T) {
 	start(t, srv, cfg)
 	publishResult(t, js, "new", &nixbuspb.BuildResult{RunId: "rnew", DrvPath: top.drv, Builder: "b2",
 		Status: nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED, Outputs: map[string]string{"out": top.out}})
-	drainedBy(t, js, bus.CacheUploaderConsumer(cfg.Builders))
+	drainedBy(t, js, Consumer(cfg.Builders))
 
 	require.Len(t, uploads(t, js, "rnew"), 1)
 	require.Empty(t, uploads(t, js, "rold"), "a past build was uploaded again")

@@ -53,7 +53,7 @@ func newMetrics(r prometheus.Registerer, js jetstream.JetStream) *metrics {
 	}, func() float64 {
 		ctx, cancel := context.WithTimeout(context.Background(), prom.AskTimeout)
 		defer cancel()
-		c, err := js.Consumer(ctx, bus.StreamChanges, bus.ConsumerEvaluator)
+		c, err := js.Consumer(ctx, bus.StreamChanges, Consumer)
 		if err != nil {
 			return math.NaN()
 		}

@@ -97,7 +97,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	h := &handler{s: s, runs: runs}
 	return bus.Work(ctx, s.js, bus.WorkOptions{
-		Stream: bus.StreamChanges, Durable: bus.ConsumerEvaluator, Filter: bus.ChangeAll,
+		Stream: bus.StreamChanges, Durable: Consumer, Filter: bus.ChangeAll,
 		Concurrency: s.cfg.Concurrency, AckWait: s.cfg.AckWait, RetryDelay: s.cfg.RetryDelay,
 		Tracer: s.tracer, SpanName: "evaluate",
 	}, s.logger, h.handle)

@@ -159,7 +159,7 @@ func TestPlannerRunDeadline(t *testing.T) {
 	e.startRun("next", nil)
 	e.evalDone("next", 0, "")
 	e.verdict("next")
-	kv, err := e.js.KeyValue(t.Context(), bus.PlannerBucket)
+	kv, err := e.js.KeyValue(t.Context(), Bucket)
 	require.NoError(t, err)
 	runs, err := e.js.Stream(t.Context(), bus.StreamRuns)
 	require.NoError(t, err)

@@ -57,7 +57,7 @@ func (e *env) forgetIDs() {
 
 func (e *env) resetCheckpoint() {
 	e.t.Helper()
-	kv, err := e.js.KeyValue(e.t.Context(), bus.PlannerBucket)
+	kv, err := e.js.KeyValue(e.t.Context(), Bucket)
 	require.NoError(e.t, err)
 	require.NoError(e.t, kv.Purge(e.t.Context(), checkpointKey))
 }

@@ -40,7 +40,7 @@ func newEnv(t *testing.T) *env {
 	t.Helper()
 	srv := natstest.Start(t)
 	_, js := srv.Connect(t)
-	require.NoError(t, bus.EnsureStreams(t.Context(), js, bus.StreamOptions{}))
+	require.NoError(t, bus.EnsureStreams(t.Context(), js, bus.StreamOptions{}, bucket))
 	return &env{t: t, srv: srv, js: js, pub: bus.NewPublisher(js, slog.New(slog.DiscardHandler))}
 }
 

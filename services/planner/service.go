@@ -81,12 +81,12 @@ func (s *Service) Run(ctx context.Context) error {
 }
 
 func (s *Service) run(ctx context.Context) error {
-	if err := bus.EnsureStreams(ctx, s.js, bus.StreamOptions{}); err != nil {
+	if err := bus.EnsureStreams(ctx, s.js, bus.StreamOptions{}, bucket); err != nil {
 		return fmt.Errorf("planner: %w", err)
 	}
-	kv, err := s.js.KeyValue(ctx, bus.PlannerBucket)
+	kv, err := s.js.KeyValue(ctx, Bucket)
 	if err != nil {
-		return fmt.Errorf("planner: open %s: %w", bus.PlannerBucket, err)
+		return fmt.Errorf("planner: open %s: %w", Bucket, err)
 	}
 	from, err := loadCheckpoint(ctx, kv)
 	if err != nil {

@@ -242,7 +242,7 @@ func TestPlannerSupersedeAfterRestart(t *testing.T) {
 	e.evalDone("ps2", 0, "")
 	require.Equal(t, nixbuspb.RunStatus_RUN_STATUS_SUCCEEDED, e.verdict("ps2").GetStatus())
 	// Wait until a restart would not read ps2 again.
-	kv, err := e.js.KeyValue(t.Context(), bus.PlannerBucket)
+	kv, err := e.js.KeyValue(t.Context(), Bucket)
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
 		cp, err := loadCheckpoint(t.Context(), kv)
@@ -363,7 +363,7 @@ func TestPlannerRestart(t *testing.T) {
 	require.Eventually(t, func() bool { return e.stored(bus.StreamReports, bus.OutcomeSubject(run)) >= 40 }, 20*time.Second, 5*time.Millisecond)
 	stop()
 	close(hold)
-	kv, err := e.js.KeyValue(t.Context(), bus.PlannerBucket)
+	kv, err := e.js.KeyValue(t.Context(), Bucket)
 	require.NoError(t, err)
 	cp, err := loadCheckpoint(t.Context(), kv)
 	require.NoError(t, err)
@@ -390,7 +390,7 @@ func TestPlannerRestart(t *testing.T) {
 func TestPlannerCheckpointBeyondStream(t *testing.T) {
 	e := newEnv(t)
 	// A checkpoint from a runs stream that has since been recreated.
-	kv, err := e.js.KeyValue(t.Context(), bus.PlannerBucket)
+	kv, err := e.js.KeyValue(t.Context(), Bucket)
 	require.NoError(t, err)
 	_, err = kv.Put(t.Context(), checkpointKey, []byte("100000"))
 	require.NoError(t, err)

@@ -94,24 +94,24 @@ func New(cfg Config, d Deps) (*Service, error) {
 
 // Run reports verdicts until ctx ends.
 func (s *Service) Run(ctx context.Context) error {
-	if err := bus.EnsureStreams(ctx, s.js, bus.StreamOptions{}); err != nil {
+	if err := bus.EnsureStreams(ctx, s.js, bus.StreamOptions{}, votesBucket); err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while starting
 		}
 		return fmt.Errorf("reporter: %w", err)
 	}
-	votes, err := s.js.KeyValue(ctx, bus.VotesBucket)
+	votes, err := s.js.KeyValue(ctx, VotesBucket)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
-		return fmt.Errorf("reporter: open %s: %w", bus.VotesBucket, err)
+		return fmt.Errorf("reporter: open %s: %w", VotesBucket, err)
 	}
 	h := &handler{s: s, votes: votes}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		return bus.Work(gctx, s.js, bus.WorkOptions{
-			Stream: bus.StreamReports, Durable: bus.ConsumerReporter, Filter: bus.VerdictAll,
+			Stream: bus.StreamReports, Durable: Consumer, Filter: bus.VerdictAll,
 			// Reviews wait for their runs' uploads: many at once.
 			Concurrency: 16, AckWait: s.cfg.AckWait, RetryDelay: s.cfg.RetryDelay, StartTime: s.made,
 			Tracer: s.tracer, SpanName: "report",
@@ -120,7 +120,7 @@ func (s *Service) Run(ctx context.Context) error {
 	if s.cfg.StartedMessage && s.gerrit != nil {
 		g.Go(func() error {
 			return bus.Work(gctx, s.js, bus.WorkOptions{
-				Stream: bus.StreamRuns, Durable: bus.ConsumerReporterStarted, Filter: bus.RunStarts,
+				Stream: bus.StreamRuns, Durable: ConsumerStarted, Filter: bus.RunStarts,
 				Concurrency: 2, AckWait: s.cfg.AckWait, RetryDelay: s.cfg.RetryDelay, StartTime: s.made,
 				Tracer: s.tracer, SpanName: "report start",
 			}, s.logger, h.started)

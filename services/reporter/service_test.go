@@ -143,7 +143,7 @@ func TestReporterVotesOncePerRun(t *testing.T) {
 func waitAcked(t *testing.T, js jetstream.JetStream) {
 	t.Helper()
 	require.Eventually(t, func() bool {
-		c, err := js.Consumer(t.Context(), bus.StreamReports, bus.ConsumerReporter)
+		c, err := js.Consumer(t.Context(), bus.StreamReports, Consumer)
 		if err != nil {
 			return false
 		}
@@ -227,7 +227,7 @@ func TestReporterStartedMessage(t *testing.T) {
 	}
 	require.Eventually(t, func() bool { return poster.count() == 1 }, 10*time.Second, 10*time.Millisecond)
 	require.Eventually(t, func() bool {
-		c, err := js.Consumer(t.Context(), bus.StreamRuns, bus.ConsumerReporterStarted)
+		c, err := js.Consumer(t.Context(), bus.StreamRuns, ConsumerStarted)
 		if err != nil {
 			return false
 		}
@@ -275,7 +275,7 @@ func TestNewConsumersStartAtNow(t *testing.T) {
 	// Both consumers worked through everything they were given.
 	waitAcked(t, js)
 	require.Eventually(t, func() bool {
-		c, err := js.Consumer(t.Context(), bus.StreamRuns, bus.ConsumerReporterStarted)
+		c, err := js.Consumer(t.Context(), bus.StreamRuns, ConsumerStarted)
 		if err != nil {
 			return false
 		}

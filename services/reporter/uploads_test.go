@@ -144,7 +144,7 @@ func TestReviewWaitsForUploads(t *testing.T) {
 	publishVerdict(t, js, runWithUploads(t, js, run, map[string]string{"/nix/store/a.drv": ""}), "v-"+run)
 	// The reporter holds the verdict: taken, not acked, no review.
 	require.Eventually(t, func() bool {
-		c, err := js.Consumer(t.Context(), bus.StreamReports, bus.ConsumerReporter)
+		c, err := js.Consumer(t.Context(), bus.StreamReports, Consumer)
 		if err != nil {
 			return false
 		}
