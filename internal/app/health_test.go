@@ -27,17 +27,23 @@ func get(t require.TestingT, inst *Instance, path string) (int, string) {
 	return resp.StatusCode, string(body)
 }
 
-// startHTTP starts services on an external NATS with an HTTP server.
-func startHTTP(t *testing.T, url string, args ...string) *Instance {
+// startArgs starts what the command line args of `nixbus serve` say.
+func startArgs(ctx context.Context, t *testing.T, args ...string) (*Instance, error) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(t.Context())
 	var o Options
 	var c Configs
 	fs := newFlagSet("test", io.Discard)
 	o.RegisterFlags(fs)
 	c.RegisterFlags(fs)
-	require.NoError(t, fs.Parse(append([]string{"--nats.url", url, "--state-dir", t.TempDir(), "--http.address", "127.0.0.1:0"}, args...)))
-	inst, err := Start(ctx, o, &c, io.Discard, slog.New(slog.DiscardHandler))
+	require.NoError(t, fs.Parse(args))
+	return Start(ctx, o, &c, io.Discard, slog.New(slog.DiscardHandler))
+}
+
+// startHTTP starts services on an external NATS with an HTTP server.
+func startHTTP(t *testing.T, url string, args ...string) *Instance {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	inst, err := startArgs(ctx, t, append([]string{"--nats.url", url, "--state-dir", t.TempDir(), "--http.address", "127.0.0.1:0"}, args...)...)
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		cancel()
@@ -51,7 +57,7 @@ func startHTTP(t *testing.T, url string, args ...string) *Instance {
 // the services' durable consumers exist.
 func TestHealthzFollowsNATS(t *testing.T) {
 	srv := natstest.Start(t)
-	inst := startHTTP(t, srv.URL, "--service", "reporter", "--service", "planner")
+	inst := startHTTP(t, srv.URL, "--service", "reporter")
 	status := func(path string, want int, body string) {
 		t.Helper()
 		require.EventuallyWithT(t, func(c *assert.CollectT) {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"testing"
 
@@ -61,13 +60,7 @@ func TestInstanceStoppedDuringStartUp(t *testing.T) {
 	for _, svc := range []string{"builder", "evaluator", "gerrit-ingest", "planner", "reporter", "cache-uploader"} {
 		t.Run(svc, func(t *testing.T) {
 			ctx, cancel := context.WithCancel(t.Context())
-			var o Options
-			var c Configs
-			fs := newFlagSet("test", io.Discard)
-			o.RegisterFlags(fs)
-			c.RegisterFlags(fs)
-			require.NoError(t, fs.Parse([]string{"--state-dir", t.TempDir(), "--service", svc}))
-			inst, err := Start(ctx, o, &c, io.Discard, slog.New(slog.DiscardHandler))
+			inst, err := startArgs(ctx, t, "--state-dir", t.TempDir(), "--service", svc)
 			require.NoError(t, err)
 			cancel()
 			require.NoError(t, inst.Wait())
