@@ -7,9 +7,11 @@ SERVICES      := gerrit-ingest evaluator planner builder cache-uploader reporter
 TESTFLAGS     ?= -count=1 -timeout 20m
 
 GOLANGCI_LINT := v2.15.0
+# promtool checks deploy/prometheus/alerts.yml (deploy/prometheus_test.go).
+PROMTOOL      := v0.316.0
 TOOLS         ?= $(HOME)/.cache/nixbus-tools/bin
 
-.PHONY: all build lint proto proto-check proto-release setup test test-s3 test-deploy images vet fmt-check bench run clean
+.PHONY: all build lint promtool proto proto-check proto-release setup test test-s3 test-deploy images vet fmt-check bench run clean
 
 all: build
 
@@ -48,6 +50,16 @@ $(TOOLS)/golangci-lint-$(GOLANGCI_LINT):
 	GOBIN=$(TOOLS) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT)
 	mv $(TOOLS)/golangci-lint $@
 
+# promtool, built once from the module proxy (long: it is most of
+# Prometheus), then cached; `make test` runs TestAlertRules with it and
+# skips that test without it.
+promtool: $(TOOLS)/promtool-$(PROMTOOL)
+
+$(TOOLS)/promtool-$(PROMTOOL):
+	mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS) $(GO) install github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL)
+	mv $(TOOLS)/promtool $@
+
 vet:
 	$(GO) vet ./... ./proto/...
 
@@ -55,7 +67,7 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); [ -z "$$out" ] || { echo "gofmt needed: $$out" >&2; exit 1; }
 
 test: setup fmt-check vet
-	$(GO) test $(TESTFLAGS) ./... ./proto/...
+	NIXBUS_PROMTOOL=$(TOOLS)/promtool-$(PROMTOOL) $(GO) test $(TESTFLAGS) ./... ./proto/...
 
 # The web pages in a real browser: Debian's chromium driven by playwright-core
 # (installed by the script) against a real nixbus; screenshots in
