@@ -142,7 +142,7 @@ func TestLeastPrivilegeRun(t *testing.T) {
 			ctx, cancel := context.WithCancel(t.Context())
 			var insts []*app.Instance
 			for _, name := range app.Names() {
-				args := []string{"--nats.url", srv.URL, "--state-dir", state, "--nix.option", "substituters="}
+				args := []string{"--nats.url", srv.URL, "--state-dir", state, "--nix.option", "substituters=", "--http.address", "127.0.0.1:0"}
 				if kind == natsauth.Nkey {
 					args = append(args, "--nats.nkey-file", natsauth.SecretFile(dir, kind, name))
 				} else {
@@ -176,6 +176,23 @@ func TestLeastPrivilegeRun(t *testing.T) {
 			require.EqualValues(t, 5, res.Verdict.GetSucceededCount())
 			require.Len(t, res.Uploads, 5)
 			require.Equal(t, int32(-1), res.Review.GetVerified())
+			// What the metrics and /readyz ask JetStream is the role's too.
+			seen := map[string]bool{}
+			for _, inst := range insts {
+				series, _ := scrape(t.Context(), t, inst)
+				for s, v := range series {
+					name, _, _ := strings.Cut(s, "{")
+					seen[name] = true
+					if name == "nixbus_jetstream_consumer_up" {
+						require.Equal(t, 1.0, v, s)
+					}
+				}
+				code, body := httpGet(t.Context(), t, "http://"+inst.HTTPAddr+"/readyz")
+				require.Equal(t, 200, code, body)
+			}
+			for _, name := range []string{"nixbus_jetstream_consumer_up", "nixbus_planner_builds_queued", "nixbus_evaluator_evaluations_queued"} {
+				require.True(t, seen[name], "%s answered", name)
+			}
 			require.Empty(t, srv.Errors(), "the server refused something a service does")
 		})
 	}
