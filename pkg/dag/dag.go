@@ -189,14 +189,12 @@ func New(jobs []Job, g Graph) *Plan {
 	p.cached = append(p.cached, make([]bool, int(nodes)-len(p.cached))...)
 	p.jobStart, p.nodeJobs = group(nodes, jobNode)
 
-	// Dependency edges (from waits for to), grouped by from and
+	// Dependency edges (n waits for m), grouped by n by a counting sort,
+	// in the order given (DependsOn, then the graph's edges), and
 	// de-duplicated: aliases may repeat them, and DependsOn may repeat
-	// what the graph says.
-	nedges := len(g.Edges) / 2
-	for i := range jobs {
-		nedges += len(jobs[i].DependsOn)
-	}
-	from, to := make([]int32, 0, nedges), make([]int32, 0, nedges)
+	// what the graph says. Nothing is built per edge but depEnds and
+	// users: on a dense graph edges outnumber nodes tenfold.
+	var depFrom, depTo []int32
 	for n := range nodes {
 		if p.evalNode[n] {
 			continue
@@ -204,44 +202,57 @@ func New(jobs []Job, g Graph) *Plan {
 		for _, j := range p.nodeJobs[p.jobStart[n]:p.jobStart[n+1]] {
 			for _, d := range jobs[j].DependsOn {
 				if m, ok := p.index[d]; ok {
-					from, to = append(from, n), append(to, m)
+					depFrom, depTo = append(depFrom, n), append(depTo, m)
 				}
 			}
 		}
 	}
-	for k := 0; k+1 < len(g.Edges); k += 2 {
-		u, v := g.Edges[k], g.Edges[k+1]
-		if u < 0 || v < 0 || int(u) >= len(gnode) || int(v) >= len(gnode) {
-			continue
+	edges := func(visit func(n, m int32)) {
+		for k, n := range depFrom {
+			visit(n, depTo[k])
 		}
-		from, to = append(from, gnode[u]), append(to, gnode[v])
+		for k := 0; k+1 < len(g.Edges); k += 2 {
+			u, v := g.Edges[k], g.Edges[k+1]
+			if u < 0 || v < 0 || int(u) >= len(gnode) || int(v) >= len(gnode) {
+				continue
+			}
+			visit(gnode[u], gnode[v])
+		}
 	}
-	depStart, order := group(nodes, from)
-	mark := make([]int32, nodes)
-	depEnds := make([]int32, 0, len(order))
+	depStart := make([]int32, nodes+1)
+	edges(func(n, _ int32) { depStart[n+1]++ })
 	for n := range nodes {
-		first := int32(len(depEnds))
-		for _, e := range order[depStart[n]:depStart[n+1]] {
-			m := to[e]
+		depStart[n+1] += depStart[n]
+	}
+	depEnds := make([]int32, depStart[nodes])
+	fill := append([]int32(nil), depStart[:nodes]...)
+	edges(func(n, m int32) {
+		depEnds[fill[n]] = m
+		fill[n]++
+	})
+	// De-duplicate in place: what is kept never passes what is read.
+	mark := fill
+	clear(mark)
+	kept := int32(0)
+	for n := range nodes {
+		first := kept
+		for _, m := range depEnds[depStart[n]:depStart[n+1]] {
 			if m == n || mark[m] == n+1 || p.evalNode[m] {
 				continue
 			}
 			mark[m] = n + 1
-			depEnds = append(depEnds, m)
+			depEnds[kept] = m
+			kept++
 		}
 		depStart[n] = first
 	}
-	depStart[nodes] = int32(len(depEnds))
-	from, to, order, mark = nil, nil, nil, nil //nolint:ineffassign // lets the GC free them while the rest is built
+	depStart[nodes] = kept
+	depEnds = depEnds[:kept]
 	p.pending = make([]int32, nodes)
-	edgeFrom := make([]int32, len(depEnds))
 	for n := range nodes {
 		p.pending[n] = depStart[n+1] - depStart[n]
-		for e := depStart[n]; e < depStart[n+1]; e++ {
-			edgeFrom[e] = n
-		}
 	}
-	// users of m: every n with an edge n -> m, grouped by m.
+	// users of m: every n with an edge n -> m, grouped by m, n ascending.
 	p.userStart = make([]int32, nodes+1)
 	for _, m := range depEnds {
 		p.userStart[m+1]++
@@ -250,10 +261,12 @@ func New(jobs []Job, g Graph) *Plan {
 		p.userStart[n+1] += p.userStart[n]
 	}
 	p.users = make([]int32, len(depEnds))
-	fill := append([]int32(nil), p.userStart[:nodes]...)
-	for e, m := range depEnds {
-		p.users[fill[m]] = edgeFrom[e]
-		fill[m]++
+	copy(fill, p.userStart[:nodes])
+	for n := range nodes {
+		for _, m := range depEnds[depStart[n]:depStart[n+1]] {
+			p.users[fill[m]] = n
+			fill[m]++
+		}
 	}
 	p.status = make([]Status, nodes)
 	p.counts.Pending = len(jobs)
