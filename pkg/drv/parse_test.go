@@ -3,18 +3,22 @@ package drv
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"testing/iotest"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 
+	"nixbus.dev/nixbus/pkg/jsontok"
 	"nixbus.dev/nixbus/pkg/nix"
 )
 
@@ -301,9 +305,54 @@ func TestStoreGraphRefusesHostileDrvPaths(t *testing.T) {
 	}
 }
 
+// referenceShow is ParseShowDerivation written plainly with encoding/json
+// (inputs compared as sorted sets: a map has no order).
+func referenceShow(in []byte) (map[string][]string, error) {
+	object := func(raw []byte) bool {
+		raw = bytes.TrimSpace(raw)
+		return len(raw) > 0 && raw[0] == '{'
+	}
+	if !object(in) {
+		return nil, fmt.Errorf("not an object")
+	}
+	var top map[string]map[string]json.RawMessage
+	if err := json.Unmarshal(in, &top); err != nil {
+		return nil, err
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(in, &raw); err != nil {
+		return nil, err
+	}
+	out := map[string][]string{}
+	for d, fields := range top {
+		if !object(raw[d]) {
+			return nil, fmt.Errorf("derivation %s is not an object", d)
+		}
+		var ins []string
+		if rawIns, ok := fields["inputDrvs"]; ok {
+			if !object(rawIns) {
+				return nil, fmt.Errorf("inputDrvs of %s is not an object", d)
+			}
+			var m map[string]json.RawMessage
+			if err := json.Unmarshal(rawIns, &m); err != nil {
+				return nil, err
+			}
+			for in := range m {
+				ins = append(ins, normalise(in))
+			}
+		}
+		slices.Sort(ins)
+		out[normalise(d)] = ins
+	}
+	return out, nil
+}
+
 func FuzzParseShowDerivation(f *testing.F) {
 	f.Add(`{"/nix/store/b.drv": {"inputDrvs": {"/nix/store/a.drv": ["out"]}, "env": {"k": "v\"}"}}}`)
 	f.Add(`{"b.drv": {"inputDrvs": {"a.drv": {"outputs": ["out"], "dynamicOutputs": {}}}}}`)
+	f.Add(`{"a": {"inputDrvs": {"x": 1}, "inputDrvs": {"y": 1, "y": 2}}, "a": {"inputDrvs": {"z": null}}}`)
+	f.Add(`{"a": null}`)
+	f.Add(`{"a": {"inputDrvs": null}}`)
 	f.Fuzz(func(t *testing.T, in string) {
 		g, err := ParseShowDerivation(strings.NewReader(in))
 		g2, err2 := ParseShowDerivation(iotest.OneByteReader(strings.NewReader(in)))
@@ -311,6 +360,24 @@ func FuzzParseShowDerivation(f *testing.F) {
 		if err == nil {
 			require.Equal(t, g, g2)
 		}
+		if !utf8.ValidString(in) || errors.Is(err, jsontok.ErrTooDeep) {
+			return // encoding/json would merge names that are not UTF-8, and nests deeper
+		}
+		want, werr := referenceShow([]byte(in))
+		require.Equal(t, werr == nil, err == nil, "%q: jsontok %v, encoding/json %v", in, err, werr)
+		if err != nil {
+			return
+		}
+		got := map[string][]string{}
+		for d, ins := range g {
+			ins = slices.Clone(ins)
+			slices.Sort(ins)
+			got[d] = slices.Compact(ins)
+		}
+		for d := range want {
+			want[d] = slices.Compact(want[d])
+		}
+		require.Equal(t, want, got, "%q", in)
 	})
 }
 

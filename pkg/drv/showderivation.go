@@ -32,6 +32,7 @@ func ParseShowDerivation(r io.Reader) (MapGraph, error) {
 	var cur string
 	err := walkShowDerivation(r, showVisitor{
 		derivation: func(p []byte) { cur, inputs = path(p), inputs[:0] },
+		inputDrvs:  func() { inputs = inputs[:0] },
 		input:      func(p []byte) { inputs = append(inputs, path(p)) },
 		done: func() {
 			// One exact allocation per derivation.
@@ -69,6 +70,7 @@ func ParseShowDerivationIndexed(r io.Reader) (*IndexedGraph, error) {
 	}
 	err := walkShowDerivation(r, showVisitor{
 		derivation: func(p []byte) { buf, ends = buf[:0], ends[:0]; add(p) },
+		inputDrvs:  func() { buf, ends = buf[:ends[0]], ends[:1] },
 		input:      add,
 		done: func() {
 			ids = ig.idBatch(buf, ends, ids[:0])
@@ -98,7 +100,10 @@ func sizeHint(r io.Reader) int {
 // are valid only during the call.
 type showVisitor struct {
 	derivation, input func(path []byte)
-	done              func()
+	// inputDrvs starts the derivation's inputs over: a repeated key
+	// counts as its last occurrence, as in encoding/json.
+	inputDrvs func()
+	done      func()
 }
 
 var inputDrvsKey = []byte("inputDrvs")
@@ -122,6 +127,7 @@ func walkDerivations(sc *jsontok.Scanner, v showVisitor) error {
 			}
 			// {"<drv>": ["out"], ...} (or, on newer nix, {"<drv>":
 			// {"outputs": [...], "dynamicOutputs": {...}}}): the keys.
+			v.inputDrvs()
 			return sc.Members(func(input []byte) error {
 				v.input(input)
 				return sc.Skip()
