@@ -324,25 +324,7 @@ func TestReplayGraphAgreesWithJobPairs(t *testing.T) {
 			p := dag.New(jobs, dag.Graph{})
 			var ev dag.Events
 			p.Start(&ev)
-			status := make([]dag.Outcome, len(jobs))
-			var queue []dag.Release
-			for {
-				for _, oc := range ev.Outcomes {
-					status[oc.Job] = oc
-				}
-				queue = append(queue, ev.Releases...)
-				ev.Reset()
-				if len(queue) == 0 {
-					break
-				}
-				r := queue[0]
-				queue = queue[1:]
-				if fail[r.Drv] {
-					p.Fail(r.Drv, dag.BuildFailure, "build failed", &ev)
-				} else {
-					p.Succeed(r.Drv, &ev)
-				}
-			}
+			status, _ := simulate(p, &ev, len(jobs), fail)
 			require.True(t, p.Done())
 			var want strings.Builder
 			require.NoError(t, writeLines(&want, jobs, status))

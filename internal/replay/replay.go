@@ -168,27 +168,8 @@ func Replay(ctx context.Context, o Options, out io.Writer) (Stats, error) {
 	t4 := time.Now()
 	st.Plan = t4.Sub(t3)
 
-	// Instant builds, first released first built.
-	status := make([]dag.Outcome, len(jobs))
-	var queue []dag.Release
-	for {
-		for _, oc := range ev.Outcomes {
-			status[oc.Job] = oc
-		}
-		queue = append(queue, ev.Releases...)
-		ev.Reset()
-		if len(queue) == 0 {
-			break
-		}
-		r := queue[0]
-		queue = queue[1:]
-		st.Builds++
-		if fail[r.Drv] {
-			p.Fail(r.Drv, dag.BuildFailure, "build failed", &ev)
-		} else {
-			p.Succeed(r.Drv, &ev)
-		}
-	}
+	var status []dag.Outcome
+	status, st.Builds = simulate(p, &ev, len(jobs), fail)
 	st.Counts = p.Counts()
 	if !p.Done() {
 		return st, fmt.Errorf("replay ended with %d jobs pending", st.Counts.Pending+st.Counts.Building)
@@ -301,4 +282,31 @@ func readFail(path string) (map[string]bool, error) {
 		fail[l] = true
 	}
 	return fail, nil
+}
+
+// simulate builds what p releases instantly, first released first built,
+// from what p.Start put in ev: the derivations in fail fail, the others
+// succeed. It returns each of the jobs' outcomes and how many builds ran.
+func simulate(p *dag.Plan, ev *dag.Events, jobs int, fail map[string]bool) ([]dag.Outcome, int) {
+	status := make([]dag.Outcome, jobs)
+	var queue []dag.Release
+	builds := 0
+	for {
+		for _, oc := range ev.Outcomes {
+			status[oc.Job] = oc
+		}
+		queue = append(queue, ev.Releases...)
+		ev.Reset()
+		if len(queue) == 0 {
+			return status, builds
+		}
+		r := queue[0]
+		queue = queue[1:]
+		builds++
+		if fail[r.Drv] {
+			p.Fail(r.Drv, dag.BuildFailure, "build failed", ev)
+		} else {
+			p.Succeed(r.Drv, ev)
+		}
+	}
 }
