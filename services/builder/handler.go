@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -27,6 +28,8 @@ type handler struct {
 	s    *Service
 	logs jetstream.ObjectStore
 	runs jetstream.Stream
+	// cancelSub brings cancellations (see runCancelled).
+	cancelSub *nats.Subscription
 }
 
 // handle builds one request and publishes its result. It returns nil only
@@ -159,10 +162,34 @@ func (h *handler) check(req *nixbuspb.BuildRequest) error {
 	return nil
 }
 
-// runCancelled looks for a cancellation of run on the runs stream.
+// runCancelled looks for a cancellation of run on the runs stream, unless
+// an earlier lookup found none and the subscription to cancellations has
+// missed nothing since (what it brings is in s.cancels already).
 func (h *handler) runCancelled(ctx context.Context, run string) (bool, error) {
+	gen, ok := h.cancelGen()
+	if ok && h.s.cancels.known(run, gen, time.Now()) {
+		return false, nil
+	}
+	h.s.metrics.cancelLookups.Inc()
 	found, _, err := bus.LastRunMessage(ctx, h.runs, run, bus.RunCancelKind, nil)
+	if err == nil && !found && ok {
+		h.s.cancels.looked(run, gen, time.Now())
+	}
 	return found, err
+}
+
+// cancelGen numbers the states of the subscription to cancellations: the
+// number changes when the connection was re-established or the
+// subscription dropped a message. ok is false when it cannot tell.
+func (h *handler) cancelGen() (gen uint64, ok bool) {
+	if h.cancelSub == nil {
+		return 0, false
+	}
+	dropped, err := h.cancelSub.Dropped()
+	if err != nil || !h.cancelSub.IsValid() {
+		return 0, false
+	}
+	return h.s.js.Conn().Stats().Reconnects<<32 ^ uint64(dropped), true
 }
 
 // build runs the executor with the time limit (tctx), the log going to a

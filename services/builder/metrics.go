@@ -16,6 +16,9 @@ type metrics struct {
 	// waited is the time from a build's release (its request stored on
 	// nix.build.<system>) to a builder starting it.
 	waited *prometheus.HistogramVec
+	// cancelLookups counts the runs stream lookups for a cancellation
+	// before a build.
+	cancelLookups prometheus.Counter
 }
 
 func newMetrics(r prometheus.Registerer, system string) *metrics {
@@ -48,6 +51,10 @@ func newMetrics(r prometheus.Registerer, system string) *metrics {
 		m.duration.WithLabelValues(system, st)
 		m.results.WithLabelValues(system, st)
 	}
-	r.MustRegister(m.duration, m.running, m.results, m.retries, m.waited)
+	m.cancelLookups = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "nixbus_builder_cancel_lookups_total",
+		Help: "Lookups of a run's cancellation on the runs stream before a build (one per run while the subscription to cancellations misses nothing).",
+	})
+	r.MustRegister(m.duration, m.running, m.results, m.retries, m.waited, m.cancelLookups)
 	return m
 }

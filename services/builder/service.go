@@ -122,7 +122,7 @@ func (s *Service) Run(ctx context.Context) error {
 	wg.Go(func() { s.heartbeatLoop(ctx) })
 	defer wg.Wait()
 	s.logger.Info("builder started", "system", s.cfg.System, "builder", s.cfg.Name, "concurrency", s.cfg.Concurrency, "instant", s.cfg.Instant)
-	h := &handler{s: s, logs: logs, runs: runs}
+	h := &handler{s: s, logs: logs, runs: runs, cancelSub: sub}
 	return bus.Work(ctx, s.js, bus.WorkOptions{
 		Stream: bus.StreamBuilds, Durable: bus.ConsumerBuilder(s.cfg.System), Filter: bus.BuildSubject(s.cfg.System),
 		Concurrency: s.cfg.Concurrency, AckWait: s.cfg.AckWait, RetryDelay: s.cfg.RetryDelay,

@@ -224,6 +224,39 @@ func TestInstantMode(t *testing.T) {
 	require.Empty(t, res.GetLogKey())
 }
 
+// TestCancelLookedUpOncePerRun: the runs stream is asked for a run's
+// cancellation before its first build only; later cancellations come by
+// the subscription, which still stops the run's next builds.
+func TestCancelLookedUpOncePerRun(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	cfg := testConfig(t, "fake-system", "bench")
+	cfg.Instant = true
+	b := startBuilder(t, srv, cfg)
+	drv := func(i int) string { return fmt.Sprintf("/nix/store/%032d-job.drv", i) }
+	const run = "ronce"
+	for i := range 4 {
+		request(t, js, run, "fake-system", drv(i))
+		require.Equal(t, nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED, waitResults(t, js, run, i+1)[drv(i)].GetStatus())
+	}
+	require.Equal(t, 1.0, b.counter(t, "nixbus_builder_cancel_lookups_total"), "one lookup for four builds")
+
+	err := bus.NewPublisher(js, slog.New(slog.DiscardHandler)).Publish(t.Context(), bus.RunSubject(run, bus.RunCancelKind), bus.MsgIDCancel(run),
+		&nixbuspb.Cancel{RunId: run, Reason: "superseded"}, nil)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		b.svc.cancels.mu.Lock()
+		defer b.svc.cancels.mu.Unlock()
+		_, ok := b.svc.cancels.seen[run]
+		return ok
+	}, 10*time.Second, 10*time.Millisecond, "the cancellation never came by the subscription")
+	request(t, js, run, "fake-system", drv(4))
+	require.Equal(t, nixbuspb.BuildStatus_BUILD_STATUS_CANCELLED, waitResults(t, js, run, 5)[drv(4)].GetStatus())
+	request(t, js, "rother", "fake-system", drv(5))
+	waitResults(t, js, "rother", 1)
+	require.Equal(t, 2.0, b.counter(t, "nixbus_builder_cancel_lookups_total"), "another run is looked up")
+}
+
 func TestCheckRequest(t *testing.T) {
 	h := &handler{s: &Service{cfg: Config{StoreDir: "/nix/store"}}}
 	good := "/nix/store/lcaxr125pbf4l5iizkxqhgh9m3yz8baa-t.drv"

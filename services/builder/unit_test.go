@@ -90,4 +90,12 @@ func TestCancels(t *testing.T) {
 	c.cancel("r9", now.Add(2*time.Minute))
 	_, cancelled = c.register("r1", cancel3)
 	require.False(t, cancelled)
+
+	// A lookup that found no cancellation holds in its generation of the
+	// subscription, and no longer than a cancellation is kept.
+	c.looked("r5", 7, now)
+	require.True(t, c.known("r5", 7, now.Add(time.Minute)))
+	require.False(t, c.known("r5", 8, now), "after a reconnect or a dropped message")
+	require.False(t, c.known("r5", 7, now.Add(time.Minute+time.Second)))
+	require.False(t, c.known("r6", 7, now))
 }
