@@ -276,6 +276,11 @@ func (h *handler) classify(bctx, tctx context.Context, res *nixbuspb.BuildResult
 	default:
 		res.Status, res.Outputs = nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED, out.Outputs
 	}
+	if res.Status == nixbuspb.BuildStatus_BUILD_STATUS_FAILED || res.Status == nixbuspb.BuildStatus_BUILD_STATUS_TIMED_OUT {
+		// Retries ran out (or the time limit came first): the planner
+		// must not remember this as the build's own failure.
+		res.Transient = out.Transient
+	}
 }
 
 // storeLog puts the log in the object store, keeping its head and tail

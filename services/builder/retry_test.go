@@ -39,5 +39,10 @@ func TestNarrowRetry(t *testing.T) {
 		require.Len(t, lines(map[string]string{"killed": killed, "broken": broken, "forged": forged}[name]), attempts, name)
 	}
 	require.Contains(t, got[drvs["killed"]].GetError(), "failed due to signal 9 (Killed)")
+	// The result says which failure was the infrastructure's, so that the
+	// planner's failed-build cache keeps only the builds' own.
+	require.NotEmpty(t, got[drvs["killed"]].GetTransient())
+	require.Empty(t, got[drvs["broken"]].GetTransient())
+	require.Empty(t, got[drvs["forged"]].GetTransient())
 	require.Equal(t, 2.0, b.counter(t, "nixbus_builder_retries_total"))
 }

@@ -145,6 +145,9 @@ const (
 	FailureKind_FAILURE_KIND_EVAL        FailureKind = 2
 	FailureKind_FAILURE_KIND_DEPENDENCY  FailureKind = 3
 	FailureKind_FAILURE_KIND_TIMEOUT     FailureKind = 4
+	// The derivation failed in an earlier build (the planner's failed-build
+	// cache) and was not built again; the outcome's log_key is that build's.
+	FailureKind_FAILURE_KIND_CACHED FailureKind = 5
 )
 
 // Enum value maps for FailureKind.
@@ -155,6 +158,7 @@ var (
 		2: "FAILURE_KIND_EVAL",
 		3: "FAILURE_KIND_DEPENDENCY",
 		4: "FAILURE_KIND_TIMEOUT",
+		5: "FAILURE_KIND_CACHED",
 	}
 	FailureKind_value = map[string]int32{
 		"FAILURE_KIND_UNSPECIFIED": 0,
@@ -162,6 +166,7 @@ var (
 		"FAILURE_KIND_EVAL":        2,
 		"FAILURE_KIND_DEPENDENCY":  3,
 		"FAILURE_KIND_TIMEOUT":     4,
+		"FAILURE_KIND_CACHED":      5,
 	}
 )
 
@@ -941,7 +946,12 @@ type BuildResult struct {
 	Attrs      []string `protobuf:"bytes,10,rep,name=attrs,proto3" json:"attrs,omitempty"`
 	ExitCode   int32    `protobuf:"varint,11,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
 	// Copied from the BuildRequest: non-zero for a restarted job's rebuild.
-	RestartSeq    uint64 `protobuf:"varint,12,opt,name=restart_seq,json=restartSeq,proto3" json:"restart_seq,omitempty"`
+	RestartSeq uint64 `protobuf:"varint,12,opt,name=restart_seq,json=restartSeq,proto3" json:"restart_seq,omitempty"`
+	// Why a failure was the infrastructure's and not the build's own (a
+	// builder that died, the store out of space, …), once the builder's
+	// retries ran out; empty for a build's own failure. Only a build's own
+	// failure goes in the planner's failed-build cache.
+	Transient     string `protobuf:"bytes,13,opt,name=transient,proto3" json:"transient,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1058,6 +1068,13 @@ func (x *BuildResult) GetRestartSeq() uint64 {
 		return x.RestartSeq
 	}
 	return 0
+}
+
+func (x *BuildResult) GetTransient() string {
+	if x != nil {
+		return x.Transient
+	}
+	return ""
 }
 
 // UploadResult reports that a build's outputs were signed and copied.
@@ -1826,6 +1843,104 @@ func (x *BuilderAlive) GetIntervalMs() int64 {
 	return 0
 }
 
+// FailedBuild is a value of the planner's failed-build cache (a KV bucket
+// the planner owns, keyed by a hash of the derivation path): the first
+// build of the derivation that failed by its own fault, whose log a later
+// run's cached failure links to.
+type FailedBuild struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	DrvPath string                 `protobuf:"bytes,1,opt,name=drv_path,json=drvPath,proto3" json:"drv_path,omitempty"`
+	RunId   string                 `protobuf:"bytes,2,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	// Object-store key of the failed build's log (see bus.LogKey).
+	LogKey string `protobuf:"bytes,3,opt,name=log_key,json=logKey,proto3" json:"log_key,omitempty"`
+	// The failure as the build's outcome gave it, cut short.
+	Error         string      `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	Status        BuildStatus `protobuf:"varint,5,opt,name=status,proto3,enum=nixbus.v1.BuildStatus" json:"status,omitempty"`
+	FailedUnixMs  int64       `protobuf:"varint,6,opt,name=failed_unix_ms,json=failedUnixMs,proto3" json:"failed_unix_ms,omitempty"`
+	DurationMs    int64       `protobuf:"varint,7,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FailedBuild) Reset() {
+	*x = FailedBuild{}
+	mi := &file_nixbus_v1_nixbus_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FailedBuild) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FailedBuild) ProtoMessage() {}
+
+func (x *FailedBuild) ProtoReflect() protoreflect.Message {
+	mi := &file_nixbus_v1_nixbus_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FailedBuild.ProtoReflect.Descriptor instead.
+func (*FailedBuild) Descriptor() ([]byte, []int) {
+	return file_nixbus_v1_nixbus_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *FailedBuild) GetDrvPath() string {
+	if x != nil {
+		return x.DrvPath
+	}
+	return ""
+}
+
+func (x *FailedBuild) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *FailedBuild) GetLogKey() string {
+	if x != nil {
+		return x.LogKey
+	}
+	return ""
+}
+
+func (x *FailedBuild) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *FailedBuild) GetStatus() BuildStatus {
+	if x != nil {
+		return x.Status
+	}
+	return BuildStatus_BUILD_STATUS_UNSPECIFIED
+}
+
+func (x *FailedBuild) GetFailedUnixMs() int64 {
+	if x != nil {
+		return x.FailedUnixMs
+	}
+	return 0
+}
+
+func (x *FailedBuild) GetDurationMs() int64 {
+	if x != nil {
+		return x.DurationMs
+	}
+	return 0
+}
+
 var File_nixbus_v1_nixbus_proto protoreflect.FileDescriptor
 
 const file_nixbus_v1_nixbus_proto_rawDesc = "" +
@@ -1904,7 +2019,7 @@ const file_nixbus_v1_nixbus_proto_rawDesc = "" +
 	"\x11after_traceparent\x18\b \x01(\tR\x10afterTraceparent\x1a:\n" +
 	"\fOutputsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc0\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xde\x03\n" +
 	"\vBuildResult\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x19\n" +
 	"\bdrv_path\x18\x02 \x01(\tR\adrvPath\x12\x16\n" +
@@ -1920,7 +2035,8 @@ const file_nixbus_v1_nixbus_proto_rawDesc = "" +
 	" \x03(\tR\x05attrs\x12\x1b\n" +
 	"\texit_code\x18\v \x01(\x05R\bexitCode\x12\x1f\n" +
 	"\vrestart_seq\x18\f \x01(\x04R\n" +
-	"restartSeq\x1a:\n" +
+	"restartSeq\x12\x1c\n" +
+	"\ttransient\x18\r \x01(\tR\ttransient\x1a:\n" +
 	"\fOutputsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa4\x01\n" +
@@ -1999,7 +2115,16 @@ const file_nixbus_v1_nixbus_proto_rawDesc = "" +
 	"\fsent_unix_ms\x18\x03 \x01(\x03R\n" +
 	"sentUnixMs\x12\x1f\n" +
 	"\vinterval_ms\x18\x04 \x01(\x03R\n" +
-	"intervalMs*\x98\x01\n" +
+	"intervalMs\"\xe5\x01\n" +
+	"\vFailedBuild\x12\x19\n" +
+	"\bdrv_path\x18\x01 \x01(\tR\adrvPath\x12\x15\n" +
+	"\x06run_id\x18\x02 \x01(\tR\x05runId\x12\x17\n" +
+	"\alog_key\x18\x03 \x01(\tR\x06logKey\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\x12.\n" +
+	"\x06status\x18\x05 \x01(\x0e2\x16.nixbus.v1.BuildStatusR\x06status\x12$\n" +
+	"\x0efailed_unix_ms\x18\x06 \x01(\x03R\ffailedUnixMs\x12\x1f\n" +
+	"\vduration_ms\x18\a \x01(\x03R\n" +
+	"durationMs*\x98\x01\n" +
 	"\vBuildStatus\x12\x1c\n" +
 	"\x18BUILD_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16BUILD_STATUS_SUCCEEDED\x10\x01\x12\x17\n" +
@@ -2012,13 +2137,14 @@ const file_nixbus_v1_nixbus_proto_rawDesc = "" +
 	"\x11JOB_STATUS_FAILED\x10\x02\x12\x16\n" +
 	"\x12JOB_STATUS_SKIPPED\x10\x03\x12\x15\n" +
 	"\x11JOB_STATUS_CACHED\x10\x04\x12\x18\n" +
-	"\x14JOB_STATUS_CANCELLED\x10\x05*\x91\x01\n" +
+	"\x14JOB_STATUS_CANCELLED\x10\x05*\xaa\x01\n" +
 	"\vFailureKind\x12\x1c\n" +
 	"\x18FAILURE_KIND_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12FAILURE_KIND_BUILD\x10\x01\x12\x15\n" +
 	"\x11FAILURE_KIND_EVAL\x10\x02\x12\x1b\n" +
 	"\x17FAILURE_KIND_DEPENDENCY\x10\x03\x12\x18\n" +
-	"\x14FAILURE_KIND_TIMEOUT\x10\x04*r\n" +
+	"\x14FAILURE_KIND_TIMEOUT\x10\x04\x12\x17\n" +
+	"\x13FAILURE_KIND_CACHED\x10\x05*r\n" +
 	"\tRunStatus\x12\x1a\n" +
 	"\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14RUN_STATUS_SUCCEEDED\x10\x01\x12\x15\n" +
@@ -2038,7 +2164,7 @@ func file_nixbus_v1_nixbus_proto_rawDescGZIP() []byte {
 }
 
 var file_nixbus_v1_nixbus_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_nixbus_v1_nixbus_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_nixbus_v1_nixbus_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_nixbus_v1_nixbus_proto_goTypes = []any{
 	(BuildStatus)(0),      // 0: nixbus.v1.BuildStatus
 	(JobStatus)(0),        // 1: nixbus.v1.JobStatus
@@ -2060,28 +2186,30 @@ var file_nixbus_v1_nixbus_proto_goTypes = []any{
 	(*LogChunk)(nil),      // 17: nixbus.v1.LogChunk
 	(*RestartJob)(nil),    // 18: nixbus.v1.RestartJob
 	(*BuilderAlive)(nil),  // 19: nixbus.v1.BuilderAlive
-	nil,                   // 20: nixbus.v1.Job.OutputsEntry
-	nil,                   // 21: nixbus.v1.BuildRequest.OutputsEntry
-	nil,                   // 22: nixbus.v1.BuildResult.OutputsEntry
+	(*FailedBuild)(nil),   // 20: nixbus.v1.FailedBuild
+	nil,                   // 21: nixbus.v1.Job.OutputsEntry
+	nil,                   // 22: nixbus.v1.BuildRequest.OutputsEntry
+	nil,                   // 23: nixbus.v1.BuildResult.OutputsEntry
 }
 var file_nixbus_v1_nixbus_proto_depIdxs = []int32{
 	4,  // 0: nixbus.v1.ChangeEvent.kind:type_name -> nixbus.v1.ChangeEvent.Kind
 	5,  // 1: nixbus.v1.RunStarted.change:type_name -> nixbus.v1.ChangeEvent
-	20, // 2: nixbus.v1.Job.outputs:type_name -> nixbus.v1.Job.OutputsEntry
-	21, // 3: nixbus.v1.BuildRequest.outputs:type_name -> nixbus.v1.BuildRequest.OutputsEntry
+	21, // 2: nixbus.v1.Job.outputs:type_name -> nixbus.v1.Job.OutputsEntry
+	22, // 3: nixbus.v1.BuildRequest.outputs:type_name -> nixbus.v1.BuildRequest.OutputsEntry
 	0,  // 4: nixbus.v1.BuildResult.status:type_name -> nixbus.v1.BuildStatus
-	22, // 5: nixbus.v1.BuildResult.outputs:type_name -> nixbus.v1.BuildResult.OutputsEntry
+	23, // 5: nixbus.v1.BuildResult.outputs:type_name -> nixbus.v1.BuildResult.OutputsEntry
 	1,  // 6: nixbus.v1.JobOutcome.status:type_name -> nixbus.v1.JobStatus
 	2,  // 7: nixbus.v1.JobOutcome.failure:type_name -> nixbus.v1.FailureKind
 	5,  // 8: nixbus.v1.RunVerdict.change:type_name -> nixbus.v1.ChangeEvent
 	3,  // 9: nixbus.v1.RunVerdict.status:type_name -> nixbus.v1.RunStatus
 	14, // 10: nixbus.v1.RunVerdict.failed:type_name -> nixbus.v1.JobOutcome
 	5,  // 11: nixbus.v1.ReviewPosted.change:type_name -> nixbus.v1.ChangeEvent
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	0,  // 12: nixbus.v1.FailedBuild.status:type_name -> nixbus.v1.BuildStatus
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_nixbus_v1_nixbus_proto_init() }
@@ -2095,7 +2223,7 @@ func file_nixbus_v1_nixbus_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_nixbus_v1_nixbus_proto_rawDesc), len(file_nixbus_v1_nixbus_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
