@@ -104,6 +104,9 @@ func (a Access) Permissions(role string) Permissions {
 	p.listens(a.Listens...)
 	for _, b := range a.Buckets {
 		p.kv(b.Name)
+		if b.Watched {
+			p.watches(kvStream(b.Name))
+		}
 	}
 	if a.Logs != NoLogs {
 		p.objects(LogBucket, a.Logs == WritesLogs)
@@ -175,14 +178,20 @@ func (p *perms) kv(bucket string) {
 	p.pub("$KV." + bucket + ".>")
 }
 
+// watches: an ordered push consumer with flow control over stream (a KV
+// watcher, an object's chunks).
+func (p *perms) watches(stream string) {
+	p.follows(stream)
+	p.pub(jsAPI("CONSUMER.CREATE", stream), "$JS.FC."+stream+".>")
+}
+
 // objects: get (and with write, put) objects of an object store bucket.
 func (p *perms) objects(bucket string, write bool) {
 	s := objStream(bucket)
 	p.reads(s)
 	// Get streams an object's chunks through an ordered push consumer with
 	// flow control.
-	p.follows(s)
-	p.pub(jsAPI("CONSUMER.CREATE", s), "$JS.FC."+s+".>")
+	p.watches(s)
 	if write {
 		// Put replaces an object's chunks: it purges the old ones.
 		p.pub("$O."+bucket+".>", jsAPI("STREAM.PURGE", s))

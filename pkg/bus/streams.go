@@ -36,6 +36,12 @@ type Bucket struct {
 	Name, Description string
 	// Expires drops keys after StreamOptions.MaxAge, with run history.
 	Expires bool
+	// KeyTTL lets each key expire on its own (jetstream.KeyTTL), and
+	// watchers see it go.
+	KeyTTL bool
+	// Watched: its owner watches it (a KV watcher, an ordered push
+	// consumer with flow control).
+	Watched bool
 }
 
 // EnsureStreams creates the streams nixbus uses, the log store, and the
@@ -154,6 +160,9 @@ func streamItems(o StreamOptions, buckets []Bucket) []streamItem {
 		kc := jetstream.KeyValueConfig{Bucket: b.Name, Description: b.Description, Storage: storage, Replicas: replicas}
 		if b.Expires {
 			kc.TTL = o.MaxAge
+		}
+		if b.KeyTTL {
+			kc.LimitMarkerTTL = time.Minute // how long an expired key's marker stays
 		}
 		items = append(items, streamItem{name: kvStream(kc.Bucket), kv: &kc,
 			want: jetstream.StreamConfig{Storage: storage, Replicas: replicas, MaxAge: kc.TTL}})

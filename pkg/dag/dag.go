@@ -9,6 +9,8 @@
 //   - When a job fails, every job depending on it, directly or transitively,
 //     is skipped with "dependency <attr> failed" (cached jobs included).
 //   - Evaluation errors are failures; a run succeeds only if nothing failed.
+//   - A derivation that failed in an earlier build (Job.FailedBefore) fails
+//     at once without building.
 //
 // Several attributes may share one derivation: it is built once and each
 // attribute gets its own outcome. Building the plan is linear in jobs plus
@@ -29,6 +31,10 @@ type Job struct {
 	Cached bool
 	// EvalError makes the job a failure from the start.
 	EvalError string
+	// FailedBefore, when set, is why the job's derivation failed in an
+	// earlier build (a failed-build cache hit): the job fails at Start
+	// with CachedFailure and is not built.
+	FailedBefore string
 	// DependsOn are derivation paths of jobs this one waits for; paths that
 	// are not jobs of the run are ignored.
 	DependsOn []string
@@ -69,6 +75,8 @@ const (
 	EvalFailure
 	DependencyFailure
 	TimeoutFailure
+	// CachedFailure: the derivation failed in an earlier build.
+	CachedFailure
 )
 
 // Outcome is the final word on one job.
@@ -324,6 +332,13 @@ func (p *Plan) Start(ev *Events) {
 				reason = "no derivation"
 			}
 			p.finish(n, Failed, EvalFailure, reason, ev)
+		}
+	}
+	// A derivation that failed before fails again at once, skipping what
+	// depends on it (aliases share the node: the first one decides).
+	for i := range p.jobs {
+		if n := p.jobNode[i]; p.jobs[i].FailedBefore != "" && !p.evalNode[n] && p.status[n] == Pending {
+			p.finish(n, Failed, CachedFailure, p.jobs[i].FailedBefore, ev)
 		}
 	}
 	p.failCycles(ev)

@@ -156,6 +156,22 @@ func TestPlanRules(t *testing.T) {
 			released: []string{"H"},
 		},
 		{
+			name: "a derivation that failed before is not built and skips its dependents",
+			jobs: []Job{
+				{Attr: "flaky", Drv: "F", FailedBefore: "failed in an earlier build"},
+				{Attr: "alias.flaky", Drv: "F", FailedBefore: "failed in an earlier build"},
+				{Attr: "user", Drv: "U", DependsOn: []string{"F"}},
+				{Attr: "cached-user", Drv: "C", Cached: true, DependsOn: []string{"U"}},
+				{Attr: "free", Drv: "G"},
+			},
+			want: map[string]result{
+				"flaky":       {Failed, CachedFailure, "failed in an earlier build"},
+				"alias.flaky": {Failed, CachedFailure, "failed in an earlier build"},
+				"user":        skipped("flaky"), "cached-user": skipped("flaky"), "free": ok,
+			},
+			released: []string{"G"},
+		},
+		{
 			name: "eval errors are failures",
 			jobs: []Job{
 				{Attr: "good", Drv: "G"},

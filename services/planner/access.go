@@ -23,7 +23,7 @@ func Access() bus.Access {
 		Inspects: []string{bus.StreamBuilds},
 		// Builders' heartbeats.
 		Listens:   []string{bus.BuilderAll},
-		Buckets:   []bus.Bucket{bucket},
+		Buckets:   []bus.Bucket{bucket, failedBucket},
 		Publishes: []string{bus.BuildAll, bus.OutcomeAll, bus.VerdictAll, bus.RunCancels},
 	}
 }

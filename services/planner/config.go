@@ -34,6 +34,9 @@ type Config struct {
 	// and queues are reported (as 0 until there is something to count)
 	// from the start, besides any other system heard from or released to.
 	Systems []string
+	// FailedCacheTTL is how long a derivation whose build failed by its
+	// own fault is not built again (the failed-build cache); 0 disables it.
+	FailedCacheTTL time.Duration
 }
 
 // DefaultConfig is what RegisterFlags defaults to.
@@ -45,6 +48,7 @@ func DefaultConfig() Config {
 		VerdictFailedCap:   1000,
 		RunTimeout:         12 * time.Hour,
 		NoBuilderTimeout:   15 * time.Minute,
+		FailedCacheTTL:     7 * 24 * time.Hour,
 	}
 }
 
@@ -56,6 +60,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.PublishAckTimeout, "planner.publish-ack-timeout", d.PublishAckTimeout, "wait for one acknowledgement before publishing again")
 	fs.IntVar(&c.VerdictFailedCap, "planner.verdict-failed-cap", d.VerdictFailedCap, "failed jobs listed in one run verdict; the rest are counted")
 	fs.DurationVar(&c.RunTimeout, "planner.run-timeout", d.RunTimeout, "fail the unfinished jobs of a run this long after it started; restarts replay no further back")
+	fs.DurationVar(&c.FailedCacheTTL, "planner.failed-cache-ttl", d.FailedCacheTTL, "do not build again, for this long, a derivation whose build failed by its own fault (its jobs fail linking the first failure's log); 0 disables")
 	fs.DurationVar(&c.NoBuilderTimeout, "planner.no-builder-timeout", d.NoBuilderTimeout, "fail a system's unfinished jobs when no builder of it has been seen for this long")
 	fs.Func("planner.systems", "comma-separated systems whose builders and queues are reported from the start (default: --evaluator.systems)", func(s string) error {
 		c.Systems = nil
@@ -75,6 +80,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RunTimeout <= 0 || c.NoBuilderTimeout <= 0 {
 		return errors.New("planner.run-timeout and planner.no-builder-timeout must be positive")
+	}
+	if c.FailedCacheTTL < 0 {
+		return errors.New("planner.failed-cache-ttl must not be negative")
 	}
 	if c.PublishWindow <= 0 {
 		return errors.New("planner.publish-window must be positive")

@@ -41,6 +41,7 @@ type state struct {
 	spawn   func(func()) // runs a background task the service waits for
 	busy    []*run       // runs with a backlog, served in turn
 	ended   endedRuns    // runs this planner gave a verdict lately
+	fails   *failCache   // the failed-build cache (nil: disabled)
 }
 
 type changeKey struct {
@@ -85,6 +86,9 @@ type run struct {
 	// restored and after (restart.go): a job a restart skips again links
 	// the log of a failure decided before.
 	failedLogs map[int32]string
+	// failedBefore are the derivations of its jobs that failed in an
+	// earlier build (failed-build cache hits), by drv.
+	failedBefore map[string]*nixbuspb.FailedBuild
 }
 
 type earlyResult struct {
@@ -363,6 +367,7 @@ func (st *state) maybePlan(ctx context.Context, r *run) {
 		return
 	}
 	r.planning, r.attrs = true, nil
+	st.markFailedBefore(r)
 	jobs, chunks := r.jobs, r.graph
 	r.graph, r.chunkSeen = nil, nil
 	st.spawn(func() {
@@ -408,7 +413,9 @@ func (st *state) install(ctx context.Context, p planned) error {
 	st.s.logger.Info("run planned", "run", r.id, "jobs", len(r.jobs), "released", len(p.ev.Releases), "duration", p.took)
 	st.enqueue(r, &p.ev, nil, "")
 	for _, e := range r.early {
-		st.apply(r, e.m, e.at, e.trace)
+		if st.apply(r, e.m, e.at, e.trace) {
+			st.remember(ctx, e.m, e.at)
+		}
 	}
 	r.early = nil
 	return st.flush(ctx, r)
@@ -428,6 +435,7 @@ func (st *state) result(ctx context.Context, runID string, m *nixbuspb.BuildResu
 	case r.plan == nil || !st.apply(r, m, at, built):
 		return nil
 	}
+	st.remember(ctx, m, at)
 	err := st.flush(ctx, r)
 	st.s.metrics.resultToNext.Observe(time.Since(t0).Seconds())
 	return err
@@ -503,6 +511,9 @@ func (st *state) enqueue(r *run, ev *dag.Events, res *nixbuspb.BuildResult, afte
 			if q.logKey == "" {
 				q.logKey = r.failedLogs[o.Cause] // a restart skipped it again
 			}
+		case o.Failure == dag.CachedFailure:
+			fb := r.failedBefore[r.jobs[o.Job].Drv]
+			q.logKey, q.durationMs = fb.GetLogKey(), fb.GetDurationMs()
 		case res != nil && r.jobs[o.Job].Drv == res.GetDrvPath():
 			q.logKey, q.durationMs = res.GetLogKey(), res.GetDurationMs()
 		}
@@ -545,6 +556,9 @@ func (st *state) flush(ctx context.Context, r *run) error {
 			return err
 		}
 		st.s.metrics.outcomes.WithLabelValues(prom.EnumLabel(out.GetStatus())).Inc()
+		if o.Failure == dag.CachedFailure {
+			st.s.metrics.cachedFails.Inc()
+		}
 		st.listFailed(r, o, out)
 	}
 	if b.len() > 0 {
@@ -620,7 +634,7 @@ func (st *state) finish(ctx context.Context, r *run, status nixbuspb.RunStatus, 
 	}
 	delete(st.runs, r.id)
 	st.forget(r)
-	r.backlog, r.early, r.jobs, r.outputs, r.plan, r.graph = backlog{}, nil, nil, nil, nil, nil
+	r.backlog, r.early, r.jobs, r.outputs, r.plan, r.graph, r.failedBefore = backlog{}, nil, nil, nil, nil, nil, nil
 	st.s.metrics.activeRuns.Dec()
 	st.s.metrics.verdicts.WithLabelValues(prom.EnumLabel(status)).Inc()
 	st.s.logger.Info("run finished", "run", r.id, "change", r.change.GetChange(), "patchset", r.change.GetPatchset(),
@@ -662,6 +676,8 @@ func failureKind(f dag.Failure) nixbuspb.FailureKind {
 		return nixbuspb.FailureKind_FAILURE_KIND_DEPENDENCY
 	case dag.TimeoutFailure:
 		return nixbuspb.FailureKind_FAILURE_KIND_TIMEOUT
+	case dag.CachedFailure:
+		return nixbuspb.FailureKind_FAILURE_KIND_CACHED
 	}
 	return nixbuspb.FailureKind_FAILURE_KIND_UNSPECIFIED
 }

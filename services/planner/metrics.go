@@ -20,6 +20,7 @@ type metrics struct {
 	readDelay    prometheus.Histogram
 	builderSeen  *prometheus.GaugeVec
 	outboxWaits  prometheus.Counter
+	cachedFails  prometheus.Counter
 }
 
 func newMetrics(r prometheus.Registerer, systems []string) *metrics {
@@ -63,6 +64,10 @@ func newMetrics(r prometheus.Registerer, systems []string) *metrics {
 			Name: "nixbus_planner_outbox_waits_total",
 			Help: "Times a backlog waiting for the outbox to drain woke up: once per acknowledgement at most, never by polling.",
 		}),
+		cachedFails: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nixbus_planner_cached_failures_total",
+			Help: "Jobs failed without building because their derivation failed in an earlier build (the failed-build cache).",
+		}),
 		lag: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "nixbus_planner_pending_messages", Help: "Messages on the runs stream not yet read by the planner.",
 		}),
@@ -79,6 +84,7 @@ func newMetrics(r prometheus.Registerer, systems []string) *metrics {
 		m.building.WithLabelValues(sys)
 		m.released.WithLabelValues(sys)
 	}
-	r.MustRegister(m.activeRuns, m.building, m.released, m.outcomes, m.verdicts, m.planning, m.resultToNext, m.republished, m.lag, m.readDelay, m.builderSeen, m.outboxWaits)
+	r.MustRegister(m.activeRuns, m.building, m.released, m.outcomes, m.verdicts, m.planning, m.resultToNext, m.republished, m.lag, m.readDelay, m.builderSeen, m.outboxWaits,
+		m.cachedFails)
 	return m
 }

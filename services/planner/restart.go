@@ -255,6 +255,7 @@ func (st *state) restore(ctx context.Context, runID string, until uint64) (*run,
 
 // restorePlan plans r at once, as install does in the background.
 func (st *state) restorePlan(r *run) {
+	st.markFailedBefore(r) // as maybePlan did, while the cache still says so
 	var g dag.Graph
 	g.Drvs, g.Edges = bus.AssembleGraph(r.graph)
 	r.plan = dag.New(r.jobs, g)

@@ -81,7 +81,7 @@ func (s *Service) Run(ctx context.Context) error {
 }
 
 func (s *Service) run(ctx context.Context) error {
-	if err := bus.EnsureStreams(ctx, s.js, bus.StreamOptions{}, bucket); err != nil {
+	if err := bus.EnsureStreams(ctx, s.js, bus.StreamOptions{}, bucket, failedBucket); err != nil {
 		return fmt.Errorf("planner: %w", err)
 	}
 	kv, err := s.js.KeyValue(ctx, Bucket)
@@ -105,6 +105,11 @@ func (s *Service) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("planner: open %s: %w", bus.StreamReports, err)
 	}
+	fails, err := openFailCache(ctx, s.js, s.cfg.FailedCacheTTL, s.logger)
+	if err != nil {
+		return fmt.Errorf("planner: %w", err)
+	}
+	defer fails.stop()
 	cc, err := s.replayFrom(ctx, stream, from)
 	if err != nil {
 		return fmt.Errorf("planner: %w", err)
@@ -177,6 +182,7 @@ func (s *Service) run(ctx context.Context) error {
 			f()
 		}()
 	})
+	st.fails = fails
 	tick := time.NewTicker(s.cfg.CheckpointInterval)
 	defer tick.Stop()
 	ready := make(chan struct{})
@@ -208,6 +214,8 @@ func (s *Service) run(ctx context.Context) error {
 			s.metrics.outboxWaits.Inc()
 		case m := <-alive:
 			st.builderAlive(m.Data)
+		case e := <-fails.updates():
+			fails.update(e)
 		case <-tick.C:
 			// Deadlines are checked as often as checkpoints are saved.
 			if err = st.expire(ctx); err != nil {

@@ -76,7 +76,9 @@ func how(o *nixbuspb.JobOutcome) string {
 		return "evaluation error: " + reason
 	case nixbuspb.FailureKind_FAILURE_KIND_TIMEOUT:
 		return "timed out: " + reason
-	case nixbuspb.FailureKind_FAILURE_KIND_DEPENDENCY:
+	case nixbuspb.FailureKind_FAILURE_KIND_DEPENDENCY, nixbuspb.FailureKind_FAILURE_KIND_CACHED:
+		// "dependency X failed", "failed in an earlier build (cached
+		// failure): …": they say what happened.
 		return reason
 	default:
 		if reason == "" {
