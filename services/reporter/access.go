@@ -9,7 +9,9 @@ const (
 	Consumer = "reporter"
 	// ConsumerStarted posts the optional "build started" messages.
 	ConsumerStarted = "reporter-started"
-	// VotesBucket is the reporter's KV: one key per run it has voted on.
+	// VotesBucket is the reporter's KV: one key per run it has voted on,
+	// one per later revision of its verdict (after a restarted job), and
+	// the summary of the run's last review to compare those with.
 	VotesBucket = "nixbus-votes"
 )
 

@@ -95,7 +95,12 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 		logger.Info("run cancelled, no vote", "superseded_by", v.GetSupersededBy())
 		return nil
 	}
-	key := v.GetRunId()
+	rev := v.GetRevision()
+	if rev > 0 {
+		logger = logger.With("revision", rev)
+		span.SetAttributes(attribute.Int64("nixbus.verdict_revision", int64(rev)))
+	}
+	key := voteKey(v.GetRunId(), rev)
 	if e, err := h.votes.Get(ctx, key); err == nil && string(e.Value()) == markPosted {
 		logger.Info("verdict already reported")
 		return nil
@@ -103,6 +108,18 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 	up, err := h.awaitUploads(ctx, &v, msg)
 	if err != nil {
 		return err
+	}
+	vote, message := review(&v, up, s.cfg)
+	sum := summary(vote, &v)
+	if rev > 0 {
+		news, why, err := h.news(ctx, &v, sum)
+		if err != nil || !news {
+			if err == nil {
+				logger.Info("no new review after the restart", "why", why)
+			}
+			return err
+		}
+		message += fmt.Sprintf("\nThis review replaces the run's earlier one: a failed job was restarted (revision %d).\n", rev)
 	}
 	owned, unsure, err := h.claim(ctx, key)
 	if err != nil || !owned {
@@ -112,7 +129,6 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 		}
 		return err
 	}
-	vote, message := review(&v, up, s.cfg)
 	if len(up.failed) > 0 {
 		s.metrics.uploadFailures.Add(float64(len(up.failed)))
 		span.SetAttributes(attribute.Int("nixbus.upload_failures", len(up.failed)))
@@ -120,7 +136,7 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 	}
 	post := Post{
 		Change: v.GetChange(), RunID: v.GetRunId(), Verified: vote, Tag: s.cfg.Tag,
-		Message: message, Marker: Marker(v.GetRunId()), MaybePosted: unsure,
+		Message: message, Marker: marker(v.GetRunId(), rev), MaybePosted: unsure,
 	}
 	span.SetAttributes(attribute.Int("gerrit.verified", post.Verified))
 	via, err := h.give(ctx, post)
@@ -130,13 +146,17 @@ func (h *handler) handle(ctx context.Context, msg jetstream.Msg) error {
 		return fmt.Errorf("post review: %w", err)
 	}
 	s.metrics.posts.WithLabelValues(via, "ok").Inc()
-	if at := v.GetChange().GetCreatedUnix(); at > 0 {
+	if at := v.GetChange().GetCreatedUnix(); at > 0 && rev == 0 {
 		s.metrics.eventToVote.WithLabelValues(prom.EnumLabel(v.GetStatus())).Observe(time.Since(time.Unix(at, 0)).Seconds())
 	}
 	// The message is capped (MaxMessageBytes); the change is cut in case a
 	// hostile verdict carried one as large as the verdict itself.
-	rec := &nixbuspb.ReviewPosted{RunId: v.GetRunId(), Change: bus.CutChange(v.GetChange()), Verified: int32(post.Verified), Message: post.Message, Via: via}
-	if err := s.pub.Publish(ctx, bus.ReviewSubject(v.GetRunId()), bus.MsgIDReview(v.GetRunId()), rec, nil); err != nil {
+	rec := &nixbuspb.ReviewPosted{RunId: v.GetRunId(), Change: bus.CutChange(v.GetChange()), Verified: int32(post.Verified), Message: post.Message, Via: via,
+		VerdictRevision: rev}
+	if err := s.pub.Publish(ctx, bus.ReviewSubject(v.GetRunId()), bus.MsgIDReviewRevision(v.GetRunId(), rev), rec, nil); err != nil {
+		return err
+	}
+	if err := h.remember(ctx, v.GetRunId(), rev, sum); err != nil {
 		return err
 	}
 	if _, err := h.votes.Put(ctx, key, []byte(markPosted)); err != nil {

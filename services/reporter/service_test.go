@@ -290,3 +290,67 @@ func TestNewConsumersStartAtNow(t *testing.T) {
 		require.Equal(t, "rnew", p.RunID)
 	}
 }
+
+// A run re-derived after a restart gets a new review on the same patchset
+// when its vote or its failed jobs changed, once per revision whatever the
+// redeliveries or the reporters; a revision that changes nothing, or is
+// older than the run's newest verdict, gets none.
+func TestReporterVotesAgainAfterRestart(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	poster := &recorder{}
+	start(t, js, Deps{Gerrit: poster})
+	failed := func(attr string, kind nixbuspb.FailureKind) *nixbuspb.JobOutcome {
+		st := nixbuspb.JobStatus_JOB_STATUS_FAILED
+		if kind == nixbuspb.FailureKind_FAILURE_KIND_DEPENDENCY {
+			st = nixbuspb.JobStatus_JOB_STATUS_SKIPPED
+		}
+		return &nixbuspb.JobOutcome{Attr: attr, Status: st, Failure: kind, Reason: "exit 1"}
+	}
+	verdict := func(rev uint64, status nixbuspb.RunStatus, fails ...*nixbuspb.JobOutcome) *nixbuspb.RunVerdict {
+		return &nixbuspb.RunVerdict{RunId: "r1", Change: gerritChange(3), Status: status, Revision: rev, Failed: fails, FailedCount: int64(len(fails))}
+	}
+	steps := []struct {
+		name  string
+		v     *nixbuspb.RunVerdict
+		id    string
+		posts int
+	}{
+		{"first verdict", verdict(0, nixbuspb.RunStatus_RUN_STATUS_FAILED, failed("x", nixbuspb.FailureKind_FAILURE_KIND_BUILD),
+			failed("y", nixbuspb.FailureKind_FAILURE_KIND_DEPENDENCY)), bus.MsgIDVerdict("r1"), 1},
+		{"the rebuild failed again", verdict(5, nixbuspb.RunStatus_RUN_STATUS_FAILED, failed("y", nixbuspb.FailureKind_FAILURE_KIND_DEPENDENCY),
+			failed("x", nixbuspb.FailureKind_FAILURE_KIND_BUILD)), bus.MsgIDVerdictRevision("r1", 5), 1},
+		{"other failed jobs", verdict(7, nixbuspb.RunStatus_RUN_STATUS_FAILED, failed("y", nixbuspb.FailureKind_FAILURE_KIND_BUILD)),
+			bus.MsgIDVerdictRevision("r1", 7), 2},
+		{"succeeded", verdict(9, nixbuspb.RunStatus_RUN_STATUS_SUCCEEDED), bus.MsgIDVerdictRevision("r1", 9), 3},
+		{"redelivered", verdict(9, nixbuspb.RunStatus_RUN_STATUS_SUCCEEDED), "again", 3},
+		{"an older revision late", verdict(8, nixbuspb.RunStatus_RUN_STATUS_FAILED, failed("z", nixbuspb.FailureKind_FAILURE_KIND_BUILD)), "late", 3},
+	}
+	for i, step := range steps {
+		if i == 4 {
+			start(t, js, Deps{Gerrit: poster}) // a second reporter shares the work
+		}
+		publishVerdict(t, js, step.v, step.id)
+		waitAcked(t, js)
+		require.Equal(t, step.posts, poster.count(), step.name)
+	}
+
+	poster.mu.Lock()
+	defer poster.mu.Unlock()
+	for i, want := range []struct {
+		verified int
+		marker   string
+	}{{-1, "nixbus-run: r1"}, {-1, "nixbus-run: r1 revision 7"}, {1, "nixbus-run: r1 revision 9"}} {
+		p := poster.posts[i]
+		require.Equal(t, want.verified, p.Verified)
+		require.Equal(t, want.marker, p.Marker)
+		require.Equal(t, int32(3), p.Change.GetPatchset(), "the same patchset")
+	}
+	require.Contains(t, poster.posts[2].Message, "The result is: SUCCESS")
+	require.Contains(t, poster.posts[2].Message, "a failed job was restarted (revision 9)")
+	var revs []uint64
+	for _, r := range natstest.Read[nixbuspb.ReviewPosted](t, js, bus.StreamReports, bus.ReviewSubject("r1")) {
+		revs = append(revs, r.GetVerdictRevision())
+	}
+	require.Equal(t, []uint64{0, 7, 9}, revs)
+}
