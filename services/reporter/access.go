@@ -26,8 +26,10 @@ func Access() bus.Access {
 		Consumes: []bus.Durable{{Stream: bus.StreamReports, Name: Consumer}, {Stream: bus.StreamRuns, Name: ConsumerStarted}},
 		// A review waits for its run's outcomes and uploads; a log link of
 		// a build still running answers with its live log.
-		Follows:   []string{bus.StreamReports, bus.StreamLogs},
-		Reads:     []string{bus.StreamLogs},
+		Follows: []string{bus.StreamReports, bus.StreamLogs},
+		// And the run's newest verdict: a revision older than it is not
+		// reviewed (revision.go).
+		Reads:     []string{bus.StreamLogs, bus.StreamReports},
 		Buckets:   []bus.Bucket{votesBucket},
 		Logs:      bus.ReadsLogs,
 		Publishes: []string{bus.ReviewAll},
