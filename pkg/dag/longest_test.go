@@ -72,3 +72,41 @@ func TestLongestChain(t *testing.T) {
 	require.EqualValues(t, 0, path[0])
 	require.EqualValues(t, n-1, path[n-1])
 }
+
+// A job waits for the jobs not done that it reaches directly or through
+// derivations between jobs, not for what a job not done waits for itself.
+func TestBlockers(t *testing.T) {
+	drv := func(a string) string { return "/nix/store/" + a + ".drv" }
+	jobs := []Job{
+		{Attr: "base", Drv: drv("base")}, {Attr: "lib", Drv: drv("lib")}, {Attr: "app", Drv: drv("app")},
+		{Attr: "tool", Drv: drv("tool")}, {Attr: "wide", Drv: drv("wide")}, {Attr: "old", Drv: drv("old"), DependsOn: []string{drv("lib")}},
+		{Attr: "x1", Drv: drv("x1")}, {Attr: "x2", Drv: drv("x2")}, {Attr: "x3", Drv: drv("x3")}, {Attr: "x4", Drv: drv("x4")},
+	}
+	g := Graph{Drvs: []string{drv("base"), drv("lib"), drv("app"), drv("tool"), drv("helper"), drv("wide"), drv("x1"), drv("x2"), drv("x3"), drv("x4")}}
+	for _, e := range [][2]int32{
+		{1, 0},         // lib -> base
+		{2, 4}, {4, 1}, // app -> helper -> lib
+		{4, 3},                                 // helper -> tool
+		{5, 6}, {5, 7}, {5, 8}, {5, 9}, {5, 4}, // wide -> x1..x4, helper
+	} {
+		g.Edges = append(g.Edges, e[0], e[1])
+	}
+	done := map[string]bool{"base": true, "tool": true, "x1": true}
+	p := New(jobs, g)
+	blockers, more := p.Blockers(func(j int32) bool { return done[jobs[j].Attr] }, 3)
+	got := map[string][]string{}
+	over := map[string]bool{}
+	for i, bs := range blockers {
+		for _, b := range bs {
+			got[jobs[i].Attr] = append(got[jobs[i].Attr], jobs[b].Attr)
+		}
+		over[jobs[i].Attr] = more[i]
+	}
+	require.Equal(t, map[string][]string{
+		"app":  {"lib"},            // through helper; tool is done; base is lib's to wait for
+		"old":  {"lib"},            // an older run's DependsOn
+		"wide": {"x2", "x3", "x4"}, // and lib through helper: more
+	}, got)
+	require.True(t, over["wide"])
+	require.False(t, over["app"])
+}

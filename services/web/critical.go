@@ -40,9 +40,6 @@ func (rs *runState) criticalPath(rows []jobRow) *critical {
 	if rs.evalDone == nil || len(rows) != len(rs.jobs) {
 		return nil // the graph is not all there yet
 	}
-	if rs.graph == nil {
-		rs.graph = runPlan(rs.jobs, rs.chunks)
-	}
 	c := &critical{Ended: rs.verdict != nil}
 	weight := func(i int32) int64 { return rows[i].DurationMs }
 	if !c.Ended {
@@ -54,7 +51,7 @@ func (rs *runState) criticalPath(rows []jobRow) *critical {
 			return 0
 		}
 	}
-	path, total := rs.graph.Longest(weight)
+	path, total := rs.plan().Longest(weight)
 	if len(path) == 0 {
 		return nil
 	}

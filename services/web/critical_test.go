@@ -99,7 +99,7 @@ func TestCriticalPathOfFinishedRun(t *testing.T) {
 }
 
 // A running run shows the longest chain of jobs not yet done, starting
-// with what builds now; done jobs are not in it.
+// with what builds now (done jobs are not in it), and what each waits on.
 func TestCriticalPathOfRunningRun(t *testing.T) {
 	f := start(t, testConfig())
 	const run = "rwait"
@@ -114,4 +114,12 @@ func TestCriticalPathOfRunningRun(t *testing.T) {
 	require.Equal(t, []string{"x", "y", "z"}, attrs, sec)
 	require.Contains(t, sec, "Waiting on")
 	require.Contains(t, sec, `st-building">building`)
+
+	// Each row names what it waits for, found in the graph (these jobs
+	// carry no DependsOn); w's only dependency is done.
+	jobsTable := body[strings.Index(body, `<table id="jobs">`):]
+	require.Contains(t, jobsTable, "waiting on x<")
+	require.Contains(t, jobsTable, "waiting on y<")
+	require.Contains(t, jobsTable, `st-waiting">waiting`)
+	require.Equal(t, 2, strings.Count(jobsTable, `st-waiting">waiting`))
 }

@@ -43,7 +43,6 @@ type runState struct {
 	id         string
 	started    *nixbuspb.RunStarted
 	jobs       []job
-	attrOf     map[string]string // drv -> first attr
 	evalDone   *nixbuspb.EvalDone
 	chunks     []*nixbuspb.GraphChunk // the derivation graph, in parts
 	chunkSeen  map[int32]bool
@@ -60,7 +59,7 @@ type runState struct {
 }
 
 func newRunState(id string) *runState {
-	return &runState{id: id, attrOf: map[string]string{}, chunkSeen: map[int32]bool{}, results: map[string]*nixbuspb.BuildResult{},
+	return &runState{id: id, chunkSeen: map[int32]bool{}, results: map[string]*nixbuspb.BuildResult{},
 		resultSeq: map[string]uint64{}, restarts: map[string]uint64{}, outcomes: map[string]*nixbuspb.JobOutcome{}}
 }
 
@@ -96,9 +95,6 @@ func (rs *runState) onRun(msg jetstream.Msg) error {
 		if bus.Decode(msg.Data(), &m) == nil {
 			rs.jobs = append(rs.jobs, job{attr: m.GetAttr(), drv: m.GetDrvPath(), system: m.GetSystem(), evalErr: m.GetEvalError(),
 				cached: m.GetCached(), deps: m.GetDependsOn()})
-			if _, ok := rs.attrOf[m.GetDrvPath()]; !ok && m.GetDrvPath() != "" {
-				rs.attrOf[m.GetDrvPath()] = m.GetAttr()
-			}
 			rs.graph = nil
 		}
 	case bus.RunGraphKind:
@@ -157,7 +153,7 @@ type jobRow struct {
 	DurationMs                 int64
 	Builder                    string
 	WaitingOn                  []string
-	WaitingMore                int
+	WaitingMore                bool // waits for others besides
 	Rebuilt                    bool
 	// Restartable: an admin may build it again (a build that failed, in
 	// a run that ended).
@@ -166,12 +162,23 @@ type jobRow struct {
 	restartSeq uint64
 }
 
+// maxWaitingOn bounds the jobs a row names as what it waits on.
+const maxWaitingOn = 3
+
+// plan is the run's DAG from the jobs and graph read so far, built again
+// only when they change. It is never run: the page reads its shape.
+func (rs *runState) plan() *dag.Plan {
+	if rs.graph == nil {
+		rs.graph = runPlan(rs.jobs, rs.chunks)
+	}
+	return rs.graph
+}
+
 // rows computes every job's row; building tells which derivations have
 // streamed a live log.
 func (rs *runState) rows(building func(drv string) bool) []jobRow {
 	ended := rs.verdict != nil
 	rows := make([]jobRow, len(rs.jobs))
-	final := map[string]string{} // drv -> status, for jobs that ended
 	for i, j := range rs.jobs {
 		r := jobRow{Attr: j.attr, Drv: j.drv, DrvBase: drvBase(j.drv), System: j.system}
 		if res := rs.results[j.drv]; res != nil {
@@ -204,11 +211,13 @@ func (rs *runState) rows(building func(drv string) bool) []jobRow {
 				r.Reason = "rebuilding"
 			}
 		}
-		if r.Status != "" && j.drv != "" {
-			final[j.drv] = r.Status
-		}
 		rows[i] = r
 	}
+	// What a job not started waits for: jobs not done that it reaches
+	// directly or through derivations between jobs (the run's DAG, built
+	// from what is read so far).
+	var blockers [][]int32
+	var more []bool
 	for i, j := range rs.jobs {
 		r := &rows[i]
 		if r.Status != "" {
@@ -218,19 +227,15 @@ func (rs *runState) rows(building func(drv string) bool) []jobRow {
 			r.Status, r.Reason = jsCancelled, "run cancelled"
 			continue
 		}
-		for _, d := range j.deps {
-			if st := final[d]; st != jsSucceeded && st != jsCached {
-				if len(r.WaitingOn) < 3 {
-					name := rs.attrOf[d]
-					if name == "" {
-						name = drvBase(d)
-					}
-					r.WaitingOn = append(r.WaitingOn, name)
-				} else {
-					r.WaitingMore++
-				}
-			}
+		if blockers == nil {
+			blockers, more = rs.plan().Blockers(func(j int32) bool {
+				return rows[j].Status == jsSucceeded || rows[j].Status == jsCached
+			}, maxWaitingOn)
 		}
+		for _, b := range blockers[i] {
+			r.WaitingOn = append(r.WaitingOn, rs.jobs[b].attr)
+		}
+		r.WaitingMore = more[i]
 		switch {
 		case len(r.WaitingOn) > 0:
 			r.Status = jsWaiting
