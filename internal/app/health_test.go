@@ -57,7 +57,7 @@ func startHTTP(t *testing.T, url string, args ...string) *Instance {
 // the services' durable consumers exist.
 func TestHealthzFollowsNATS(t *testing.T) {
 	srv := natstest.Start(t)
-	inst := startHTTP(t, srv.URL, "--service", "reporter")
+	inst := startHTTP(t, srv.URL, "--service", "reporter", "--service", "evaluator")
 	status := func(path string, want int, body string) {
 		t.Helper()
 		require.EventuallyWithT(t, func(c *assert.CollectT) {
@@ -71,7 +71,7 @@ func TestHealthzFollowsNATS(t *testing.T) {
 
 	srv.Stop()
 	status("/healthz", http.StatusServiceUnavailable, "nats connection of reporter: RECONNECTING")
-	status("/healthz", http.StatusServiceUnavailable, "nats connection of planner: RECONNECTING")
+	status("/healthz", http.StatusServiceUnavailable, "nats connection of evaluator: RECONNECTING")
 	status("/readyz", http.StatusServiceUnavailable, "nats connection of")
 
 	srv.StartAgain(t)
