@@ -46,6 +46,8 @@ func TestParseShowDerivation(t *testing.T) {
 			want: MapGraph{"/nix/store/b-b.drv": {"/nix/store/a-a.drv"}, "/nix/store/a-a.drv": nil},
 		},
 		{name: "empty", in: " {} \n", want: MapGraph{}},
+		{name: "a repeated inputDrvs counts as its last", in: `{"/nix/store/b.drv": {"inputDrvs": {"/nix/store/x.drv": []}, "inputDrvs": {"/nix/store/a.drv": []}}}`,
+			want: MapGraph{"/nix/store/b.drv": {"/nix/store/a.drv"}}},
 		{name: "escaped key", in: `{"/nix/store/q\"x.drv": {"inputDrvs": {"\/nix\/store\/a.drv": []}}}`,
 			want: MapGraph{`/nix/store/q"x.drv`: {"/nix/store/a.drv"}}},
 	}
@@ -351,6 +353,7 @@ func FuzzParseShowDerivation(f *testing.F) {
 	f.Add(`{"/nix/store/b.drv": {"inputDrvs": {"/nix/store/a.drv": ["out"]}, "env": {"k": "v\"}"}}}`)
 	f.Add(`{"b.drv": {"inputDrvs": {"a.drv": {"outputs": ["out"], "dynamicOutputs": {}}}}}`)
 	f.Add(`{"a": {"inputDrvs": {"x": 1}, "inputDrvs": {"y": 1, "y": 2}}, "a": {"inputDrvs": {"z": null}}}`)
+	f.Add(`{"a": {"inputDrvs": {"x": 1}, "inputDrvs": {"y": 1}}}`)
 	f.Add(`{"a": null}`)
 	f.Add(`{"a": {"inputDrvs": null}}`)
 	f.Fuzz(func(t *testing.T, in string) {
