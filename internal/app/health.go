@@ -28,11 +28,21 @@ type serviceConn struct {
 	name string
 	nc   *nats.Conn
 	js   jetstream.JetStream
+	// started, when the service says, is whether it has started (one
+	// with no durable consumer to show it, like the planner).
+	started func() bool
 }
 
-func (h *health) add(name string, nc *nats.Conn, js jetstream.JetStream, durables [][2]string) {
+// starter is a service that says when it has started.
+type starter interface{ Started() bool }
+
+func (h *health) add(name string, svc Service, nc *nats.Conn, js jetstream.JetStream, durables [][2]string) {
+	var started func() bool
+	if s, ok := svc.(starter); ok {
+		started = s.Started
+	}
 	h.mu.Lock()
-	h.services = append(h.services, serviceConn{name, nc, js})
+	h.services = append(h.services, serviceConn{name, nc, js, started})
 	h.mu.Unlock()
 	for _, d := range durables {
 		h.consumers.Add(prom.Consumer{JS: js, Stream: d[0], Durable: d[1]})
@@ -67,6 +77,9 @@ func (h *health) ready(ctx context.Context) error {
 	for _, s := range h.list() {
 		if _, err := s.js.AccountInfo(ctx); err != nil {
 			return fmt.Errorf("jetstream for %s: %w", s.name, err)
+		}
+		if s.started != nil && !s.started() {
+			return fmt.Errorf("not started: %s", s.name)
 		}
 	}
 	if err := h.consumers.Check(ctx); err != nil {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -79,14 +80,23 @@ func TestHealthzFollowsNATS(t *testing.T) {
 	status("/readyz", http.StatusOK, "ok")
 }
 
+// fakeStarter is a service that says when it has started.
+type fakeStarter struct{ started atomic.Bool }
+
+func (*fakeStarter) Run(context.Context) error { return nil }
+func (f *fakeStarter) Started() bool           { return f.started.Load() }
+
 // TestReadyzWaitsForDurables: /readyz is 503 and names the durable
 // consumer a service has not made yet (a builder of a system still
-// starting), and 200 once it exists.
+// starting) and a service that says it has not started (the planner),
+// and is 200 once both are there.
 func TestReadyzWaitsForDurables(t *testing.T) {
 	srv := natstest.Start(t)
 	nc, js := srv.Connect(t)
 	h := &health{consumers: prom.NewConsumers(prom.AskTimeout)}
-	h.add("builder", nc, js, [][2]string{{bus.StreamBuilds, bus.ConsumerBuilder("riscv64-linux")}})
+	h.add("builder", serviceFunc(func(context.Context) error { return nil }), nc, js, [][2]string{{bus.StreamBuilds, bus.ConsumerBuilder("riscv64-linux")}})
+	planner := &fakeStarter{}
+	h.add("planner", planner, nc, js, nil)
 	mux := http.NewServeMux()
 	h.handle(mux)
 	readyz := func() (int, string) {
@@ -95,6 +105,10 @@ func TestReadyzWaitsForDurables(t *testing.T) {
 		return rec.Code, rec.Body.String()
 	}
 	code, body := readyz()
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	require.Equal(t, "not started: planner\n", body)
+	planner.started.Store(true)
+	code, body = readyz()
 	require.Equal(t, http.StatusServiceUnavailable, code)
 	require.Contains(t, body, "not started: consumer builder-riscv64-linux on NIXBUS_BUILDS")
 

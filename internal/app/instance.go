@@ -151,7 +151,7 @@ func Start(ctx context.Context, o Options, c *Configs, out io.Writer, logger *sl
 		if e.durables != nil {
 			durables = e.durables(c)
 		}
-		inst.health.add(e.name, nc, js, durables)
+		inst.health.add(e.name, svc, nc, js, durables)
 	}
 	// Streams exist before any service runs, so producers never publish
 	// into nothing whatever order services come up in.

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -49,7 +50,13 @@ type Service struct {
 	beforePlan func(ctx context.Context, runID string)
 	// now is the clock deadlines are measured with (tests move it).
 	now func() time.Time
+	// started is true while Run reads the runs stream and hears builders.
+	started atomic.Bool
 }
+
+// Started reports whether the planner reads the runs stream and hears
+// the builders' heartbeats: its readiness (/readyz).
+func (s *Service) Started() bool { return s.started.Load() }
 
 // New checks cfg and returns a planner.
 func New(cfg Config, d Deps) (*Service, error) {
@@ -167,6 +174,8 @@ func (s *Service) run(ctx context.Context) error {
 			s.logger.Warn("unsubscribe", "subject", bus.BuilderAll, "err", err)
 		}
 	}()
+	s.started.Store(true)
+	defer s.started.Store(false)
 
 	out := newOutbox(s.js, kv, s.logger, s.cfg, s.metrics)
 	wg.Add(1)
