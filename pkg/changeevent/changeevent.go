@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"google.golang.org/protobuf/proto"
 
 	"nixbus.dev/nixbus/pkg/bus"
 	"nixbus.dev/nixbus/pkg/gerrit"
@@ -91,17 +92,39 @@ func Manual(o Options) (*nixbuspb.ChangeEvent, error) {
 	}
 	id := o.EventID
 	if id == "" {
-		var b [10]byte
-		if _, err := rand.Read(b[:]); err != nil {
-			return nil, fmt.Errorf("trigger: event id: %w", err)
+		var err error
+		if id, err = newID(); err != nil {
+			return nil, fmt.Errorf("trigger: %w", err)
 		}
-		id = "manual-" + hex.EncodeToString(b[:])
 	}
 	return &nixbuspb.ChangeEvent{
 		EventId: id, Kind: nixbuspb.ChangeEvent_KIND_MANUAL, Project: o.Project, Change: o.Change, Patchset: o.Patchset,
 		Ref: o.Ref, Revision: o.Revision, Branch: o.Branch, RepoUrl: o.RepoURL, LocalPath: o.LocalPath,
 		CreatedUnix: time.Now().Unix(),
 	}, nil
+}
+
+// Again returns the change event of a manual run of prev's change again
+// (the status pages' "run again"): prev's change, patchset or ref, with a
+// new id in Manual's scheme, so it is a new run.
+func Again(prev *nixbuspb.ChangeEvent) (*nixbuspb.ChangeEvent, error) {
+	id, err := newID()
+	if err != nil {
+		return nil, err
+	}
+	ev := proto.CloneOf(prev)
+	ev.EventId, ev.Kind, ev.CreatedUnix = id, nixbuspb.ChangeEvent_KIND_MANUAL, time.Now().Unix()
+	return ev, nil
+}
+
+// newID is a manual event's id: random, so every trigger is a new run,
+// and naming nothing (no path or user).
+func newID() (string, error) {
+	var b [10]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("event id: %w", err)
+	}
+	return "manual-" + hex.EncodeToString(b[:]), nil
 }
 
 // Attrs are the attributes of the root span of ev's run: the span of

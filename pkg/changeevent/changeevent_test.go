@@ -83,3 +83,21 @@ func stored(t *testing.T, js jetstream.JetStream) []*nixbuspb.ChangeEvent {
 	}
 	return out
 }
+
+// Running a change again is a manual event of the same change, with an id
+// in Manual's scheme: a new run every time, the original left as it was.
+func TestAgain(t *testing.T) {
+	prev := &nixbuspb.ChangeEvent{EventId: "gerrit-1", Kind: nixbuspb.ChangeEvent_KIND_PATCHSET_CREATED, Project: "p",
+		Change: 7, Patchset: 2, Ref: "refs/changes/07/7/2", RepoUrl: "ssh://g/p"}
+	a, err := Again(prev)
+	require.NoError(t, err)
+	b, err := Again(prev)
+	require.NoError(t, err)
+	require.Regexp(t, `^manual-[0-9a-f]{20}$`, a.EventId)
+	require.NotEqual(t, a.EventId, b.EventId)
+	require.Equal(t, nixbuspb.ChangeEvent_KIND_MANUAL, a.Kind)
+	require.Equal(t, prev.Ref, a.Ref)
+	require.Equal(t, prev.RepoUrl, a.RepoUrl)
+	require.Equal(t, "gerrit-1", prev.EventId, "the original is not changed")
+	require.Equal(t, nixbuspb.ChangeEvent_KIND_PATCHSET_CREATED, prev.Kind)
+}

@@ -7,9 +7,8 @@ import (
 	"net/url"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-
 	"nixbus.dev/nixbus/pkg/bus"
+	"nixbus.dev/nixbus/pkg/changeevent"
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
 )
 
@@ -42,17 +41,18 @@ func (s *Service) restartRun(w http.ResponseWriter, r *http.Request, u user) err
 	if err != nil {
 		return err
 	}
-	var ev *nixbuspb.ChangeEvent
+	var prev *nixbuspb.ChangeEvent
 	if rs.started != nil {
-		ev = proto.CloneOf(rs.started.GetChange())
+		prev = rs.started.GetChange()
 	}
 	rs.mu.Unlock()
-	if ev == nil {
+	if prev == nil {
 		return userError{http.StatusConflict, "This run has no change event to start again."}
 	}
-	ev.EventId = "web-restart:" + id + ":" + random()
-	ev.Kind = nixbuspb.ChangeEvent_KIND_MANUAL
-	ev.CreatedUnix = time.Now().Unix()
+	ev, err := changeevent.Again(prev)
+	if err != nil {
+		return err
+	}
 	ev.Uploader = bus.Truncate(u.Name, 100)
 	if err := s.pub.Publish(r.Context(), bus.ChangeSubject(ev.GetProject()), bus.MsgIDChange(ev.GetEventId()), ev, nil); err != nil {
 		return fmt.Errorf("publish change event: %w", err)
