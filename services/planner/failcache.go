@@ -226,8 +226,8 @@ func cachedFailureReason(fb *nixbuspb.FailedBuild) string {
 // earlier build its reason to fail without building. A failure recorded by
 // r itself (read again on a replay) does not count: r built it.
 func (st *state) markFailedBefore(r *run) {
-	if st.fails == nil {
-		return
+	if st.fails == nil || len(st.fails.entries) == 0 {
+		return // no hashing of every job's path for nothing
 	}
 	now := st.s.now()
 	for i := range r.jobs {
