@@ -24,9 +24,9 @@ import (
 // records pile up behind the cache check and go out together.
 //
 // Memory stays bounded by the batch, the channel, the records held for a
-// nix path-info and the window, not the job count: of each record only what the derivation graph's reduction
-// needs is kept (the job's .drv path) and a hash of its name (to drop a
-// repeat).
+// nix path-info and the window, not the job count: of each record only
+// what the derivation graph's reduction needs is kept (the job's .drv
+// path) and a hash of its name (to drop a repeat).
 type jobStream struct {
 	h      *handler
 	run    string
