@@ -32,17 +32,18 @@ func TestBuildStatuses(t *testing.T) {
 	quiet := testConfig(t, system, "b1")
 	quiet.Concurrency = 3
 	quiet.MaxSilentTime = time.Second
-	drvs, got, js := buildAll(t, quiet, map[string]string{
+	drvs, js := buildAll(t, quiet, map[string]string{
 		"ok":     `echo hello from the builder; echo built > $out`,
 		"broken": `echo about to fail; exit 3`,
 		"silent": `echo going quiet; sleep 600; echo never > $out`,
 	})
 	limited := testConfig(t, system, "b1")
 	limited.Timeout = 3 * time.Second
-	slowDrvs, slowGot, slowJS := buildAll(t, limited, map[string]string{
+	slowDrvs, slowJS := buildAll(t, limited, map[string]string{
 		"slow": `while true; do echo tick; sleep 0.2; done`,
 	})
 	run := "rstatuses"
+	got, slowGot := waitResults(t, js, run, len(drvs)), waitResults(t, slowJS, run, len(slowDrvs))
 
 	tests := []struct {
 		name   string
