@@ -168,6 +168,27 @@ func TestScannerRejects(t *testing.T) {
 	}
 }
 
+// TestScannerStringBytesAtEveryOffset puts each byte that ends or breaks
+// a string at every offset of a long one, so that each lane of the
+// eight-bytes-at-a-time scan is checked.
+func TestScannerStringBytesAtEveryOffset(t *testing.T) {
+	body := strings.Repeat("abcdefgh\xc3\xa9", 3)
+	for i := range len(body) + 1 {
+		for c := range byte(0x80) {
+			in := `"` + body[:i] + string(c) + body[i:] + `"`
+			if c == '"' {
+				in = `["` + body[:i] + `", "` + body[i:] + `"]`
+			}
+			got, err := tokens(NewBytes([]byte(in), Limits{}))
+			want, ok := reference([]byte(in))
+			require.Equal(t, ok, err == nil, "%q: %v", in, err)
+			if ok {
+				require.Equal(t, want, lossy(got), "%q", in)
+			}
+		}
+	}
+}
+
 // TestScannerTruncated checks that every proper prefix of a document is
 // an error saying the input ended, with the offset where it did.
 func TestScannerTruncated(t *testing.T) {
