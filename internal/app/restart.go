@@ -15,7 +15,9 @@ import (
 
 // restartCommand is `nixbus restart <run> <attr>`: the web page's "restart
 // job" from a shell. It publishes the RestartJob the planner honours for a
-// job whose build failed in a run that has ended.
+// job whose build failed in a run that has ended (and was not cancelled):
+// the job is built again, then what its failure skipped, and the run gets
+// a new verdict, and a new vote if that changed (see nixbus status).
 func restartCommand(ctx context.Context, args []string, stdout, stderr *os.File) error {
 	fs := newFlagSet("restart", stderr)
 	var o Options
@@ -64,8 +66,16 @@ func restartRequest(ctx context.Context, js jetstream.JetStream, runID, attr str
 	if !bus.ValidRunID(runID) {
 		return nil, fmt.Errorf("%q is not a run id", runID)
 	}
-	var drv string
-	_, err := bus.ReadOrdered(ctx, js, bus.StreamRuns, []string{bus.RunSubject(runID, bus.RunJobKind)}, 0, func(msg jetstream.Msg) error {
+	var (
+		drv       string
+		cancelled bool
+	)
+	filters := []string{bus.RunSubject(runID, bus.RunJobKind), bus.RunSubject(runID, bus.RunCancelKind)}
+	_, err := bus.ReadOrdered(ctx, js, bus.StreamRuns, filters, 0, func(msg jetstream.Msg) error {
+		if msg.Subject() == filters[1] {
+			cancelled = true
+			return nil
+		}
 		var j nixbuspb.Job
 		if bus.Decode(msg.Data(), &j) == nil && j.GetAttr() == attr {
 			drv = j.GetDrvPath()
@@ -74,6 +84,10 @@ func restartRequest(ctx context.Context, js jetstream.JetStream, runID, attr str
 	})
 	if err != nil {
 		return nil, err
+	}
+	if cancelled {
+		// Its builders refuse to build for it, and the planner to restart.
+		return nil, fmt.Errorf("run %s was cancelled: its jobs cannot be restarted", runID)
 	}
 	if drv == "" {
 		return nil, fmt.Errorf("run %s has no job %q with a derivation", runID, attr)

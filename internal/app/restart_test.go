@@ -28,7 +28,14 @@ func TestRestartRequestFindsTheJob(t *testing.T) {
 	require.Equal(t, "/nix/store/11111111111111111111111111111111-broken.drv", m.GetDrvPath())
 	require.Equal(t, run, m.GetRunId())
 
+	gone := bus.RunID("restart-cli-cancelled")
+	require.NoError(t, pub.Publish(t.Context(), bus.RunSubject(gone, bus.RunJobKind), bus.MsgIDJob(gone, "broken"),
+		&nixbuspb.Job{RunId: gone, Attr: "broken", DrvPath: "/nix/store/11111111111111111111111111111111-broken.drv"}, nil))
+	require.NoError(t, pub.Publish(t.Context(), bus.RunSubject(gone, bus.RunCancelKind), bus.MsgIDCancel(gone),
+		&nixbuspb.Cancel{RunId: gone, Reason: "superseded"}, nil))
+
 	for _, tc := range []struct{ run, attr string }{
+		{gone, "broken"}, // cancelled: nothing would build it
 		{run, "missing"},
 		{run, "eval-error"}, // no derivation to build
 		{"r..>", "broken"},  // not a run id: never put in a subject

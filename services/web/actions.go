@@ -83,7 +83,7 @@ func (s *Service) restartJob(w http.ResponseWriter, r *http.Request, u user) err
 		return userError{http.StatusNotFound, "No such job in this run."}
 	}
 	if !row.Restartable {
-		return userError{http.StatusConflict, "Only a job whose build failed, in a run that has ended, can be restarted."}
+		return userError{http.StatusConflict, "Only a job whose build failed, in a run that has ended and was not cancelled, can be restarted."}
 	}
 	now := time.Now().UnixMilli()
 	m := &nixbuspb.RestartJob{RunId: id, Attr: row.Attr, DrvPath: row.Drv, RequestedBy: bus.Truncate(u.Name, 100), RequestedUnixMs: now}

@@ -156,7 +156,7 @@ type jobRow struct {
 	WaitingMore                bool // waits for others besides
 	Rebuilt                    bool
 	// Restartable: an admin may build it again (a build that failed, in
-	// a run that ended).
+	// a run that ended and was not cancelled).
 	Restartable bool
 	// restartSeq is the pending restart's sequence (status restarting).
 	restartSeq uint64
@@ -178,6 +178,9 @@ func (rs *runState) plan() *dag.Plan {
 // streamed a live log.
 func (rs *runState) rows(building func(drv string) bool) []jobRow {
 	ended := rs.verdict != nil
+	// The planner restarts no job of a run that was cancelled (at its
+	// deadline too): its builders would refuse to build for it.
+	restartable := ended && rs.cancel == nil
 	rows := make([]jobRow, len(rs.jobs))
 	for i, j := range rs.jobs {
 		r := jobRow{Attr: j.attr, Drv: j.drv, DrvBase: drvBase(j.drv), System: j.system}
@@ -190,7 +193,7 @@ func (rs *runState) rows(building func(drv string) bool) []jobRow {
 			if o.GetDurationMs() > 0 {
 				r.DurationMs = o.GetDurationMs()
 			}
-			r.Restartable = ended && o.GetStatus() == nixbuspb.JobStatus_JOB_STATUS_FAILED && j.drv != "" &&
+			r.Restartable = restartable && o.GetStatus() == nixbuspb.JobStatus_JOB_STATUS_FAILED && j.drv != "" &&
 				o.GetFailure() != nixbuspb.FailureKind_FAILURE_KIND_EVAL && o.GetFailure() != nixbuspb.FailureKind_FAILURE_KIND_DEPENDENCY
 		case j.evalErr != "":
 			r.Status, r.Reason = jsFailed, j.evalErr
@@ -203,7 +206,7 @@ func (rs *runState) rows(building func(drv string) bool) []jobRow {
 		// A restarted job: the newest rebuild decides, or the request.
 		if res := rs.results[j.drv]; res != nil && res.GetRestartSeq() > 0 {
 			r.Status, r.Reason, r.Rebuilt = buildStatusWord(res.GetStatus()), res.GetError(), true
-			r.Restartable = ended && res.GetStatus() != nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED
+			r.Restartable = restartable && res.GetStatus() != nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED
 		}
 		if seq := rs.restarts[j.drv]; seq > 0 && seq > rs.resultSeq[j.drv] {
 			r.Status, r.Reason, r.Restartable, r.restartSeq = jsRestart, "restart requested", false, seq

@@ -251,6 +251,9 @@ func TestPagination(t *testing.T) {
 func TestActionsNeedAdminAndCSRF(t *testing.T) {
 	f := start(t, testConfig())
 	f.finishedRun(t, "rdone")
+	f.finishedRun(t, "rgone")
+	require.NoError(t, f.pub.Publish(t.Context(), bus.RunSubject("rgone", bus.RunCancelKind), bus.MsgIDCancel("rgone"),
+		&nixbuspb.Cancel{RunId: "rgone", Reason: "run deadline passed"}, nil))
 	f.runningRun(t, "rbusy")
 	f.waitListed(t, "rbusy")
 	admin := user{Sub: "admin-sub", Name: "alice", Admin: true, CSRF: "token-a"}
@@ -274,6 +277,7 @@ func TestActionsNeedAdminAndCSRF(t *testing.T) {
 		{"non-admin restart job", restartJob, &reader, "token-b", "", http.StatusForbidden, ""},
 		{"restart a job that succeeded", "/runs/rdone/jobs/" + drvBase(drvOK) + "/restart", &admin, "token-a", "", http.StatusConflict, ""},
 		{"restart a skipped job", "/runs/rdone/jobs/" + drvBase(drvAfter) + "/restart", &admin, "token-a", "", http.StatusConflict, ""},
+		{"restart a job of a cancelled run", "/runs/rgone/jobs/" + drvBase(drvBroken) + "/restart", &admin, "token-a", "", http.StatusConflict, ""},
 		{"cancel an ended run", "/runs/rdone/cancel", &admin, "token-a", "", http.StatusConflict, ""},
 		{"admin cancels", cancelURL, &admin, "token-a", "same-origin", http.StatusSeeOther, bus.RunSubject("rbusy", bus.RunCancelKind)},
 		{"admin restarts a failed job", restartJob, &admin, "token-a", "", http.StatusSeeOther, bus.RunSubject("rdone", bus.RunRestartKind)},
