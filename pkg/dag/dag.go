@@ -354,26 +354,16 @@ func (p *Plan) Start(ev *Events) {
 // failCycles fails the nodes a topological order cannot reach.
 func (p *Plan) failCycles(ev *Events) {
 	nodes := int32(len(p.status))
-	left := make([]int32, nodes)
-	copy(left, p.pending)
-	order := make([]int32, 0, nodes)
-	for n := range nodes {
-		if left[n] == 0 {
-			order = append(order, n)
-		}
-	}
-	for k := 0; k < len(order); k++ {
-		for _, u := range p.users[p.userStart[order[k]]:p.userStart[order[k]+1]] {
-			if left[u]--; left[u] == 0 {
-				order = append(order, u)
-			}
-		}
-	}
+	order := p.topo()
 	if len(order) == int(nodes) {
 		return
 	}
+	ordered := make([]bool, nodes)
+	for _, n := range order {
+		ordered[n] = true
+	}
 	for n := range nodes {
-		if left[n] > 0 && p.status[n] == Pending {
+		if !ordered[n] && p.status[n] == Pending {
 			// Everything downstream of a cycle is unordered too: each
 			// such job fails itself rather than being skipped.
 			p.setStatus(n, Failed, DependencyFailure, "dependency cycle", ev)
