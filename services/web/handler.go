@@ -302,6 +302,9 @@ type jobData struct {
 	LiveURL  string
 	RawURL   string
 	Restarts bool
+	// LogRun and LogDrv: the log shown is of an earlier run's build (a
+	// cached failure), not built in this run.
+	LogRun, LogDrv string
 }
 
 func (s *Service) jobPage(w http.ResponseWriter, r *http.Request, u user) {
@@ -347,9 +350,15 @@ func (s *Service) jobPage(w http.ResponseWriter, r *http.Request, u user) {
 			d.LiveURL += "?restart=" + strconv.FormatUint(seq, 10)
 		}
 	default:
-		text, cut, ok, err := s.storedLog(r, id, drv)
+		logRun, logDrv := id, drv
+		if d.Row.logRun != "" {
+			logRun, logDrv = d.Row.logRun, d.Row.logDrv
+			d.LogRun, d.LogDrv = logRun, logDrv
+			d.RawURL = "/runs/" + url.PathEscape(logRun) + "/jobs/" + url.PathEscape(logDrv) + "/log"
+		}
+		text, cut, ok, err := s.storedLog(r, logRun, logDrv)
 		if err != nil {
-			s.logger.Warn("read log", "run", id, "drv", drv, "err", err)
+			s.logger.Warn("read log", "run", logRun, "drv", logDrv, "err", err)
 		}
 		d.Log, d.LogCut, d.HasLog = text, cut, ok
 	}

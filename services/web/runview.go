@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -160,6 +161,9 @@ type jobRow struct {
 	Restartable bool
 	// restartSeq is the pending restart's sequence (status restarting).
 	restartSeq uint64
+	// logRun and logDrv name the log of an earlier run's build when the
+	// job was not built in this one (a cached failure links the first).
+	logRun, logDrv string
 }
 
 // maxWaitingOn bounds the jobs a row names as what it waits on.
@@ -192,6 +196,9 @@ func (rs *runState) rows(building func(drv string) bool) []jobRow {
 			r.Status, r.Reason = jobStatusWord(o.GetStatus()), o.GetReason()
 			if o.GetDurationMs() > 0 {
 				r.DurationMs = o.GetDurationMs()
+			}
+			if o.GetFailure() == nixbuspb.FailureKind_FAILURE_KIND_CACHED {
+				r.logRun, r.logDrv = earlierLog(o.GetLogKey())
 			}
 			r.Restartable = restartable && o.GetStatus() == nixbuspb.JobStatus_JOB_STATUS_FAILED && j.drv != "" &&
 				o.GetFailure() != nixbuspb.FailureKind_FAILURE_KIND_EVAL && o.GetFailure() != nixbuspb.FailureKind_FAILURE_KIND_DEPENDENCY
@@ -324,4 +331,14 @@ func buildStatusWord(s nixbuspb.BuildStatus) string {
 	default:
 		return jsFailed
 	}
+}
+
+// earlierLog splits a log key (bus.LogKey) from the bus into its run and
+// derivation, or "" when it is not one the pages could serve.
+func earlierLog(key string) (run, drv string) {
+	run, drv, ok := strings.Cut(key, "/")
+	if !ok || !bus.ValidRunID(run) || !drvBaseRe.MatchString(drv) {
+		return "", ""
+	}
+	return run, drv
 }

@@ -419,3 +419,37 @@ func TestLiveLogEvents(t *testing.T) {
 	_, open := <-events
 	require.False(t, open, "the stream ends with the attempt")
 }
+
+// TestCachedFailureShowsTheFirstLog: a job failed from the failed-build
+// cache was not built in its run; its page shows the log of the build that
+// failed first, and links that run and that raw log.
+func TestCachedFailureShowsTheFirstLog(t *testing.T) {
+	f := start(t, testConfig())
+	ctx := t.Context()
+	base := drvBase(drvBroken)
+	store, err := f.js.ObjectStore(ctx, bus.LogBucket)
+	require.NoError(t, err)
+	_, err = store.PutBytes(ctx, "rfirst/"+base, []byte("the first failure's log\n"))
+	require.NoError(t, err)
+
+	run := "rsecond"
+	ch := &nixbuspb.ChangeEvent{EventId: "ev-" + run, Project: "demo", Change: 9, Patchset: 1}
+	require.NoError(t, f.pub.Publish(ctx, bus.RunSubject(run, bus.RunStartedKind), bus.MsgIDStarted(run), &nixbuspb.RunStarted{RunId: run, Change: ch, StartedUnixMs: 3}, nil))
+	require.NoError(t, f.pub.Publish(ctx, bus.RunSubject(run, bus.RunJobKind), bus.MsgIDJob(run, "broken"),
+		&nixbuspb.Job{RunId: run, Attr: "broken", DrvPath: drvBroken, System: "x86_64-linux"}, nil))
+	require.NoError(t, f.pub.Publish(ctx, bus.RunSubject(run, bus.RunEvalKind), bus.MsgIDEvalDone(run), &nixbuspb.EvalDone{RunId: run, JobCount: 1}, nil))
+	o := &nixbuspb.JobOutcome{RunId: run, Attr: "broken", DrvPath: drvBroken, Status: nixbuspb.JobStatus_JOB_STATUS_FAILED,
+		Failure: nixbuspb.FailureKind_FAILURE_KIND_CACHED, Reason: "failed in an earlier build (cached failure): exit 1", LogKey: "rfirst/" + base}
+	require.NoError(t, f.pub.Publish(ctx, bus.OutcomeSubject(run), bus.MsgIDOutcome(run, o.Attr), o, nil))
+	require.NoError(t, f.pub.Publish(ctx, bus.VerdictSubject(run), bus.MsgIDVerdict(run),
+		&nixbuspb.RunVerdict{RunId: run, Change: ch, Status: nixbuspb.RunStatus_RUN_STATUS_FAILED, JobCount: 1, FailedCount: 1}, nil))
+	f.waitListed(t, run)
+	require.Eventually(t, func() bool { r, _ := f.svc.index.get(run); return r.Status == stFailed }, 10*time.Second, 10*time.Millisecond)
+
+	code, body := get(t, http.DefaultClient, f.srv.URL+"/runs/"+run+"/jobs/"+base)
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, body, "the first failure&#39;s log")
+	require.Contains(t, body, `href="/runs/rfirst/jobs/`+base+`"`)
+	require.Contains(t, body, `href="/runs/rfirst/jobs/`+base+`/log"`, "the raw log is the first build's")
+	require.NotContains(t, body, "this job was not built")
+}
