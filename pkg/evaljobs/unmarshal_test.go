@@ -2,9 +2,13 @@ package evaljobs
 
 import (
 	"encoding/json"
+	"errors"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
+
+	"nixbus.dev/nixbus/pkg/jsontok"
 )
 
 type walkLike struct {
@@ -52,4 +56,25 @@ func TestUnmarshalKeepsBytes(t *testing.T) {
 	var lossy []walkLike
 	require.NoError(t, json.Unmarshal([]byte(in), &lossy))
 	require.Equal(t, lossy[0].AttrPath, lossy[1].AttrPath, "encoding/json merges them: the reason Unmarshal exists")
+}
+
+// FuzzUnmarshalMatchesEncodingJSON: on UTF-8 input, Unmarshal into an
+// any accepts what encoding/json accepts and gives the same value.
+func FuzzUnmarshalMatchesEncodingJSON(f *testing.F) {
+	for _, s := range []string{`{"a": [1, "x", true, null, {"b": -2.5e3}]}`, `"\ud83d\ude00\ud800"`, `[1e400]`, `{"a": 1, "a": 2}`, `[`, `01`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var got any
+		err := Unmarshal(data, &got)
+		if !utf8.Valid(data) || errors.Is(err, jsontok.ErrTooDeep) {
+			return
+		}
+		var want any
+		werr := json.Unmarshal(data, &want)
+		require.Equal(t, werr == nil, err == nil, "%q: encoding/json %v, Unmarshal %v", data, werr, err)
+		if err == nil {
+			require.Equal(t, want, got, "%q", data)
+		}
+	})
 }
