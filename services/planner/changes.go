@@ -62,7 +62,7 @@ func decodeChangeRun(b []byte) (changeRun, error) {
 
 // latest is the newest run of change k, from memory or KV; ok is false
 // when there is none. It retries KV until it answers or ctx ends.
-func (st *state) latest(ctx context.Context, k changeKey) (c changeRun, ok bool, err error) {
+func (st *runMachine) latest(ctx context.Context, k changeKey) (c changeRun, ok bool, err error) {
 	if c, ok := st.changes[k]; ok {
 		return c, true, nil
 	}
@@ -85,7 +85,7 @@ func (st *state) latest(ctx context.Context, k changeKey) (c changeRun, ok bool,
 }
 
 // setLatest records c as the newest run of change k.
-func (st *state) setLatest(ctx context.Context, k changeKey, c changeRun) error {
+func (st *runMachine) setLatest(ctx context.Context, k changeKey, c changeRun) error {
 	st.changes[k] = c
 	return untilDone(ctx, st.s.logger, "save newest run of change", func() error {
 		_, err := st.out.kv.Put(ctx, changeKVKey(k), c.encode())
@@ -94,7 +94,7 @@ func (st *state) setLatest(ctx context.Context, k changeKey, c changeRun) error 
 }
 
 // forget drops change k from memory once its newest run r finished.
-func (st *state) forget(r *run) {
+func (st *runMachine) forget(r *run) {
 	k := changeKey{r.change.GetProject(), r.change.GetChange()}
 	if c, ok := st.changes[k]; ok && c.run == r.id {
 		delete(st.changes, k)

@@ -19,7 +19,7 @@ import (
 // outcomes and the verdict then follow as for any failure.
 
 // builderAlive records a builder's heartbeat (nixbus.builder.<system>).
-func (st *state) builderAlive(data []byte) {
+func (st *runMachine) builderAlive(data []byte) {
 	var m nixbuspb.BuilderAlive
 	if err := bus.Decode(data, &m); err != nil || m.GetSystem() == "" || len(m.GetSystem()) > maxSystemBytes {
 		return
@@ -35,7 +35,7 @@ func (st *state) builderAlive(data []byte) {
 
 // lastSeen is when a builder of system was last heard from: never before
 // this planner started, which gives every system one timeout to be heard.
-func (st *state) lastSeen(system string) time.Time {
+func (st *runMachine) lastSeen(system string) time.Time {
 	if t, ok := st.seen[system]; ok && t.After(st.since) {
 		return t
 	}
@@ -44,7 +44,7 @@ func (st *state) lastSeen(system string) time.Time {
 
 // expire ends what is past its deadline. It returns an error only when ctx
 // ended or a message could not be built.
-func (st *state) expire(ctx context.Context) error {
+func (st *runMachine) expire(ctx context.Context) error {
 	now := st.s.now()
 	for _, r := range st.runs {
 		if r.planning {
@@ -80,7 +80,7 @@ func (st *state) expire(ctx context.Context) error {
 
 // deadline ends run r: its builders are told to stop, every unfinished
 // job fails, and the verdict follows.
-func (st *state) deadline(ctx context.Context, r *run) error {
+func (st *runMachine) deadline(ctx context.Context, r *run) error {
 	if r.expired != "" {
 		return nil // ended already, its backlog is being published
 	}
@@ -102,7 +102,7 @@ func (st *state) deadline(ctx context.Context, r *run) error {
 
 // failBuilding fails r's building derivations whose jobs match; what
 // depends on them is skipped, as after a failed build.
-func (st *state) failBuilding(r *run, match func(*dag.Job) bool, f dag.Failure, reason string) {
+func (st *runMachine) failBuilding(r *run, match func(*dag.Job) bool, f dag.Failure, reason string) {
 	var drvs []string
 	for i := range r.jobs {
 		if r.plan.Status(i) == dag.Building && match(&r.jobs[i]) {

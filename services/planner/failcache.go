@@ -225,7 +225,7 @@ func cachedFailureReason(fb *nixbuspb.FailedBuild) string {
 // markFailedBefore gives each job of r whose derivation failed in an
 // earlier build its reason to fail without building. A failure recorded by
 // r itself (read again on a replay) does not count: r built it.
-func (st *state) markFailedBefore(r *run) {
+func (st *runMachine) markFailedBefore(r *run) {
 	if st.fails == nil || len(st.fails.entries) == 0 {
 		return // no hashing of every job's path for nothing
 	}
@@ -252,7 +252,7 @@ func (st *state) markFailedBefore(r *run) {
 // run planned before the failure), a failure of its own is recorded if
 // none is. Results read again to restore a run (restart.go) do not come
 // here.
-func (st *state) remember(ctx context.Context, m *nixbuspb.BuildResult, at time.Time) {
+func (st *runMachine) remember(ctx context.Context, m *nixbuspb.BuildResult, at time.Time) {
 	if m.GetStatus() == nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED {
 		st.fails.clear(ctx, m.GetDrvPath(), at)
 		return

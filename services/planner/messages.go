@@ -158,3 +158,33 @@ func fitVerdict(v *nixbuspb.RunVerdict) {
 		v.Failed = v.Failed[:len(v.Failed)/2]
 	}
 }
+
+func jobStatus(s dag.Status) nixbuspb.JobStatus {
+	switch s {
+	case dag.Succeeded:
+		return nixbuspb.JobStatus_JOB_STATUS_SUCCEEDED
+	case dag.Failed:
+		return nixbuspb.JobStatus_JOB_STATUS_FAILED
+	case dag.Skipped:
+		return nixbuspb.JobStatus_JOB_STATUS_SKIPPED
+	case dag.Cached:
+		return nixbuspb.JobStatus_JOB_STATUS_CACHED
+	}
+	return nixbuspb.JobStatus_JOB_STATUS_UNSPECIFIED
+}
+
+func failureKind(f dag.Failure) nixbuspb.FailureKind {
+	switch f {
+	case dag.BuildFailure:
+		return nixbuspb.FailureKind_FAILURE_KIND_BUILD
+	case dag.EvalFailure:
+		return nixbuspb.FailureKind_FAILURE_KIND_EVAL
+	case dag.DependencyFailure:
+		return nixbuspb.FailureKind_FAILURE_KIND_DEPENDENCY
+	case dag.TimeoutFailure:
+		return nixbuspb.FailureKind_FAILURE_KIND_TIMEOUT
+	case dag.CachedFailure:
+		return nixbuspb.FailureKind_FAILURE_KIND_CACHED
+	}
+	return nixbuspb.FailureKind_FAILURE_KIND_UNSPECIFIED
+}

@@ -101,7 +101,7 @@ func checkMessagesFit(t *testing.T, in maxInputs) {
 	fits(bus.BuildSubject(rel.System), bus.MsgIDBuild(runID, rel.Drv),
 		buildRequestMsg(runID, rel, func(int32) string { return job.Attr }, jm.GetOutputs()))
 
-	st := &state{s: &Service{cfg: DefaultConfig(), logger: slog.New(slog.DiscardHandler)}}
+	st := &runMachine{s: &Service{cfg: DefaultConfig(), logger: slog.New(slog.DiscardHandler)}}
 	st.s.cfg.VerdictFailedCap = 5000
 	change := &nixbuspb.ChangeEvent{Project: text(in.changeLen, "p"), Change: 1, Patchset: 1}
 	for _, s := range []*string{&change.EventId, &change.Ref, &change.Revision, &change.Branch, &change.RepoUrl, &change.LocalPath, &change.ChangeId, &change.Uploader} {

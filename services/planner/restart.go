@@ -35,7 +35,7 @@ import (
 // not fail, a run that was cancelled (its builders refuse to build for
 // it), or a restart already answered (a replay: a verdict of that
 // revision or a later one is stored).
-func (st *state) restart(ctx context.Context, runID string, seq uint64, m *nixbuspb.RestartJob, hdr nats.Header, at time.Time) error {
+func (st *runMachine) restart(ctx context.Context, runID string, seq uint64, m *nixbuspb.RestartJob, hdr nats.Header, at time.Time) error {
 	logger := st.s.logger.With("run", runID, "drv", m.GetDrvPath(), "requested_by", bus.Truncate(m.GetRequestedBy(), 200))
 	if r, active := st.runs[runID]; active {
 		if r.rev == 0 || r.plan == nil {
@@ -88,7 +88,7 @@ func (st *state) restart(ctx context.Context, runID string, seq uint64, m *nixbu
 }
 
 // retry restarts another failed job of a run reopened by a restart.
-func (st *state) retry(ctx context.Context, r *run, seq uint64, drv string, logger *slog.Logger) error {
+func (st *runMachine) retry(ctx context.Context, r *run, seq uint64, drv string, logger *slog.Logger) error {
 	st.ev.Reset()
 	if !r.plan.Retry(drv, &st.ev) {
 		logger.Warn("restart of a job whose build did not fail ignored")
@@ -103,7 +103,7 @@ func (st *state) retry(ctx context.Context, r *run, seq uint64, drv string, logg
 // revision is the revision of the newest verdict of run, from this
 // planner's memory of the runs it ended (their verdicts may not be stored
 // yet) or else from the reports stream.
-func (st *state) revision(ctx context.Context, runID string) (rev uint64, found bool, err error) {
+func (st *runMachine) revision(ctx context.Context, runID string) (rev uint64, found bool, err error) {
 	if rev, ok := st.ended.get(runID); ok {
 		return rev, true, nil
 	}
@@ -135,7 +135,7 @@ var errEnough = errors.New("read enough")
 // was answered when a result of its rebuild is there). Jobs still building
 // at the end (the run ended without their results) fail. Nothing is
 // published. It returns why the run cannot be restarted, if it cannot.
-func (st *state) restore(ctx context.Context, runID string, until uint64) (*run, string, error) {
+func (st *runMachine) restore(ctx context.Context, runID string, until uint64) (*run, string, error) {
 	type item struct {
 		kind string
 		msg  jetstream.Msg
@@ -254,7 +254,7 @@ func (st *state) restore(ctx context.Context, runID string, until uint64) (*run,
 }
 
 // restorePlan plans r at once, as install does in the background.
-func (st *state) restorePlan(r *run) {
+func (st *runMachine) restorePlan(r *run) {
 	st.markFailedBefore(r) // as maybePlan did, while the cache still says so
 	var g dag.Graph
 	g.Drvs, g.Edges = bus.AssembleGraph(r.graph)
@@ -271,7 +271,7 @@ func (st *state) restorePlan(r *run) {
 
 // settle takes in r's backlog as the planner published it before: the
 // failed jobs' list is kept, nothing is sent.
-func (st *state) settle(r *run) {
+func (st *runMachine) settle(r *run) {
 	for _, o := range r.backlog.outcomes {
 		st.listFailed(r, o, outcomeMsg(r.id, &r.jobs[o.Job], o))
 	}

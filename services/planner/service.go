@@ -184,7 +184,7 @@ func (s *Service) run(ctx context.Context) error {
 		out.run(ctx)
 	}()
 
-	st := newState(s, out, reports, func(f func()) {
+	st := newRunMachine(s, out, reports, func(f func()) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
