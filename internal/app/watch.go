@@ -267,7 +267,10 @@ func watchRun(ctx context.Context, js jetstream.JetStream, runID string, out io.
 		}
 		shown = len(lines)
 	}
-	for p.verdict == nil {
+	// A run whose failed job was restarted has several verdicts: the
+	// newest stored one (and the outcomes before it) is the run's.
+	want := newestRevision(ctx, js, runID)
+	for p.verdict == nil || p.verdict.GetRevision() < want {
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("watch %s: %w", runID, ctx.Err())
@@ -291,6 +294,24 @@ func watchRun(ctx context.Context, js jetstream.JetStream, runID string, out io.
 	}
 	fmt.Fprintf(out, "verdict: %s (%d jobs)\n", verdictWord(p.verdict.GetStatus()), p.verdict.GetJobCount())
 	return p.verdict, nil
+}
+
+// newestRevision is the revision of run's newest stored verdict; 0 when
+// it has none or it cannot be read.
+func newestRevision(ctx context.Context, js jetstream.JetStream, runID string) uint64 {
+	reports, err := js.Stream(ctx, bus.StreamReports)
+	if err != nil {
+		return 0
+	}
+	raw, err := reports.GetLastMsgForSubject(ctx, bus.VerdictSubject(runID))
+	if err != nil {
+		return 0
+	}
+	var v nixbuspb.RunVerdict
+	if bus.Decode(raw.Data, &v) != nil {
+		return 0
+	}
+	return v.GetRevision()
 }
 
 func verdictExit(v *nixbuspb.RunVerdict) int {
