@@ -1,9 +1,7 @@
 package planner
 
 import (
-	"context"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,24 +18,11 @@ import (
 // reg and its clock at now (nil: the real one).
 func (e *env) startPlannerWith(cfg Config, reg prometheus.Registerer, now func() time.Time) (stop func()) {
 	e.t.Helper()
-	_, js := e.srv.Connect(e.t)
-	p, err := New(cfg, Deps{JS: js, Logger: slog.New(slog.DiscardHandler), Registerer: reg})
-	require.NoError(e.t, err)
+	p := e.newPlanner(cfg, Deps{Registerer: reg})
 	if now != nil {
 		p.now = now
 	}
-	ctx, cancel := context.WithCancel(e.t.Context())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			require.NoError(e.t, <-done)
-		})
-	}
-	e.t.Cleanup(stop)
-	return stop
+	return e.run(p)
 }
 
 // forgetIDs waits until JetStream's duplicate window has passed for every

@@ -48,9 +48,24 @@ func newEnv(t *testing.T) *env {
 // stop is called (or the test ends).
 func (e *env) startPlanner(cfg Config) (stop func()) {
 	e.t.Helper()
-	_, js := e.srv.Connect(e.t)
-	p, err := New(cfg, Deps{JS: js, Logger: slog.New(slog.DiscardHandler)})
+	return e.startPlannerWith(cfg, nil, nil)
+}
+
+// newPlanner makes a planner on its own connection.
+func (e *env) newPlanner(cfg Config, d Deps) *Service {
+	e.t.Helper()
+	_, d.JS = e.srv.Connect(e.t)
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	p, err := New(cfg, d)
 	require.NoError(e.t, err)
+	return p
+}
+
+// run runs p until the returned stop is called (or the test ends).
+func (e *env) run(p *Service) (stop func()) {
+	e.t.Helper()
 	ctx, cancel := context.WithCancel(e.t.Context())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()

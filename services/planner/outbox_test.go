@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
@@ -39,13 +38,8 @@ func (h *retryCounter) Handle(_ context.Context, r slog.Record) error {
 func TestBacklogWaitsForAcksWithoutPolling(t *testing.T) {
 	e := newEnv(t)
 	logs := &retryCounter{stuck: make(chan struct{})}
-	_, js := e.srv.Connect(t)
-	p, err := New(testConfig(), Deps{JS: js, Logger: slog.New(logs), Registerer: prometheus.NewRegistry()})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
+	p := e.newPlanner(testConfig(), Deps{Logger: slog.New(logs)})
+	e.run(p)
 
 	// A first run shows the planner is up (and has made its streams).
 	e.startRun("ready", nil)
