@@ -198,16 +198,3 @@ func runExample(t *testing.T, srv *natstest.Server, state string) {
 	// No job was built twice: one build result per derivation.
 	require.Len(t, buildResults(t, js, res.RunID), 6, "five successes and one failure")
 }
-
-// stored counts the messages a stream holds on subject.
-func stored(ctx context.Context, js jetstream.JetStream, streamName, subject string) (int, error) {
-	stream, err := js.Stream(ctx, streamName)
-	if err != nil {
-		return 0, err
-	}
-	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(subject))
-	if err != nil {
-		return 0, err
-	}
-	return int(info.State.Subjects[subject]), nil
-}

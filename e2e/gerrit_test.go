@@ -156,7 +156,7 @@ func TestGerritNewPatchsetSupersedesOlder(t *testing.T) {
 	// The slow build was killed, not waited for: its result says so.
 	run1 := got[1].GetRunId()
 	require.Eventually(t, func() bool {
-		n, err := stored(t.Context(), js, bus.StreamRuns, bus.RunSubject(run1, bus.RunResultKind))
+		n, err := natstest.Stored(t.Context(), js, bus.StreamRuns, bus.RunSubject(run1, bus.RunResultKind))
 		return err == nil && n == 1
 	}, time.Minute, 20*time.Millisecond, "no result of patchset 1's slow build")
 	for _, r := range buildResults(t, js, run1) {

@@ -110,7 +110,7 @@ func TestLeastPrivilegeRefusesForbiddenPublishes(t *testing.T) {
 				t.Fatal("no permission violation")
 			}
 			if f.stream != "" {
-				n, err := stored(t.Context(), admin, f.stream, f.subject)
+				n, err := natstest.Stored(t.Context(), admin, f.stream, f.subject)
 				require.NoError(t, err)
 				require.Zero(t, n, "the forged message was stored")
 			}

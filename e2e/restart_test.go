@@ -92,7 +92,7 @@ func TestRestartKilledProcesses(t *testing.T) {
 	// needs the planner to release it).
 	run := onlyRun(t, js)
 	require.Eventually(t, func() bool {
-		n, err := stored(t.Context(), js, bus.StreamRuns, bus.RunSubject(run, bus.RunResultKind))
+		n, err := natstest.Stored(t.Context(), js, bus.StreamRuns, bus.RunSubject(run, bus.RunResultKind))
 		return err == nil && n == 2
 	}, time.Minute, 20*time.Millisecond, "no results of slow and quick")
 	procs["planner"].start()
@@ -166,7 +166,7 @@ func TestRestartReporterKilledMidPost(t *testing.T) {
 			rp.start()
 
 			require.Eventually(t, func() bool {
-				n, err := stored(ctx, js, bus.StreamReports, bus.ReviewSubject(run))
+				n, err := natstest.Stored(ctx, js, bus.StreamReports, bus.ReviewSubject(run))
 				return err == nil && n > 0
 			}, time.Minute, 20*time.Millisecond, "the review was never recorded")
 			waitConsumerIdle(t, js, bus.StreamReports, reporter.Consumer)

@@ -154,6 +154,20 @@ func LeakOptions() []goleak.Option {
 	}
 }
 
+// Stored counts the messages stream holds on subject; it fails no test,
+// so a require.Eventually condition may call it.
+func Stored(ctx context.Context, js jetstream.JetStream, stream, subject string) (int, error) {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return 0, err
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		return 0, err
+	}
+	return int(info.State.Subjects[subject]), nil
+}
+
 // Read returns every message stream holds on subject, in order, decoded
 // as T: what a test asserts a service published.
 func Read[T any, P interface {

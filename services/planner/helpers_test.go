@@ -132,27 +132,15 @@ func (e *env) verdictRevision(run string, rev uint64) *nixbuspb.RunVerdict {
 // count returns how many messages stream holds on subject.
 func count(t *testing.T, js jetstream.JetStream, stream, subject string) int {
 	t.Helper()
-	n, err := stored(t.Context(), js, stream, subject)
+	n, err := natstest.Stored(t.Context(), js, stream, subject)
 	require.NoError(t, err)
 	return n
-}
-
-func stored(ctx context.Context, js jetstream.JetStream, stream, subject string) (int, error) {
-	s, err := js.Stream(ctx, stream)
-	if err != nil {
-		return 0, err
-	}
-	info, err := s.Info(ctx, jetstream.WithSubjectFilter(subject))
-	if err != nil {
-		return 0, err
-	}
-	return int(info.State.Subjects[subject]), nil
 }
 
 // stored is count for a require.Eventually condition, which must not fail
 // the test: -1 if the stream cannot be read.
 func (e *env) stored(stream, subject string) int {
-	n, err := stored(e.t.Context(), e.js, stream, subject)
+	n, err := natstest.Stored(e.t.Context(), e.js, stream, subject)
 	if err != nil {
 		return -1
 	}
