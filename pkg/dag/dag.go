@@ -431,31 +431,10 @@ func (p *Plan) Retry(drv string, ev *Events) bool {
 	// users, through what is skipped, once each.
 	seen := make([]bool, len(p.status))
 	for f := range int32(len(p.status)) {
-		if p.status[f] != Failed || p.jobStart[f] == p.jobStart[f+1] {
-			continue // a derivation between jobs fails only in a cycle, with its users
+		if p.status[f] == Failed && p.jobStart[f] != p.jobStart[f+1] {
+			// (A derivation between jobs fails only in a cycle, with its users.)
+			p.skipUsers(f, seen, ev)
 		}
-		cause := p.nodeJobs[p.jobStart[f]]
-		skip := "dependency " + p.jobs[cause].Attr + " failed"
-		stack := append(p.stack[:0], f)
-		for len(stack) > 0 {
-			m := stack[len(stack)-1]
-			stack = stack[:len(stack)-1]
-			for _, u := range p.users[p.userStart[m]:p.userStart[m+1]] {
-				if seen[u] || (p.status[u] != Pending && p.status[u] != Skipped) {
-					continue
-				}
-				seen[u] = true
-				if p.status[u] == Pending {
-					first := len(ev.Outcomes)
-					p.setStatus(u, Skipped, DependencyFailure, skip, ev)
-					for k := first; k < len(ev.Outcomes); k++ {
-						ev.Outcomes[k].Cause = cause
-					}
-				}
-				stack = append(stack, u)
-			}
-		}
-		p.stack = stack[:0]
 	}
 	return true
 }
@@ -475,7 +454,13 @@ func (p *Plan) finish(n int32, s Status, f Failure, reason string, ev *Events) {
 	if s != Failed && s != Skipped {
 		return
 	}
-	// Name the failed attribute in every skip it causes.
+	p.skipUsers(n, nil, ev)
+}
+
+// skipUsers skips every pending node depending on n, transitively, naming
+// n's (first) attribute as the failure in every skip. With seen (Retry),
+// it also walks through nodes skipped already, each node once.
+func (p *Plan) skipUsers(n int32, seen []bool, ev *Events) {
 	cause := p.nodeJobs[p.jobStart[n]]
 	skip := "dependency " + p.jobs[cause].Attr + " failed"
 	stack := append(p.stack[:0], n)
@@ -483,13 +468,20 @@ func (p *Plan) finish(n int32, s Status, f Failure, reason string, ev *Events) {
 		m := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
 		for _, u := range p.users[p.userStart[m]:p.userStart[m+1]] {
-			if p.status[u] != Pending {
+			switch {
+			case seen != nil && seen[u]:
+				continue
+			case p.status[u] == Pending:
+				first := len(ev.Outcomes)
+				p.setStatus(u, Skipped, DependencyFailure, skip, ev)
+				for k := first; k < len(ev.Outcomes); k++ {
+					ev.Outcomes[k].Cause = cause
+				}
+			case seen == nil || p.status[u] != Skipped:
 				continue
 			}
-			first := len(ev.Outcomes)
-			p.setStatus(u, Skipped, DependencyFailure, skip, ev)
-			for k := first; k < len(ev.Outcomes); k++ {
-				ev.Outcomes[k].Cause = cause
+			if seen != nil {
+				seen[u] = true
 			}
 			stack = append(stack, u)
 		}

@@ -103,19 +103,19 @@ func (e *env) evalDone(run string, count int, evalErr string) {
 // verdict waits for a run's verdict.
 func (e *env) verdict(run string) *nixbuspb.RunVerdict {
 	e.t.Helper()
-	s, err := e.js.Stream(e.t.Context(), bus.StreamReports)
-	require.NoError(e.t, err)
-	var v nixbuspb.RunVerdict
-	require.EventuallyWithT(e.t, func(c *assert.CollectT) {
-		m, err := s.GetLastMsgForSubject(e.t.Context(), bus.VerdictSubject(run))
-		require.NoError(c, err, "no verdict yet")
-		assert.NoError(c, bus.Decode(m.Data, &v), "undecodable verdict")
-	}, 20*time.Second, 10*time.Millisecond, "no verdict for %s", run)
-	return &v
+	return e.waitVerdict(run, func(*assert.CollectT, *nixbuspb.RunVerdict) {})
 }
 
 // verdictRevision waits for the verdict of run's revision rev.
 func (e *env) verdictRevision(run string, rev uint64) *nixbuspb.RunVerdict {
+	e.t.Helper()
+	return e.waitVerdict(run, func(c *assert.CollectT, v *nixbuspb.RunVerdict) {
+		assert.Equal(c, rev, v.GetRevision(), "verdict revision")
+	})
+}
+
+// waitVerdict waits for run's newest verdict to pass check.
+func (e *env) waitVerdict(run string, check func(*assert.CollectT, *nixbuspb.RunVerdict)) *nixbuspb.RunVerdict {
 	e.t.Helper()
 	s, err := e.js.Stream(e.t.Context(), bus.StreamReports)
 	require.NoError(e.t, err)
@@ -123,9 +123,9 @@ func (e *env) verdictRevision(run string, rev uint64) *nixbuspb.RunVerdict {
 	require.EventuallyWithT(e.t, func(c *assert.CollectT) {
 		m, err := s.GetLastMsgForSubject(e.t.Context(), bus.VerdictSubject(run))
 		require.NoError(c, err, "no verdict yet")
-		require.NoError(c, bus.Decode(m.Data, &v), "undecodable verdict")
-		assert.Equal(c, rev, v.GetRevision())
-	}, 20*time.Second, 10*time.Millisecond, "no verdict of revision %d for %s", rev, run)
+		assert.NoError(c, bus.Decode(m.Data, &v), "undecodable verdict")
+		check(c, &v)
+	}, 20*time.Second, 10*time.Millisecond, "no verdict for %s", run)
 	return &v
 }
 
