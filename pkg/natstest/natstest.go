@@ -4,6 +4,7 @@ package natstest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -183,8 +184,27 @@ func Read[T any, P interface {
 }
 
 // TryRead is Read for a require.Eventually condition, which must not fail
-// the test: it returns the error instead.
+// the test: it returns the error instead. A read that meets no responders
+// (in a cluster, a stream or its consumer is changing leaders: the
+// ordered consumer went with the old one) is done again from the start.
 func TryRead[T any, P interface {
+	*T
+	proto.Message
+}](ctx context.Context, js jetstream.JetStream, stream, subject string) ([]P, error) {
+	for try := 1; ; try++ {
+		out, err := tryRead[T, P](ctx, js, stream, subject)
+		if !errors.Is(err, nats.ErrNoResponders) || try == 20 {
+			return out, err
+		}
+		select {
+		case <-ctx.Done():
+			return out, err
+		case <-time.After(time.Duration(try) * 50 * time.Millisecond):
+		}
+	}
+}
+
+func tryRead[T any, P interface {
 	*T
 	proto.Message
 }](ctx context.Context, js jetstream.JetStream, stream, subject string) ([]P, error) {
