@@ -4,7 +4,6 @@ package natstest
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -184,57 +183,24 @@ func Read[T any, P interface {
 }
 
 // TryRead is Read for a require.Eventually condition, which must not fail
-// the test: it returns the error instead. A read that meets no responders
-// (in a cluster, a stream or its consumer is changing leaders: the
-// ordered consumer went with the old one) is done again from the start.
+// the test: it returns the error instead. It reads as the services do
+// (bus.ReadOrdered: its fetches ride out a cluster's leader changes, where the
+// ordered consumer's Next met no responders).
 func TryRead[T any, P interface {
 	*T
 	proto.Message
 }](ctx context.Context, js jetstream.JetStream, stream, subject string) ([]P, error) {
-	for try := 1; ; try++ {
-		out, err := tryRead[T, P](ctx, js, stream, subject)
-		if !errors.Is(err, nats.ErrNoResponders) || try == 20 {
-			return out, err
-		}
-		select {
-		case <-ctx.Done():
-			return out, err
-		case <-time.After(time.Duration(try) * 50 * time.Millisecond):
-		}
-	}
-}
-
-func tryRead[T any, P interface {
-	*T
-	proto.Message
-}](ctx context.Context, js jetstream.JetStream, stream, subject string) ([]P, error) {
-	s, err := js.Stream(ctx, stream)
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", subject, err)
-	}
-	info, err := s.Info(ctx, jetstream.WithSubjectFilter(subject))
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", subject, err)
-	}
-	n := int(info.State.Subjects[subject])
-	out := make([]P, 0, n)
-	if n == 0 {
-		return out, nil
-	}
-	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", subject, err)
-	}
-	for len(out) < n {
-		msg, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
-		if err != nil {
-			return nil, fmt.Errorf("read %s: %d of %d messages: %w", subject, len(out), n, err)
-		}
+	var out []P
+	_, err := bus.ReadOrdered(ctx, js, stream, []string{subject}, 0, func(msg jetstream.Msg) error {
 		p := P(new(T))
 		if err := bus.Decode(msg.Data(), p); err != nil {
-			return nil, fmt.Errorf("read %s: %w", subject, err)
+			return fmt.Errorf("read %s: %w", subject, err)
 		}
 		out = append(out, p)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %d messages, then: %w", subject, len(out), err)
 	}
 	return out, nil
 }
