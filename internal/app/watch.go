@@ -130,7 +130,7 @@ func (p *runProgress) counts() map[string]*systemCounts {
 			c.done++
 		case ok:
 			c.failed++
-		case p.logging[bus.Token(drvBaseName(j.GetDrvPath()))]:
+		case p.logging[bus.Token(bus.DrvBase(j.GetDrvPath()))]:
 			c.building++
 		default:
 			c.queued++
@@ -147,13 +147,6 @@ func (p *runProgress) counts() map[string]*systemCounts {
 		}
 	}
 	return out
-}
-
-func drvBaseName(drv string) string {
-	if i := strings.LastIndexByte(drv, '/'); i >= 0 {
-		return drv[i+1:]
-	}
-	return drv
 }
 
 // progressLines is one line per system, sorted.

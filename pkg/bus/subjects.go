@@ -133,7 +133,7 @@ func ReviewSubject(runID string) string { return reviewPrefix + runID }
 
 // LogSubject carries the live log chunks of one build of a run. drv is a
 // derivation path or its base name.
-func LogSubject(runID, drv string) string { return logPrefix + runID + "." + Token(drvBase(drv)) }
+func LogSubject(runID, drv string) string { return logPrefix + runID + "." + Token(DrvBase(drv)) }
 
 // LogRunSubjects matches the live logs of every build of a run.
 func LogRunSubjects(runID string) string { return logPrefix + runID + ".*" }
@@ -202,14 +202,19 @@ func MsgIDUpload(runID, drv string) string   { return "upload:" + runID + ":" + 
 func MsgIDReview(runID string) string        { return "review:" + runID }
 func MsgIDChange(eventID string) string      { return "change:" + eventID }
 func MsgIDRestart(runID, drv string, unixMs int64) string {
-	return fmt.Sprintf("restart:%s:%s:%d", runID, drvBase(drv), unixMs)
+	return fmt.Sprintf("restart:%s:%s:%d", runID, DrvBase(drv), unixMs)
 }
-func LogKey(runID, drvPath string) string { return runID + "/" + drvBase(drvPath) }
+func LogKey(runID, drvPath string) string { return runID + "/" + DrvBase(drvPath) }
+
+// SplitLogKey is LogKey undone: the run and the derivation's base name.
+func SplitLogKey(logKey string) (run, drvBase string, ok bool) {
+	return strings.Cut(logKey, "/")
+}
 
 // LogURL is where the log of logKey is served under base (the reporter's
 // --reporter.log-base-url): <base>/<run>/<drv basename>, each escaped.
 func LogURL(base, logKey string) string {
-	run, drv, _ := strings.Cut(logKey, "/")
+	run, drv, _ := SplitLogKey(logKey)
 	return strings.TrimRight(base, "/") + "/" + url.PathEscape(run) + "/" + url.PathEscape(drv)
 }
 
@@ -254,7 +259,7 @@ func withRevision(id string, revision uint64) string {
 
 // MsgIDLogChunk names chunk seq of one attempt of a build's live log.
 func MsgIDLogChunk(runID, drv string, restartSeq, delivery uint64, seq int64) string {
-	return fmt.Sprintf("log:%s:%s:%d:%d:%d", runID, drvBase(drv), restartSeq, delivery, seq)
+	return fmt.Sprintf("log:%s:%s:%d:%d:%d", runID, DrvBase(drv), restartSeq, delivery, seq)
 }
 
 // MsgIDGraph is the id of a run's graph chunk number index.
@@ -268,7 +273,9 @@ func hashed(s string) string {
 	return hex.EncodeToString(sum[:12])
 }
 
-func drvBase(drvPath string) string {
+// DrvBase is a derivation path's base name (<hash>-<name>.drv), the part
+// log keys and page URLs use.
+func DrvBase(drvPath string) string {
 	if i := strings.LastIndexByte(drvPath, '/'); i >= 0 {
 		drvPath = drvPath[i+1:]
 	}

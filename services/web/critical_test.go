@@ -95,7 +95,7 @@ func TestCriticalPathOfFinishedRun(t *testing.T) {
 	require.Equal(t, []string{"a", "e", "f"}, attrs, sec)
 	require.Contains(t, sec, "Critical path")
 	require.Contains(t, sec, "6.1s")
-	require.Contains(t, sec, `href="/runs/rcrit/jobs/`+drvBase(storeDrv("e"))+`"`)
+	require.Contains(t, sec, `href="/runs/rcrit/jobs/`+bus.DrvBase(storeDrv("e"))+`"`)
 }
 
 // A running run shows the longest chain of jobs not yet done, starting

@@ -455,13 +455,6 @@ func (s *Service) logout(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
-func drvBase(drv string) string {
-	if i := strings.LastIndexByte(drv, '/'); i >= 0 {
-		return drv[i+1:]
-	}
-	return drv
-}
-
 var funcs = template.FuncMap{
 	"ms": func(ms int64) string {
 		if ms <= 0 {

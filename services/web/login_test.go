@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"nixbus.dev/nixbus/internal/oidctest"
+	"nixbus.dev/nixbus/pkg/bus"
 )
 
 // login goes through the provider's code flow as name and returns the
@@ -61,7 +62,7 @@ func TestLoginWithOIDC(t *testing.T) {
 		return cfg
 	})
 	f.finishedRun(t, "rdone")
-	restart := `action="/runs/rdone/jobs/` + drvBase(drvBroken) + `/restart"`
+	restart := `action="/runs/rdone/jobs/` + bus.DrvBase(drvBroken) + `/restart"`
 
 	tests := []struct {
 		name  string
@@ -90,7 +91,7 @@ func TestLoginWithOIDC(t *testing.T) {
 			tok := body[i:]
 			tok = tok[strings.Index(tok, `name="csrf" value="`)+len(`name="csrf" value="`):]
 			tok = tok[:strings.IndexByte(tok, '"')]
-			code, _ := post(t, c, f.srv.URL+"/runs/rdone/jobs/"+drvBase(drvBroken)+"/restart", url.Values{"csrf": {tok}})
+			code, _ := post(t, c, f.srv.URL+"/runs/rdone/jobs/"+bus.DrvBase(drvBroken)+"/restart", url.Values{"csrf": {tok}})
 			require.Equal(t, http.StatusOK, code, "redirected to the job page")
 		})
 	}

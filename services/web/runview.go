@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -187,7 +186,7 @@ func (rs *runState) rows(building func(drv string) bool) []jobRow {
 	restartable := ended && rs.cancel == nil
 	rows := make([]jobRow, len(rs.jobs))
 	for i, j := range rs.jobs {
-		r := jobRow{Attr: j.attr, Drv: j.drv, DrvBase: drvBase(j.drv), System: j.system}
+		r := jobRow{Attr: j.attr, Drv: j.drv, DrvBase: bus.DrvBase(j.drv), System: j.system}
 		if res := rs.results[j.drv]; res != nil {
 			r.Builder, r.DurationMs = res.GetBuilder(), res.GetDurationMs()
 		}
@@ -336,7 +335,7 @@ func buildStatusWord(s nixbuspb.BuildStatus) string {
 // earlierLog splits a log key (bus.LogKey) from the bus into its run and
 // derivation, or "" when it is not one the pages could serve.
 func earlierLog(key string) (run, drv string) {
-	run, drv, ok := strings.Cut(key, "/")
+	run, drv, ok := bus.SplitLogKey(key)
 	if !ok || !bus.ValidRunID(run) || !drvBaseRe.MatchString(drv) {
 		return "", ""
 	}

@@ -192,9 +192,9 @@ func TestPagesShowRunsAndJobs(t *testing.T) {
 	require.Contains(t, body, `st-building">building`)
 	require.Contains(t, body, "waiting on slow")
 
-	_, body = get(t, http.DefaultClient, f.srv.URL+"/runs/rbusy/jobs/"+drvBase(drvSlow))
-	require.Contains(t, body, `data-live="/runs/rbusy/jobs/`+drvBase(drvSlow)+`/live"`)
-	code, body = get(t, http.DefaultClient, f.srv.URL+"/runs/rbusy/jobs/"+drvBase(drvSlow)+"/log")
+	_, body = get(t, http.DefaultClient, f.srv.URL+"/runs/rbusy/jobs/"+bus.DrvBase(drvSlow))
+	require.Contains(t, body, `data-live="/runs/rbusy/jobs/`+bus.DrvBase(drvSlow)+`/live"`)
+	code, body = get(t, http.DefaultClient, f.srv.URL+"/runs/rbusy/jobs/"+bus.DrvBase(drvSlow)+"/log")
 	require.Equal(t, http.StatusOK, code)
 	require.Equal(t, "building slow\n", body, "the raw log falls back to the live chunks")
 
@@ -259,7 +259,7 @@ func TestActionsNeedAdminAndCSRF(t *testing.T) {
 	admin := user{Sub: "admin-sub", Name: "alice", Admin: true, CSRF: "token-a"}
 	reader := user{Sub: "reader-sub", Name: "bob", CSRF: "token-b"}
 	cancelURL := "/runs/rbusy/cancel"
-	restartJob := "/runs/rdone/jobs/" + drvBase(drvBroken) + "/restart"
+	restartJob := "/runs/rdone/jobs/" + bus.DrvBase(drvBroken) + "/restart"
 	tests := []struct {
 		name    string
 		path    string
@@ -275,9 +275,9 @@ func TestActionsNeedAdminAndCSRF(t *testing.T) {
 		{"admin with another's token", cancelURL, &admin, "token-b", "same-origin", http.StatusForbidden, ""},
 		{"cross-site admin", cancelURL, &admin, "token-a", "cross-site", http.StatusForbidden, ""},
 		{"non-admin restart job", restartJob, &reader, "token-b", "", http.StatusForbidden, ""},
-		{"restart a job that succeeded", "/runs/rdone/jobs/" + drvBase(drvOK) + "/restart", &admin, "token-a", "", http.StatusConflict, ""},
-		{"restart a skipped job", "/runs/rdone/jobs/" + drvBase(drvAfter) + "/restart", &admin, "token-a", "", http.StatusConflict, ""},
-		{"restart a job of a cancelled run", "/runs/rgone/jobs/" + drvBase(drvBroken) + "/restart", &admin, "token-a", "", http.StatusConflict, ""},
+		{"restart a job that succeeded", "/runs/rdone/jobs/" + bus.DrvBase(drvOK) + "/restart", &admin, "token-a", "", http.StatusConflict, ""},
+		{"restart a skipped job", "/runs/rdone/jobs/" + bus.DrvBase(drvAfter) + "/restart", &admin, "token-a", "", http.StatusConflict, ""},
+		{"restart a job of a cancelled run", "/runs/rgone/jobs/" + bus.DrvBase(drvBroken) + "/restart", &admin, "token-a", "", http.StatusConflict, ""},
 		{"cancel an ended run", "/runs/rdone/cancel", &admin, "token-a", "", http.StatusConflict, ""},
 		{"admin cancels", cancelURL, &admin, "token-a", "same-origin", http.StatusSeeOther, bus.RunSubject("rbusy", bus.RunCancelKind)},
 		{"admin restarts a failed job", restartJob, &admin, "token-a", "", http.StatusSeeOther, bus.RunSubject("rdone", bus.RunRestartKind)},
@@ -344,7 +344,7 @@ func TestPrivatePagesNeedLogin(t *testing.T) {
 	cfg.PublicRead = false
 	f := start(t, cfg)
 	f.finishedRun(t, "rdone")
-	for _, path := range []string{"/", "/runs/rdone", "/runs/rdone/jobs/" + drvBase(drvOK) + "/log"} {
+	for _, path := range []string{"/", "/runs/rdone", "/runs/rdone/jobs/" + bus.DrvBase(drvOK) + "/log"} {
 		resp, err := noRedirect().Get(f.srv.URL + path)
 		require.NoError(t, err)
 		require.NoError(t, resp.Body.Close())
@@ -376,7 +376,7 @@ func TestPrivatePagesNeedLogin(t *testing.T) {
 func TestLiveLogEvents(t *testing.T) {
 	f := start(t, testConfig())
 	f.runningRun(t, "rbusy")
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, f.srv.URL+"/runs/rbusy/jobs/"+drvBase(drvSlow)+"/live", nil)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, f.srv.URL+"/runs/rbusy/jobs/"+bus.DrvBase(drvSlow)+"/live", nil)
 	require.NoError(t, err)
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
@@ -426,7 +426,7 @@ func TestLiveLogEvents(t *testing.T) {
 func TestCachedFailureShowsTheFirstLog(t *testing.T) {
 	f := start(t, testConfig())
 	ctx := t.Context()
-	base := drvBase(drvBroken)
+	base := bus.DrvBase(drvBroken)
 	store, err := f.js.ObjectStore(ctx, bus.LogBucket)
 	require.NoError(t, err)
 	_, err = store.PutBytes(ctx, "rfirst/"+base, []byte("the first failure's log\n"))
