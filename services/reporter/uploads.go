@@ -57,17 +57,8 @@ func (h *handler) awaitUploads(ctx context.Context, v *nixbuspb.RunVerdict, msg 
 	attrs := map[string]string{} // built drv -> its first attribute
 	done := map[string]string{}  // drv -> "" when uploaded, else the error
 	var builtJobs int64
-	complete := func() bool {
-		if builtJobs < v.GetSucceededCount() {
-			return false
-		}
-		for drv := range attrs {
-			if _, ok := done[drv]; !ok {
-				return false
-			}
-		}
-		return true
-	}
+	missing := 0 // built drvs with no upload reported yet
+	complete := func() bool { return builtJobs >= v.GetSucceededCount() && missing == 0 }
 	handle := func(m jetstream.Msg) {
 		switch m.Subject() {
 		case bus.OutcomeSubject(run):
@@ -78,6 +69,9 @@ func (h *handler) awaitUploads(ctx context.Context, v *nixbuspb.RunVerdict, msg 
 			builtJobs++
 			if _, ok := attrs[o.GetDrvPath()]; !ok {
 				attrs[o.GetDrvPath()] = o.GetAttr()
+				if _, up := done[o.GetDrvPath()]; !up {
+					missing++
+				}
 			}
 		case bus.UploadSubject(run):
 			var u nixbuspb.UploadResult
@@ -88,7 +82,11 @@ func (h *handler) awaitUploads(ctx context.Context, v *nixbuspb.RunVerdict, msg 
 			if !u.GetOk() && reason == "" {
 				reason = "upload failed"
 			}
-			if prev, ok := done[u.GetDrvPath()]; !ok || prev != "" {
+			prev, seen := done[u.GetDrvPath()]
+			if _, built := attrs[u.GetDrvPath()]; built && !seen {
+				missing--
+			}
+			if !seen || prev != "" {
 				done[u.GetDrvPath()] = reason
 			}
 		}
