@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"nixbus.dev/nixbus/pkg/binarycache"
+	"nixbus.dev/nixbus/pkg/flagx"
 	"nixbus.dev/nixbus/pkg/secret"
 )
 
@@ -90,12 +91,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.OutputsDir, "cache-uploader.outputs-dir", "", "directory of symlinks <project>/<attr>[-<output>] to the default branch's latest post-merge outputs (empty: off)")
 	fs.BoolVar(&c.RootsForManual, "cache-uploader.roots-for-manual", false, "give manual runs of the default branch gc roots and output links too")
 	fs.Func("cache-uploader.builders", "comma-separated names of the builders whose outputs are in this host's store; only their builds are uploaded here (default: all builds)", func(v string) error {
-		c.Builders = nil
-		for _, b := range strings.Split(v, ",") {
-			if b = strings.TrimSpace(b); b != "" {
-				c.Builders = append(c.Builders, b)
-			}
-		}
+		c.Builders = flagx.Split(v)
 		return nil
 	})
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"nixbus.dev/nixbus/pkg/binarycache"
+	"nixbus.dev/nixbus/pkg/flagx"
 	"nixbus.dev/nixbus/pkg/storepath"
 )
 
@@ -112,7 +113,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.Systems = d.Systems
 	fs.Func("evaluator.systems", "comma-separated systems to build; jobs of others are dropped (default "+HostSystem()+")",
 		func(s string) error {
-			c.Systems = splitList(s)
+			c.Systems = flagx.Split(s)
 			return nil
 		})
 	fs.StringVar(&c.NixEvalJobs, "evaluator.nix-eval-jobs", "", "nix-eval-jobs executable (default: from PATH; the built-in evaluator when absent)")
@@ -176,14 +177,4 @@ func (c *Config) workDir() string {
 		return filepath.Join(os.TempDir(), "nixbus-evaluator")
 	}
 	return c.WorkDir
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }

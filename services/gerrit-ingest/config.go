@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"nixbus.dev/nixbus/pkg/flagx"
 	"nixbus.dev/nixbus/pkg/gerrit"
 )
 
@@ -133,10 +134,6 @@ func (l *listFlag) Set(v string) error {
 		*l.p = []string{}
 		l.set = true
 	}
-	for _, s := range strings.Split(v, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			*l.p = append(*l.p, s)
-		}
-	}
+	*l.p = append(*l.p, flagx.Split(v)...)
 	return nil
 }

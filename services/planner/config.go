@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"nixbus.dev/nixbus/pkg/flagx"
 )
 
 // Config is the planner's configuration.
@@ -63,12 +65,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.FailedCacheTTL, "planner.failed-cache-ttl", d.FailedCacheTTL, "do not build again, for this long, a derivation whose build failed by its own fault (its jobs fail linking the first failure's log); 0 disables")
 	fs.DurationVar(&c.NoBuilderTimeout, "planner.no-builder-timeout", d.NoBuilderTimeout, "fail a system's unfinished jobs when no builder of it has been seen for this long")
 	fs.Func("planner.systems", "comma-separated systems whose builders and queues are reported from the start (default: --evaluator.systems)", func(s string) error {
-		c.Systems = nil
-		for _, p := range strings.Split(s, ",") {
-			if p = strings.TrimSpace(p); p != "" {
-				c.Systems = append(c.Systems, p)
-			}
-		}
+		c.Systems = flagx.Split(s)
 		return nil
 	})
 }

@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"nixbus.dev/nixbus/pkg/flagx"
 )
 
 // Config is the web page's configuration.
@@ -55,11 +57,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ClientID, "web.oidc-client-id", "nixbus", "OpenID Connect client id")
 	fs.StringVar(&c.ClientSecretFile, "web.oidc-client-secret-file", "", "file holding the OpenID Connect client secret")
 	fs.Func("web.admins", "comma-separated OIDC subjects, e-mails or user names who may restart and cancel (repeatable)", func(v string) error {
-		for _, a := range strings.Split(v, ",") {
-			if a = strings.TrimSpace(a); a != "" {
-				c.Admins = append(c.Admins, a)
-			}
-		}
+		c.Admins = append(c.Admins, flagx.Split(v)...)
 		return nil
 	})
 	fs.StringVar(&c.AdminGroup, "web.admin-group", "", "members of this group (in the groups claim) are admins too")
