@@ -2,11 +2,14 @@ package bus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"nixbus.dev/nixbus/pkg/retry"
 	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
 )
 
@@ -24,7 +27,29 @@ type LiveLog struct {
 // stream sequence above after, in order, calling fn on each, and returns
 // the sequence of the last one read (after when there were none). It stops
 // at the messages stored when it started.
+//
+// A read cut by a cluster's leader change (the stream leader holding the
+// ordered consumer shut down, or none answers until a new one is elected)
+// goes on after the last message read, a few times, backing off.
 func ReadOrdered(ctx context.Context, js jetstream.JetStream, stream string, filters []string, after uint64, fn func(jetstream.Msg) error) (uint64, error) {
+	wait := retry.Backoff{Min: 50 * time.Millisecond, Max: time.Second}
+	for try := 1; ; try++ {
+		last, err := readOrderedOnce(ctx, js, stream, filters, after, fn)
+		if !leaderChange(err) || try == readOrderedTries || wait.Wait(ctx) != nil {
+			return last, err
+		}
+		after = last
+	}
+}
+
+// readOrderedTries bounds the reads of ReadOrdered cut by leader changes.
+const readOrderedTries = 10
+
+func leaderChange(err error) bool {
+	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrServerShutdown)
+}
+
+func readOrderedOnce(ctx context.Context, js jetstream.JetStream, stream string, filters []string, after uint64, fn func(jetstream.Msg) error) (uint64, error) {
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: filters}
 	if after > 0 {
 		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
