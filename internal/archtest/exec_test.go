@@ -21,6 +21,7 @@ func TestChildrenStartThroughNixExec(t *testing.T) {
 		"internal/gerrittest/repo.go":                "test helper",
 		"internal/gerrittest/server.go":              "test helper",
 		"internal/corpus/corpus.go":                  "test helper",
+		"internal/nixtest/nixtest.go":                "test helper",
 	}
 	code := parseModule(t)
 	root := filepath.Join("..", "..")
