@@ -13,8 +13,9 @@ import (
 )
 
 // countingNix puts first on PATH a nix that writes its subcommand to a log
-// and runs the real nix; the returned func counts the calls so far by
-// subcommand ("build", "store sign", "--version", ...).
+// and runs the real nix, and a nix-daemon that logs "daemon"; the returned
+// func counts the calls so far by subcommand ("build", "store sign",
+// "--version", "daemon", ...).
 func countingNix(t *testing.T) func() map[string]int {
 	t.Helper()
 	real, err := exec.LookPath("nix")
@@ -25,6 +26,10 @@ func countingNix(t *testing.T) func() map[string]int {
 		"case \"$1\" in store|key|flake|derivation) printf '%s %s\\n' \"$1\" \"$2\" ;; *) printf '%s\\n' \"$1\" ;; esac >> '" + log + "'\n" +
 		"exec '" + real + "' \"$@\"\n"
 	require.NoError(t, os.WriteFile(filepath.Join(bin, "nix"), []byte(script), 0o755))
+	realDaemon, err := exec.LookPath("nix-daemon")
+	require.NoError(t, err)
+	daemon := "#!/bin/sh\necho daemon >> '" + log + "'\nexec '" + realDaemon + "' \"$@\"\n"
+	require.NoError(t, os.WriteFile(filepath.Join(bin, "nix-daemon"), []byte(daemon), 0o755))
 	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
 	return func() map[string]int {
 		data, err := os.ReadFile(log)
@@ -38,10 +43,12 @@ func countingNix(t *testing.T) func() map[string]int {
 }
 
 // TestNixCallsPerJob counts the nix processes a run of the example flake
-// spawns: one nix repl evaluates every job, each build is one nix build and
-// nothing else, and uploads take one nix copy per batch of builds (the
-// cache signs what is copied into it: no nix store sign). Nothing asks nix
-// what nixbus already knows (no path-info, no show-derivation).
+// spawns: one nix repl evaluates every job; the builder (concurrency 1)
+// reads nix's settings once and builds everything over one nix-daemon
+// connection, with no nix build process at all; and uploads take one nix
+// copy per batch of builds (the cache signs what is copied into it: no
+// nix store sign). Nothing asks nix what nixbus already knows (no
+// path-info, no show-derivation).
 func TestNixCallsPerJob(t *testing.T) {
 	calls := countingNix(t)
 	srv := natstest.Start(t)
@@ -54,7 +61,9 @@ func TestNixCallsPerJob(t *testing.T) {
 
 	got := calls()
 	t.Logf("nix calls for %d jobs, %d builds: %v", len(res.Outcomes), builds, got)
-	require.Equal(t, builds, got["build"], "one nix build per build")
+	require.Zero(t, got["build"], "no nix build process")
+	require.Equal(t, 1, got["daemon"], "one nix-daemon connection for all builds")
+	require.Equal(t, 1, got["show-config"], "nix's settings are read once")
 	require.Equal(t, 1, got["repl"], "one evaluation")
 	require.LessOrEqual(t, got["--version"], 1, "the version is asked once")
 	require.GreaterOrEqual(t, got["copy"], 1)
@@ -63,7 +72,7 @@ func TestNixCallsPerJob(t *testing.T) {
 	others := 0
 	for sub, n := range got {
 		switch sub {
-		case "build", "repl", "--version", "copy":
+		case "daemon", "show-config", "repl", "--version", "copy":
 		default:
 			others += n
 		}

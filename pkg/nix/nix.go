@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -73,16 +74,35 @@ func (n *Nix) Args() []string {
 // Command returns `nix <sub...> <common flags> <rest...>`, not yet started.
 // sub is the subcommand words (e.g. "build" or "store", "sign").
 func (n *Nix) Command(ctx context.Context, sub []string, rest ...string) *exec.Cmd {
-	if n != nil {
-		n.callsMu.Lock()
-		if n.calls == nil {
-			n.calls = map[string]int{}
-		}
-		n.calls[strings.Join(sub, " ")]++
-		n.callsMu.Unlock()
-	}
+	n.count(strings.Join(sub, " "))
 	args := append(append(append([]string{}, sub...), n.Args()...), rest...)
 	return n.Exec(ctx, n.bin(), args...)
+}
+
+// DaemonCommand returns `nix-daemon <common flags> --stdio`, not yet
+// started: a daemon serving one connection on its stdin and stdout,
+// building in this process's store (or proxying to the system's daemon
+// when this user cannot write the store). nix-daemon is looked up next
+// to Bin. It counts as the call "daemon".
+func (n *Nix) DaemonCommand(ctx context.Context) *exec.Cmd {
+	bin := "nix-daemon"
+	if b := n.bin(); strings.ContainsRune(b, filepath.Separator) {
+		bin = filepath.Join(filepath.Dir(b), bin)
+	}
+	n.count("daemon")
+	return n.Exec(ctx, bin, append(n.Args(), "--stdio")...)
+}
+
+func (n *Nix) count(call string) {
+	if n == nil {
+		return
+	}
+	n.callsMu.Lock()
+	defer n.callsMu.Unlock()
+	if n.calls == nil {
+		n.calls = map[string]int{}
+	}
+	n.calls[call]++
 }
 
 // Calls counts the nix commands made with Command so far, by subcommand

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -79,7 +80,10 @@ func New(cfg Config, d Deps) (*Service, error) {
 	cfg.WorkDir = dir
 	var exec nixbuild.Executor = nixbuild.Instant{}
 	if !cfg.Instant {
-		exec = &nixbuild.Nix{Nix: d.Nix, MaxSilentTime: cfg.MaxSilentTime, RemoteOnly: cfg.RemoteOnly, KillGrace: cfg.KillGrace}
+		exec = &nixbuild.Daemon{Nix: d.Nix, MaxSilentTime: cfg.MaxSilentTime, RemoteOnly: cfg.RemoteOnly, KillGrace: cfg.KillGrace, HookDir: cfg.WorkDir}
+		if cfg.NixCLI {
+			exec = &nixbuild.Nix{Nix: d.Nix, MaxSilentTime: cfg.MaxSilentTime, RemoteOnly: cfg.RemoteOnly, KillGrace: cfg.KillGrace}
+		}
 	}
 	logger := d.Logger.With("service", "builder")
 	return &Service{
@@ -117,6 +121,13 @@ func (s *Service) Run(ctx context.Context) error {
 			s.logger.Warn("unsubscribe", "subject", bus.RunCancels, "err", err)
 		}
 	}()
+	if c, ok := s.exec.(io.Closer); ok {
+		defer func() {
+			if err := c.Close(); err != nil {
+				s.logger.Warn("close nix connections", "err", err)
+			}
+		}()
+	}
 	var wg sync.WaitGroup
 	wg.Go(func() { s.pruneLoop(ctx) })
 	wg.Go(func() { s.heartbeatLoop(ctx) })

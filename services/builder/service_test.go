@@ -23,7 +23,15 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m, natstest.LeakOptions()...) }
 
+// TestBuildStatuses builds with each way of running nix: over nix-daemon
+// connections (the default) and with a nix build process per build.
 func TestBuildStatuses(t *testing.T) {
+	for _, cli := range []bool{false, true} {
+		t.Run(map[bool]string{false: "daemon", true: "nix-cli"}[cli], func(t *testing.T) { testBuildStatuses(t, cli) })
+	}
+}
+
+func testBuildStatuses(t *testing.T, cli bool) {
 	system := currentSystem(t)
 	// Each limit has a builder of its own, so neither races the other (or
 	// nix's start on a loaded machine): the silence limit ends "silent"
@@ -32,6 +40,7 @@ func TestBuildStatuses(t *testing.T) {
 	quiet := testConfig(t, system, "b1")
 	quiet.Concurrency = 3
 	quiet.MaxSilentTime = time.Second
+	quiet.NixCLI = cli
 	drvs, js := buildAll(t, quiet, map[string]string{
 		"ok":     `echo hello from the builder; echo built > $out`,
 		"broken": `echo about to fail; exit 3`,
@@ -39,6 +48,7 @@ func TestBuildStatuses(t *testing.T) {
 	})
 	limited := testConfig(t, system, "b1")
 	limited.Timeout = 3 * time.Second
+	limited.NixCLI = cli
 	slowDrvs, slowJS := buildAll(t, limited, map[string]string{
 		"slow": `while true; do echo tick; sleep 0.2; done`,
 	})
