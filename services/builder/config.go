@@ -27,7 +27,7 @@ type Config struct {
 	// MaxSilentTime is nix's --max-silent-time: a builder printing nothing
 	// for this long is killed.
 	MaxSilentTime time.Duration
-	// RemoteOnly passes --max-jobs 0 so that nix hands every build to its
+	// RemoteOnly sets max-jobs to 0 so that nix hands every build to its
 	// remote builders (a builder fronting a build farm).
 	RemoteOnly bool
 	// NixCLI builds with one `nix build` process per build instead of
@@ -81,7 +81,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.StoreDir, "builder.store-dir", "/nix/store", "the Nix store; only derivations in it are built")
 	fs.DurationVar(&c.Timeout, "builder.timeout", 3*time.Hour, "time limit of one build")
 	fs.DurationVar(&c.MaxSilentTime, "builder.max-silent-time", 1200*time.Second, "kill a build that prints nothing for this long (nix --max-silent-time)")
-	fs.BoolVar(&c.RemoteOnly, "builder.remote-only", false, "pass --max-jobs 0: hand every build to Nix remote builders")
+	fs.BoolVar(&c.RemoteOnly, "builder.remote-only", false, "build nothing locally (max-jobs 0): hand every build to Nix remote builders")
 	fs.BoolVar(&c.NixCLI, "builder.nix-cli", false, "run one `nix build` process per build instead of building over long-lived `nix-daemon --stdio` connections (slower: ~0.15 s a build)")
 	fs.DurationVar(&c.KillGrace, "builder.kill-grace", 10*time.Second, "time nix gets to stop its builders after SIGTERM")
 	fs.Int64Var(&c.MaxLogBytes, "builder.max-log-bytes", 64<<20, "largest log stored; longer logs keep their head and tail")
