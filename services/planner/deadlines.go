@@ -2,9 +2,15 @@ package planner
 
 import (
 	"context"
+	"errors"
+	"math"
+	"strings"
+
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"nixbus.dev/nixbus/pkg/bus"
 	"nixbus.dev/nixbus/pkg/dag"
@@ -17,6 +23,9 @@ import (
 // unfinished jobs failed, and a system no builder has been heard from for
 // --planner.no-builder-timeout has its building jobs failed. Their
 // outcomes and the verdict then follow as for any failure.
+
+// deadlineReason starts the reason of what fails at the run deadline.
+const deadlineReason = "run deadline passed"
 
 // builderAlive records a builder's heartbeat (nixbus.builder.<system>).
 func (st *runMachine) builderAlive(data []byte) {
@@ -84,7 +93,7 @@ func (st *runMachine) deadline(ctx context.Context, r *run) error {
 	if r.expired != "" {
 		return nil // ended already, its backlog is being published
 	}
-	r.expired = fmt.Sprintf("run deadline passed: unfinished %s after it started", st.s.cfg.RunTimeout)
+	r.expired = fmt.Sprintf("%s: unfinished %s after it started", deadlineReason, st.s.cfg.RunTimeout)
 	st.s.logger.Warn("run deadline passed", "run", r.id, "timeout", st.s.cfg.RunTimeout)
 	if r.plan == nil {
 		// Evaluation never finished (or never sent every job).
@@ -130,4 +139,66 @@ func mapKeys[K comparable, V any](m map[K]V) func(func(K) bool) {
 			}
 		}
 	}
+}
+
+// endStale gives a verdict to every run that started, at or after stream
+// sequence from, before bound (the oldest a restart replays) and has
+// none: it passed its deadline while no planner ran, and would otherwise
+// never end. It is re-derived from its messages, then ends as at its
+// deadline (or, if it was cancelled, as cancelled); what the planner had
+// published of it is not published again.
+func (st *runMachine) endStale(ctx context.Context, from uint64, bound time.Time) error {
+	type start struct {
+		id  string
+		seq uint64
+		at  time.Time
+	}
+	var starts []start
+	_, err := bus.ReadOrdered(ctx, st.s.js, bus.StreamRuns, []string{bus.RunSubject("*", bus.RunStartedKind)}, max(from, 1)-1, func(msg jetstream.Msg) error {
+		meta, err := msg.Metadata()
+		if err != nil {
+			return err
+		}
+		if !meta.Timestamp.Before(bound) {
+			return errEnough
+		}
+		if id, _, err := bus.ParseRunSubject(msg.Subject()); err == nil && bus.ValidRunID(id) {
+			starts = append(starts, start{id, meta.Sequence.Stream, meta.Timestamp})
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errEnough) {
+		return fmt.Errorf("read runs started before %s: %w", bound, err)
+	}
+	for _, s := range starts {
+		if _, active := st.runs[s.id]; active {
+			continue
+		}
+		if done, err := st.finished(ctx, s.id); err != nil || done {
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		r, cancelled, err := st.rederive(ctx, s.id, math.MaxUint64)
+		if err != nil {
+			return fmt.Errorf("read run %s: %w", s.id, err)
+		}
+		if r.change == nil {
+			continue // its RunStarted does not decode: it never was a run
+		}
+		r.seq, r.startAt, r.lastAt, r.startedMs = s.seq, s.at, st.s.now(), s.at.UnixMilli()
+		st.runs[r.id] = r
+		st.s.metrics.activeRuns.Inc()
+		st.s.logger.Warn("run without a verdict from before the replay", "run", r.id, "started", s.at)
+		if cancelled != nil && !strings.HasPrefix(cancelled.GetReason(), deadlineReason) {
+			err = st.cancel(ctx, r, cancelled.GetSupersededBy(), s.at)
+		} else {
+			err = st.deadline(ctx, r)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }

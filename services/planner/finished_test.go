@@ -87,14 +87,18 @@ func TestPlannerFinishedRunStaysFinished(t *testing.T) {
 }
 
 // TestPlannerReplayBound restarts a planner whose checkpoint is pinned by
-// a run older than the run deadline: it does not read that run again.
+// a run older than the run deadline: it does not replay that run, yet the
+// run, which passed its deadline while no planner ran, gets its outcomes
+// and one verdict (issue 8, hole 4: every run ends with a verdict), and
+// its build is not released again.
 func TestPlannerReplayBound(t *testing.T) {
 	e := newEnv(t)
 	stop := e.startPlanner(testConfig())
 	// No builder: "old" never ends on its own.
-	e.startRun("old", nil)
+	e.startRun("old", &nixbuspb.ChangeEvent{Project: "p", Change: 9, Patchset: 1})
 	e.job("old", &nixbuspb.Job{Attr: "a", DrvPath: drv("a"), System: x86})
-	e.evalDone("old", 1, "")
+	e.job("old", &nixbuspb.Job{Attr: "b", DrvPath: drv("b"), System: x86, DependsOn: []string{drv("a")}})
+	e.evalDone("old", 2, "")
 	require.Eventually(t, func() bool {
 		return e.stored(bus.StreamBuilds, bus.BuildSubject(x86)) == 1
 	}, 10*time.Second, 10*time.Millisecond)
@@ -111,7 +115,7 @@ func TestPlannerReplayBound(t *testing.T) {
 	require.NoError(t, err)
 	now := info.State.LastTime.Add(cfg.RunTimeout + time.Nanosecond)
 	reg := prometheus.NewRegistry()
-	e.startPlannerWith(cfg, reg, func() time.Time { return now })
+	stop = e.startPlannerWith(cfg, reg, func() time.Time { return now })
 	e.startRun("new", nil)
 	e.evalDone("new", 0, "")
 	e.verdict("new")
@@ -119,5 +123,22 @@ func TestPlannerReplayBound(t *testing.T) {
 		v, err := tryGauge(reg, "nixbus_planner_active_runs")
 		return err == nil && v == 0
 	}, 5*time.Second, 10*time.Millisecond, "the old run was read again")
-	require.Empty(t, natstest.Read[nixbuspb.RunVerdict](t, e.js, bus.StreamReports, bus.VerdictSubject("old")))
+
+	v := e.verdict("old")
+	require.Equal(t, nixbuspb.RunStatus_RUN_STATUS_FAILED, v.GetStatus())
+	got := e.outcomes("old")
+	require.Equal(t, nixbuspb.JobStatus_JOB_STATUS_FAILED, got["a"].GetStatus())
+	require.Contains(t, got["a"].GetReason(), "run deadline passed")
+	require.Equal(t, nixbuspb.JobStatus_JOB_STATUS_SKIPPED, got["b"].GetStatus())
+	require.Equal(t, 1, e.stored(bus.StreamBuilds, bus.BuildSubject(x86)), "a build of the old run released again")
+	require.Equal(t, 1, e.stored(bus.StreamRuns, bus.RunSubject("old", bus.RunCancelKind)), "its builders are told to stop")
+
+	// Another restart: "old" stays ended.
+	stop()
+	e.startPlannerWith(cfg, prometheus.NewRegistry(), func() time.Time { return now })
+	e.startRun("newer", nil)
+	e.evalDone("newer", 0, "")
+	e.verdict("newer")
+	require.Len(t, natstest.Read[nixbuspb.RunVerdict](t, e.js, bus.StreamReports, bus.VerdictSubject("old")), 1)
+	require.Len(t, natstest.Read[nixbuspb.JobOutcome](t, e.js, bus.StreamReports, bus.OutcomeSubject("old")), 2)
 }

@@ -129,13 +129,31 @@ func (st *runMachine) revision(ctx context.Context, runID string) (rev uint64, f
 // errEnough stops reading a run's history at the RestartJob.
 var errEnough = errors.New("read enough")
 
-// restore re-derives an ended run from its messages on the runs stream
-// before sequence until, as the planner handled them: jobs and graph,
-// planning, build results, and the restarts answered before (a restart
-// was answered when a result of its rebuild is there). Jobs still building
-// at the end (the run ended without their results) fail. Nothing is
-// published. It returns why the run cannot be restarted, if it cannot.
+// restore re-derives an ended run (see rederive) to restart one of its
+// jobs. Jobs still building at the end (the run ended without their
+// results) fail. It returns why the run cannot be restarted, if it cannot.
 func (st *runMachine) restore(ctx context.Context, runID string, until uint64) (*run, string, error) {
+	r, cancelled, err := st.rederive(ctx, runID, until)
+	switch {
+	case err != nil:
+		return nil, "", err
+	case cancelled != nil:
+		return nil, "the run was cancelled", nil
+	case r.change == nil || r.plan == nil:
+		return nil, "the run was never planned", nil
+	}
+	st.failBuilding(r, func(*dag.Job) bool { return true }, dag.TimeoutFailure, "unfinished when the run ended")
+	st.settle(r)
+	return r, "", nil
+}
+
+// rederive re-derives a run from its messages on the runs stream before
+// sequence until, as the planner handled them: jobs and graph, planning,
+// build results, and the restarts answered before (a restart was answered
+// when a result of its rebuild is there). What the planner published of
+// it is taken as published (settle); nothing is published. When a Cancel
+// is read, the run ends there and it is returned.
+func (st *runMachine) rederive(ctx context.Context, runID string, until uint64) (*run, *nixbuspb.Cancel, error) {
 	type item struct {
 		kind string
 		msg  jetstream.Msg
@@ -168,7 +186,7 @@ func (st *runMachine) restore(ctx context.Context, runID string, until uint64) (
 		return nil
 	})
 	if err != nil && !errors.Is(err, errEnough) {
-		return nil, "", err
+		return nil, nil, err
 	}
 	r := &run{id: runID, attrs: map[string]struct{}{}, building: map[string]int{}, failedLogs: map[int32]string{}}
 	var early []earlyResult
@@ -207,7 +225,10 @@ func (st *runMachine) restore(ctx context.Context, runID string, until uint64) (
 				r.evalDone = &m
 			}
 		case bus.RunCancelKind:
-			return nil, "the run was cancelled", nil
+			var m nixbuspb.Cancel
+			if bus.Decode(it.msg.Data(), &m) == nil {
+				return r, &m, nil
+			}
 		case bus.RunResultKind:
 			var m nixbuspb.BuildResult
 			if bus.Decode(it.msg.Data(), &m) != nil {
@@ -245,12 +266,7 @@ func (st *runMachine) restore(ctx context.Context, runID string, until uint64) (
 			early = nil
 		}
 	}
-	if r.change == nil || r.plan == nil {
-		return nil, "the run was never planned", nil
-	}
-	st.failBuilding(r, func(*dag.Job) bool { return true }, dag.TimeoutFailure, "unfinished when the run ended")
-	st.settle(r)
-	return r, "", nil
+	return r, nil, nil
 }
 
 // restorePlan plans r at once, as install does in the background.

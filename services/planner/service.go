@@ -117,7 +117,10 @@ func (s *Service) run(ctx context.Context) error {
 		return fmt.Errorf("planner: %w", err)
 	}
 	defer fails.stop()
-	cc, err := s.replayFrom(ctx, stream, from)
+	// Replay reads no further back than the run deadline; runs older than
+	// that without a verdict are ended before it (see endStale).
+	bound := s.now().Add(-s.cfg.RunTimeout)
+	cc, err := s.replayFrom(ctx, stream, from, bound)
 	if err != nil {
 		return fmt.Errorf("planner: %w", err)
 	}
@@ -192,6 +195,12 @@ func (s *Service) run(ctx context.Context) error {
 		}()
 	})
 	st.fails = fails
+	if err := st.endStale(ctx, from, bound); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("planner: %w", err)
+	}
 	tick := time.NewTicker(s.cfg.CheckpointInterval)
 	defer tick.Stop()
 	ready := make(chan struct{})
@@ -247,9 +256,8 @@ func (s *Service) run(ctx context.Context) error {
 // replayFrom is where reading the runs stream starts: at the checkpoint,
 // but never more than the run deadline back. A run older than that has
 // passed its deadline: it was finished, or it cannot be anymore.
-func (s *Service) replayFrom(ctx context.Context, stream jetstream.Stream, from uint64) (jetstream.OrderedConsumerConfig, error) {
+func (s *Service) replayFrom(ctx context.Context, stream jetstream.Stream, from uint64, bound time.Time) (jetstream.OrderedConsumerConfig, error) {
 	cc := jetstream.OrderedConsumerConfig{FilterSubjects: []string{bus.RunAll}, DeliverPolicy: jetstream.DeliverAllPolicy}
-	bound := s.now().Add(-s.cfg.RunTimeout)
 	if from > 1 {
 		m, err := stream.GetMsg(ctx, from)
 		switch {
