@@ -9,6 +9,9 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"nixbus.dev/nixbus/pkg/bus"
+	"nixbus.dev/nixbus/services/planner"
 )
 
 type serviceFunc func(ctx context.Context) error
@@ -79,4 +82,13 @@ func TestServeHTTPIsLoopbackByDefault(t *testing.T) {
 	fs, o, _ = serveFlags(io.Discard)
 	require.NoError(t, fs.Parse([]string{"--http.address", ":9999"}))
 	require.Equal(t, ":9999", o.HTTPAddress, "an address given is used as is")
+}
+
+// TestDuplicateWindowCoversTheRunDeadline: a planner restart replays no
+// further back than the run deadline, and JetStream drops what it
+// publishes again only within the duplicate window; by default the one
+// covers the other, so a replay publishes nothing twice even for a run
+// that is still unfinished.
+func TestDuplicateWindowCoversTheRunDeadline(t *testing.T) {
+	require.GreaterOrEqual(t, bus.DefaultStreamOptions().DuplicateWindow, planner.DefaultConfig().RunTimeout)
 }

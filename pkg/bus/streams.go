@@ -14,7 +14,9 @@ import (
 // StreamOptions are the operator's knobs for the streams nixbus creates.
 type StreamOptions struct {
 	// DuplicateWindow is how long JetStream remembers message ids. Replays
-	// after a restart within it publish nothing twice.
+	// after a restart within it publish nothing twice; the default covers
+	// the planner's default run deadline (12 h), the furthest back a
+	// restart replays, with an hour to spare.
 	DuplicateWindow time.Duration
 	// MaxAge bounds how long run history is kept.
 	MaxAge time.Duration
@@ -26,7 +28,7 @@ type StreamOptions struct {
 
 // DefaultStreamOptions are what a single-machine install wants.
 func DefaultStreamOptions() StreamOptions {
-	return StreamOptions{DuplicateWindow: 2 * time.Hour, MaxAge: 7 * 24 * time.Hour, Replicas: 1}
+	return StreamOptions{DuplicateWindow: 13 * time.Hour, MaxAge: 7 * 24 * time.Hour, Replicas: 1}
 }
 
 // Bucket is a KV bucket one service owns, declared by that service (its

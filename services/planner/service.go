@@ -117,6 +117,10 @@ func (s *Service) run(ctx context.Context) error {
 		return fmt.Errorf("planner: %w", err)
 	}
 	defer fails.stop()
+	if d := stream.CachedInfo().Config.Duplicates; d < s.cfg.RunTimeout {
+		s.logger.Warn("the runs stream's duplicate window is shorter than the run timeout: after a restart, what an unfinished run published more than that ago may be published again (raise --nats.duplicate-window)",
+			"duplicate_window", d, "run_timeout", s.cfg.RunTimeout)
+	}
 	// Replay reads no further back than the run deadline; runs older than
 	// that without a verdict are ended before it (see endStale).
 	bound := s.now().Add(-s.cfg.RunTimeout)
