@@ -101,6 +101,11 @@ func (s *Service) Run(ctx context.Context) error {
 	if err := os.MkdirAll(s.cfg.WorkDir, 0o755); err != nil {
 		return fmt.Errorf("builder: create work dir: %w", err)
 	}
+	if c, ok := s.exec.(interface{ Check(context.Context) error }); ok {
+		if err := c.Check(ctx); err != nil {
+			return fmt.Errorf("builder: %w (--builder.nix-cli builds without nix-daemon)", err)
+		}
+	}
 	logs, err := s.js.ObjectStore(ctx, bus.LogBucket)
 	if err != nil {
 		return fmt.Errorf("builder: open %s: %w", bus.LogBucket, err)

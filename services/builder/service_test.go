@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -342,4 +343,23 @@ func TestRemoteOnlyBuildsNothingLocally(t *testing.T) {
 	res := waitResults(t, js, "rremote", 1)[drv]
 	require.Equal(t, nixbuspb.BuildStatus_BUILD_STATUS_FAILED, res.GetStatus())
 	require.Contains(t, res.GetError(), "unable to start any build")
+}
+
+// TestBuilderWithoutNixDaemonStops: a builder that cannot reach nix
+// (here: a nix with no nix-daemon next to it) ends at start with an error
+// that says so, instead of taking builds it cannot run.
+func TestBuilderWithoutNixDaemonStops(t *testing.T) {
+	real, err := exec.LookPath("nix")
+	require.NoError(t, err)
+	dir := t.TempDir()
+	require.NoError(t, os.Symlink(real, filepath.Join(dir, "nix")))
+	n := testNix()
+	n.Bin = filepath.Join(dir, "nix")
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	svc, err := New(testConfig(t, currentSystem(t), "b1"), Deps{JS: js, Logger: slog.New(slog.DiscardHandler), Nix: n})
+	require.NoError(t, err)
+	err = svc.Run(t.Context())
+	require.ErrorContains(t, err, "nix-daemon")
+	require.ErrorContains(t, err, "--builder.nix-cli")
 }

@@ -141,6 +141,21 @@ func (d *Daemon) options(out []byte) (nixdaemon.Options, error) {
 	return o, nil
 }
 
+// Check reads nix's settings and opens a connection, kept for the first
+// build: a builder that cannot build says so when it starts, not at each
+// build it is handed.
+func (d *Daemon) Check(ctx context.Context) error {
+	if err := d.init(ctx); err != nil {
+		return err
+	}
+	c, err := d.get(ctx)
+	if err != nil {
+		return fmt.Errorf("connect to nix: %w", err)
+	}
+	d.put(c)
+	return nil
+}
+
 // noRemoteBuilders reports whether nix's builders setting names no
 // machine: then nix's build-remote hook, started once per build over a
 // connection, would only decline (about 0.1 s of CPU each time).
