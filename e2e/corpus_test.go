@@ -120,7 +120,8 @@ func BenchmarkCorpusRun(b *testing.B) {
 		b.ReportMetric(run.Seconds(), "to-verdict-s")
 		b.ReportMetric(bare.Seconds(), "nix-eval-s")
 		b.ReportMetric(evalDone.Seconds()/bare.Seconds(), "eval-ratio")
-		fmt.Printf("nixbus run on the corpus: %d jobs, %d eval errors in the verdict; evaluator (nix, jobs read, published) %.1f s, change to verdict %.1f s; bare nix eval with tryEval %.1f s; ratios %.2f and %.2f\n",
-			jobs, errs, evalDone.Seconds(), run.Seconds(), bare.Seconds(), evalDone.Seconds()/bare.Seconds(), run.Seconds()/bare.Seconds())
+		ratio := evalDone.Seconds() / bare.Seconds()
+		fmt.Printf("TARGET nixbus run on the corpus: %d jobs, %d eval errors in the verdict; evaluator (nix, jobs read, published) %.1f s, change to verdict %.1f s; bare nix eval with tryEval %.1f s; evaluation %.2fx (target <= 1.3x): %s; to the verdict %.2fx\n",
+			jobs, errs, evalDone.Seconds(), run.Seconds(), bare.Seconds(), ratio, met(ratio <= 1.3), run.Seconds()/bare.Seconds())
 	}
 }
