@@ -253,12 +253,15 @@ func TestTraceFromGerritEventToVote(t *testing.T) {
 		}
 	}
 	require.Equal(t, 5, uploaded)
-	// One nix copy per upload, signing as it writes to the file:// cache:
+	// At most one nix copy per upload (builds that finish together share
+	// a batch, and so a copy), signing as it writes to the file:// cache:
 	// no separate sign step.
-	for _, s := range named("nixbus-cache-uploader", "copy") {
+	copies := named("nixbus-cache-uploader", "copy")
+	for _, s := range copies {
 		require.Equal(t, "upload", byID[s.parent()].Name)
 	}
-	require.Len(t, named("nixbus-cache-uploader", "copy"), 5)
+	require.NotEmpty(t, copies)
+	require.LessOrEqual(t, len(copies), uploaded)
 	require.Empty(t, named("nixbus-cache-uploader", "sign"))
 
 	// The vote: the reporter's span, in the run's context, posting to Gerrit.
