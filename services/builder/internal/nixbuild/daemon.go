@@ -34,7 +34,7 @@ type Daemon struct {
 	// SIGTERM before it is killed.
 	KillGrace time.Duration
 	// HookDir, when set, is where the decline hook is written (see
-	// declineHook).
+	// writeDeclineHook).
 	HookDir string
 	// MaxUses is how many builds a connection serves; 64 when 0.
 	MaxUses int
