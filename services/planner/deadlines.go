@@ -3,11 +3,10 @@ package planner
 import (
 	"context"
 	"errors"
-	"math"
-	"strings"
-
 	"fmt"
+	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
