@@ -1,6 +1,7 @@
-// Package nixbuild runs one build: `nix build` of a derivation for real, or
-// an instant stand-in for benchmarks. The builder only sees the Executor
-// interface, so either can be plugged in.
+// Package nixbuild runs one build: over a long-lived nix-daemon connection
+// (Daemon, the default), with a `nix build` process (Nix), or as an instant
+// stand-in for benchmarks. The builder only sees the Executor interface, so
+// any of them can be plugged in.
 package nixbuild
 
 import (
@@ -55,7 +56,7 @@ type Executor interface {
 	Build(ctx context.Context, spec Spec, log *os.File) (Outcome, error)
 }
 
-// Nix builds with the nix command line.
+// Nix builds with the nix command line, one process per build.
 type Nix struct {
 	Nix *nix.Nix
 	// MaxSilentTime is passed as --max-silent-time.
