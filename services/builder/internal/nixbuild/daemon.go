@@ -1,6 +1,7 @@
 package nixbuild
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -85,7 +86,7 @@ func (d *Daemon) init(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read nix settings: %w", err)
 	}
-	if d.opts, err = d.options(out); err != nil {
+	if d.opts, err = d.options(ctx, out); err != nil {
 		return err
 	}
 	d.inited = true
@@ -93,7 +94,7 @@ func (d *Daemon) init(ctx context.Context) error {
 }
 
 // options are the connection settings from `nix show-config --json`.
-func (d *Daemon) options(out []byte) (nixdaemon.Options, error) {
+func (d *Daemon) options(ctx context.Context, out []byte) (nixdaemon.Options, error) {
 	var cfg map[string]struct {
 		Value        json.RawMessage `json:"value"`
 		DefaultValue json.RawMessage `json:"defaultValue"`
@@ -134,7 +135,7 @@ func (d *Daemon) options(out []byte) (nixdaemon.Options, error) {
 	}
 	hookIsDefault := string(cfg["build-hook"].Value) == string(cfg["build-hook"].DefaultValue)
 	if d.HookDir != "" && !d.RemoteOnly && hookIsDefault && noRemoteBuilders(str("builders")) {
-		if hook, err := writeDeclineHook(d.HookDir); err == nil {
+		if hook, err := writeDeclineHook(ctx, d.Nix, d.HookDir); err == nil {
 			o.Overrides["build-hook"] = hook
 		}
 	}
@@ -182,7 +183,7 @@ func noRemoteBuilders(builders string) bool {
 // writeDeclineHook writes a build hook that declines every build for
 // good, and stays until nix kills it (nix writes to it after reading the
 // answer; a hook gone by then would be reported as having died).
-func writeDeclineHook(dir string) (string, error) {
+func writeDeclineHook(ctx context.Context, n *nix.Nix, dir string) (string, error) {
 	cat, err := exec.LookPath("cat")
 	if err != nil {
 		return "", err
@@ -202,7 +203,21 @@ func writeDeclineHook(dir string) (string, error) {
 	if err := os.WriteFile(tmp, []byte(script), 0o755); err != nil {
 		return "", err
 	}
-	return path, os.Rename(tmp, path)
+	if err := os.Rename(tmp, path); err != nil {
+		return "", err
+	}
+	// It must run here (not on a noexec mount, say): a hook that fails
+	// to start would be reported on every build.
+	cmd := n.Exec(ctx, path, "0")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("try the decline hook %s: %w", path, err)
+	}
+	if got := stderr.String(); got != "# decline-permanently\n" {
+		return "", fmt.Errorf("try the decline hook %s: it said %q", path, got)
+	}
+	return path, nil
 }
 
 func (d *Daemon) get(ctx context.Context) (*daemonConn, error) {

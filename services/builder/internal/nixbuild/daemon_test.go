@@ -136,3 +136,18 @@ func TestNoRemoteBuilders(t *testing.T) {
 		require.Equal(t, tt.want, noRemoteBuilders(tt.builders), tt.builders)
 	}
 }
+
+// TestDeclineHook: the hook is written and tried before nix is given it;
+// one that does not run as it should (here: its cat fails) is not used.
+func TestDeclineHook(t *testing.T) {
+	n := &nix.Nix{}
+	hook, err := writeDeclineHook(t.Context(), n, t.TempDir())
+	require.NoError(t, err)
+	require.FileExists(t, hook)
+
+	bin := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(bin, "cat"), []byte("#!/bin/sh\nexit 1\n"), 0o755))
+	t.Setenv("PATH", bin)
+	_, err = writeDeclineHook(t.Context(), n, t.TempDir())
+	require.ErrorContains(t, err, "try the decline hook")
+}
