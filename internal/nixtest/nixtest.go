@@ -2,12 +2,15 @@
 package nixtest
 
 import (
+	"errors"
 	"fmt"
 	"os/exec"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"nixbus.dev/nixbus/pkg/nix"
 )
 
 var seq atomic.Int64
@@ -18,10 +21,15 @@ var seq atomic.Int64
 func Derivation(t testing.TB, name, script string) string {
 	t.Helper()
 	salt := fmt.Sprintf("%s-%d-%d", t.Name(), time.Now().UnixNano(), seq.Add(1))
-	expr := fmt.Sprintf(`builtins.derivation { name = %q; system = builtins.currentSystem; builder = "/bin/sh"; args = ["-c" %q]; salt = %q; }`, name, script, salt)
+	expr := fmt.Sprintf(`builtins.derivation { name = %s; system = builtins.currentSystem; builder = "/bin/sh"; args = ["-c" %s]; salt = %s; }`,
+		nix.StringLiteral(name), nix.StringLiteral(script), nix.StringLiteral(salt))
 	out, err := exec.Command("nix-instantiate", "--option", "substituters", "", "--expr", expr).Output()
 	if err != nil {
-		t.Fatalf("instantiate %s: %v", name, err)
+		var stderr []byte
+		if exit := (*exec.ExitError)(nil); errors.As(err, &exit) {
+			stderr = exit.Stderr
+		}
+		t.Fatalf("instantiate %s: %v: %s", name, err, stderr)
 	}
 	return strings.TrimSpace(string(out))
 }
