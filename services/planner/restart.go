@@ -37,67 +37,77 @@ import (
 // revision or a later one is stored).
 func (st *runMachine) restart(ctx context.Context, runID string, seq uint64, m *nixbuspb.RestartJob, hdr nats.Header, at time.Time) error {
 	logger := st.s.logger.With("run", runID, "drv", m.GetDrvPath(), "requested_by", bus.Truncate(m.GetRequestedBy(), 200))
-	if r, active := st.runs[runID]; active {
-		if r.rev == 0 || r.plan == nil {
-			logger.Warn("restart of a job of a run still running ignored")
-			return nil
-		}
-		return st.retry(ctx, r, seq, m.GetDrvPath(), logger)
-	}
-	if !bus.ValidRunID(runID) || len(m.GetDrvPath()) > maxDrvPathBytes {
-		logger.Warn("restart of an unknown job ignored")
+	r, active := st.runs[runID]
+	switch {
+	case active && (r.rev == 0 || r.plan == nil):
+		logger.Warn("restart of a job of a run still running ignored")
 		return nil
+	case !active:
+		var err error
+		if r, err = st.reopen(ctx, runID, seq, m.GetDrvPath(), hdr, at, logger); r == nil || err != nil {
+			return err
+		}
+	}
+	if !st.retryJob(r, seq, m.GetDrvPath()) {
+		logger.Warn("restart of a job whose build did not fail ignored")
+		return nil
+	}
+	if !active {
+		st.runs[runID] = r
+		st.s.metrics.activeRuns.Inc()
+	}
+	logger.Info("job restarted", "revision", seq)
+	return st.flush(ctx, r)
+}
+
+// reopen restores ended run runID for the RestartJob of drv at stream
+// sequence seq, stored at time at. It returns no run (logged why) when
+// the restart is refused or was answered before this replay.
+func (st *runMachine) reopen(ctx context.Context, runID string, seq uint64, drv string, hdr nats.Header, at time.Time, logger *slog.Logger) (*run, error) {
+	if !bus.ValidRunID(runID) || len(drv) > maxDrvPathBytes {
+		logger.Warn("restart of an unknown job ignored")
+		return nil, nil
 	}
 	rev, found, err := st.revision(ctx, runID)
 	switch {
 	case err != nil:
-		return err
+		return nil, err
 	case !found:
 		logger.Warn("restart of a job of a run without a verdict ignored")
-		return nil
+		return nil, nil
 	case rev >= seq:
-		return nil // answered before this replay
+		return nil, nil // answered before this replay
 	}
 	r, refused, err := st.restore(ctx, runID, seq)
 	switch {
 	case err != nil:
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return nil, ctx.Err()
 		}
 		logger.Error("restart: read the run", "err", err)
-		return nil
+		return nil, nil
 	case refused != "":
 		logger.Warn("restart ignored", "why", refused)
-		return nil
+		return nil, nil
 	}
 	r.seq, r.startAt, r.lastAt, r.startedMs, r.expired = seq, at, at, at.UnixMilli(), ""
 	if h := traceHeader(hdr); h != nil {
 		r.hdr = h
 	}
-	st.ev.Reset()
-	if !r.plan.Retry(m.GetDrvPath(), &st.ev) {
-		logger.Warn("restart of a job whose build did not fail ignored")
-		return nil
-	}
-	st.runs[runID] = r
-	st.s.metrics.activeRuns.Inc()
-	r.rev = seq
-	st.enqueue(r, &st.ev, nil, "")
-	logger.Info("job restarted", "revision", seq)
-	return st.flush(ctx, r)
+	return r, nil
 }
 
-// retry restarts another failed job of a run reopened by a restart.
-func (st *runMachine) retry(ctx context.Context, r *run, seq uint64, drv string, logger *slog.Logger) error {
+// retryJob releases drv of r again for the RestartJob at stream sequence
+// seq, which becomes r's revision, and queues what that produces. It
+// reports false, changing nothing, when drv's build did not fail.
+func (st *runMachine) retryJob(r *run, seq uint64, drv string) bool {
 	st.ev.Reset()
 	if !r.plan.Retry(drv, &st.ev) {
-		logger.Warn("restart of a job whose build did not fail ignored")
-		return nil
+		return false
 	}
 	r.rev = seq
 	st.enqueue(r, &st.ev, nil, "")
-	logger.Info("job restarted", "revision", seq)
-	return st.flush(ctx, r)
+	return true
 }
 
 // revision is the revision of the newest verdict of run, from this
@@ -248,10 +258,7 @@ func (st *runMachine) rederive(ctx context.Context, runID string, until uint64) 
 			if err != nil || !answered[m.GetDrvPath()][meta.Sequence.Stream] {
 				continue
 			}
-			st.ev.Reset()
-			if r.plan.Retry(m.GetDrvPath(), &st.ev) {
-				r.rev = meta.Sequence.Stream
-				st.enqueue(r, &st.ev, nil, "")
+			if st.retryJob(r, meta.Sequence.Stream, m.GetDrvPath()) {
 				st.settle(r)
 			}
 		}
