@@ -170,7 +170,7 @@ func (st *runMachine) started(ctx context.Context, runID string, seq uint64, m *
 		return err
 	}
 	r := &run{id: runID, seq: seq, change: m.GetChange(), startedMs: m.GetStartedUnixMs(), startAt: at,
-		attrs: map[string]struct{}{}, building: map[string]int{}, hdr: traceHeader(h)}
+		attrs: map[string]struct{}{}, building: map[string]int{}, hdr: bus.SpanHeader(bus.TraceOf(h))}
 	st.runs[runID] = r
 	st.s.metrics.activeRuns.Inc()
 	st.s.logger.Info("run started", "run", runID, "change", r.change.GetChange(), "patchset", r.change.GetPatchset())

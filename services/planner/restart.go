@@ -91,7 +91,7 @@ func (st *runMachine) reopen(ctx context.Context, runID string, seq uint64, drv 
 		return nil, nil
 	}
 	r.seq, r.startAt, r.lastAt, r.startedMs, r.expired = seq, at, at, at.UnixMilli(), ""
-	if h := traceHeader(hdr); h != nil {
+	if h := bus.SpanHeader(bus.TraceOf(hdr)); h != nil {
 		r.hdr = h
 	}
 	return r, nil
@@ -205,7 +205,7 @@ func (st *runMachine) rederive(ctx context.Context, runID string, until uint64) 
 		case bus.RunStartedKind:
 			var m nixbuspb.RunStarted
 			if bus.Decode(it.msg.Data(), &m) == nil && r.change == nil {
-				r.change, r.hdr = m.GetChange(), traceHeader(it.msg.Headers())
+				r.change, r.hdr = m.GetChange(), bus.SpanHeader(bus.TraceOf(it.msg.Headers()))
 			}
 		case bus.RunJobKind:
 			var m nixbuspb.Job
@@ -299,20 +299,6 @@ func (st *runMachine) settle(r *run) {
 		st.listFailed(r, o, outcomeMsg(r.id, &r.jobs[o.Job], o))
 	}
 	r.backlog = backlog{}
-}
-
-// traceHeader keeps the trace context of h, if it has one.
-func traceHeader(h nats.Header) nats.Header {
-	var out nats.Header
-	for _, k := range []string{"traceparent", "tracestate"} {
-		if v := h.Get(k); v != "" {
-			if out == nil {
-				out = nats.Header{}
-			}
-			out.Set(k, v)
-		}
-	}
-	return out
 }
 
 // endedRuns remembers the verdict revision of the runs this planner ended

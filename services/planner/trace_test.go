@@ -80,3 +80,28 @@ func TestBuildRequestsLinkPlanAndWaitedForBuild(t *testing.T) {
 	require.Equal(t, built.SpanID(), bus.ParseTraceParent(reqB.GetAfterTraceparent()).SpanID())
 	require.Equal(t, plan.SpanContext().SpanID(), bus.ParseTraceParent(reqB.GetPlanTraceparent()).SpanID())
 }
+
+// A run's trace context is carried only when it is one: a malformed
+// traceparent on its RunStarted goes onto nothing the planner publishes.
+func TestMalformedTraceContextNotCarried(t *testing.T) {
+	e := newEnv(t)
+	e.startPlanner(testConfig())
+	const run = "rbadtrace"
+	hdr := nats.Header{}
+	hdr.Set(bus.TraceParentHeader, "00-not-a-trace-context-01")
+	hdr.Set(bus.TraceStateHeader, "k=v")
+	require.NoError(t, e.pub.Publish(t.Context(), bus.RunSubject(run, bus.RunStartedKind), bus.MsgIDStarted(run),
+		&nixbuspb.RunStarted{RunId: run, StartedUnixMs: 1}, hdr))
+	e.job(run, &nixbuspb.Job{Attr: "a", DrvPath: drv("a"), System: "x86_64-linux"})
+	e.evalDone(run, 1, "")
+
+	cons, err := e.js.CreateOrUpdateConsumer(t.Context(), bus.StreamBuilds, jetstream.ConsumerConfig{
+		Durable: "bad-trace-test", FilterSubject: bus.BuildAll, AckPolicy: jetstream.AckExplicitPolicy,
+	})
+	require.NoError(t, err)
+	m, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
+	require.NoError(t, err)
+	require.NoError(t, m.Ack())
+	require.Empty(t, m.Headers().Get(bus.TraceParentHeader))
+	require.Empty(t, m.Headers().Get(bus.TraceStateHeader))
+}
