@@ -296,12 +296,8 @@ func newestRevision(ctx context.Context, js jetstream.JetStream, runID string) u
 	if err != nil {
 		return 0
 	}
-	raw, err := reports.GetLastMsgForSubject(ctx, bus.VerdictSubject(runID))
-	if err != nil {
-		return 0
-	}
 	var v nixbuspb.RunVerdict
-	if bus.Decode(raw.Data, &v) != nil {
+	if found, _ := bus.LastVerdict(ctx, reports, runID, &v); !found {
 		return 0
 	}
 	return v.GetRevision()

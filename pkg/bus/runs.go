@@ -6,6 +6,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
+
+	nixbuspb "nixbus.dev/nixbus/proto/nixbus/v1"
 )
 
 // LastRunMessage looks up the newest message of kind (RunStartedKind,
@@ -26,4 +28,19 @@ func LastRunMessage(ctx context.Context, runs jetstream.Stream, runID, kind stri
 		}
 	}
 	return true, msg.Sequence, nil
+}
+
+// LastVerdict looks up run's newest verdict on the reports stream (the
+// one of the highest revision: a restart's verdict comes after the run's
+// first), decoding it into v. It reports false, and no error, when there
+// is none or it cannot be decoded.
+func LastVerdict(ctx context.Context, reports jetstream.Stream, runID string, v *nixbuspb.RunVerdict) (bool, error) {
+	msg, err := reports.GetLastMsgForSubject(ctx, VerdictSubject(runID))
+	if IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("look up verdict of run %s: %w", runID, err)
+	}
+	return Decode(msg.Data, v) == nil, nil
 }

@@ -116,15 +116,9 @@ func (h *handler) newer(ctx context.Context, v *nixbuspb.RunVerdict) (bool, erro
 	if err != nil {
 		return false, fmt.Errorf("open %s: %w", bus.StreamReports, err)
 	}
-	raw, err := reports.GetLastMsgForSubject(ctx, bus.VerdictSubject(v.GetRunId()))
-	if err != nil {
-		return false, fmt.Errorf("read newest verdict of %s: %w", v.GetRunId(), err)
-	}
 	var last nixbuspb.RunVerdict
-	if bus.Decode(raw.Data, &last) != nil {
-		return false, nil
-	}
-	return last.GetRevision() > v.GetRevision(), nil
+	found, err := bus.LastVerdict(ctx, reports, v.GetRunId(), &last)
+	return found && last.GetRevision() > v.GetRevision(), err
 }
 
 // news decides whether the verdict of revision rev > 0 gets a review:
