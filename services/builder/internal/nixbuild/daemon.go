@@ -333,7 +333,7 @@ func (d *Daemon) Build(ctx context.Context, spec Spec, log *os.File) (Outcome, e
 		_ = c.p.Close()
 		msg := cleanError(buildErr.Error())
 		lg.line("error: " + msg)
-		return Outcome{ExitCode: 1, Error: msg, Transient: TransientReason(Tail(log, 64<<10))}, nil
+		return failure(1, msg, false, Tail(log, tailBytes)), nil
 	case buildErr != nil:
 		// The daemon died under the build (killed from outside, out of
 		// memory): the infrastructure's failure.
@@ -353,11 +353,7 @@ func (d *Daemon) Build(ctx context.Context, spec Spec, log *os.File) (Outcome, e
 			msg = fmt.Sprintf("build failed (nix status %d)", res.Status)
 		}
 		lg.line("error: " + msg)
-		out := Outcome{ExitCode: exitCode(res.Status), Error: msg, SilenceTimeout: res.Status == nixdaemon.TimedOut && strings.Contains(msg, "of silence")}
-		if res.Status != nixdaemon.TimedOut {
-			out.Transient = TransientReason(Tail(log, 64<<10))
-		}
-		return out, nil
+		return failure(exitCode(res.Status), msg, res.Status == nixdaemon.TimedOut, Tail(log, tailBytes)), nil
 	}
 	outputs := spec.Outputs
 	if len(res.Outputs) > 0 {

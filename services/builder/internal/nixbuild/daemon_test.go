@@ -42,14 +42,17 @@ func TestDaemonBuild(t *testing.T) {
 		exit         int
 		errHas       string
 		silence      bool
+		transient    string
 		logHas       []string
 	}{
-		{"ok", `echo hello; echo built > $out`, 0, "", false, []string{"building '", "ok> hello"}},
+		{"ok", `echo hello; echo built > $out`, 0, "", false, "", []string{"building '", "ok> hello"}},
 		// What it prints is nix's wording for a full disk, and it comes
 		// back in nix's error as the last log lines: still its own failure.
-		{"forged", `echo 'error: writing to file: No space left on device'; exit 2`, 100, "failed with exit code 2", false,
+		{"forged", `echo 'error: writing to file: No space left on device'; exit 2`, 100, "failed with exit code 2", false, "",
 			[]string{"forged> error: writing to file: No space left on device", "error: builder for '"}},
-		{"silent", `echo going quiet; exec /bin/sleep 600`, 101, "of silence", true, []string{"silent> going quiet"}},
+		{"silent", `echo going quiet; exec /bin/sleep 600`, 101, "of silence", true, "", []string{"silent> going quiet"}},
+		// SIGKILLed as the OOM killer does: the infrastructure's failure.
+		{"killed", `echo dying; kill -9 $$`, 100, "failed due to signal 9 (Killed)", false, "builder killed", []string{"killed> dying"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -62,7 +65,7 @@ func TestDaemonBuild(t *testing.T) {
 			require.Contains(t, out.Error, tt.errHas)
 			require.NotContains(t, out.Error, "\n")
 			require.Equal(t, tt.silence, out.SilenceTimeout)
-			require.Empty(t, out.Transient)
+			require.Equal(t, tt.transient, out.Transient)
 			text := Tail(log, 1<<20)
 			for _, s := range tt.logHas {
 				require.Contains(t, text, s)

@@ -106,16 +106,12 @@ func (n *Nix) Build(ctx context.Context, spec Spec, log *os.File) (Outcome, erro
 		if !errors.As(runErr, &exit) {
 			return Outcome{}, fmt.Errorf("run nix build: %w", runErr)
 		}
-		tail := Tail(log, 64<<10)
+		tail := Tail(log, tailBytes)
 		msg := FirstLine(nix.ErrorMessage(tail))
-		out := Outcome{ExitCode: exit.ExitCode(), Error: msg, SilenceTimeout: strings.Contains(msg, "of silence")}
-		switch {
-		case out.SilenceTimeout || strings.Contains(msg, "timed out after"):
-			// The build's own: never retried, whatever else it printed.
-		case exit.ExitCode() == -1 && ctx.Err() == nil:
+		timedOut := strings.Contains(msg, "timed out after")
+		out := failure(exit.ExitCode(), msg, timedOut, tail)
+		if exit.ExitCode() == -1 && ctx.Err() == nil && !timedOut {
 			out.Transient = KilledReason
-		default:
-			out.Transient = TransientReason(tail)
 		}
 		return out, nil
 	}
@@ -124,6 +120,23 @@ func (n *Nix) Build(ctx context.Context, spec Spec, log *os.File) (Outcome, erro
 		out.Outputs = built
 	}
 	return out, nil
+}
+
+// tailBytes is how much of the end of a failed build's log is searched
+// for nix's account of the failure.
+const tailBytes = 64 << 10
+
+// failure is the Outcome of a build that ran and failed: exit is nix's
+// exit code, msg nix's one-line error, tail the end of the log. A time
+// limit (timedOut; silence is one) is the build's own failure, whatever
+// else it printed; otherwise the log says whether it was the
+// infrastructure's (TransientReason).
+func failure(exit int, msg string, timedOut bool, tail string) Outcome {
+	out := Outcome{ExitCode: exit, Error: msg, SilenceTimeout: timedOut && strings.Contains(msg, "of silence")}
+	if !timedOut {
+		out.Transient = TransientReason(tail)
+	}
+	return out
 }
 
 func signalGroup(p *os.Process, sig syscall.Signal) error {
