@@ -49,7 +49,6 @@ type jobStream struct {
 	records int      // records received
 	jobs    int      // jobs published
 	dropped int
-	errs    int
 }
 
 // newJobStream returns a stream publishing run's jobs through win.
@@ -181,7 +180,6 @@ func (st *jobStream) publishChecked(ctx context.Context, recs []eval.Record) err
 			Name: r.Name, Outputs: r.Outputs, Cached: cached[i],
 		}
 		if r.Error != "" {
-			st.errs++
 			st.h.s.metrics.errors.Inc()
 			job.EvalError = bus.Truncate(r.Error, maxErrorBytes)
 			job.DrvPath, job.Outputs, job.Cached = "", nil, false
