@@ -275,7 +275,7 @@ func children(s step, names []string) []item {
 func (b *Builtin) chunk(it item, o outSeg, emit func(Record)) []item {
 	var vals []string
 	if len(o.value) > 0 && o.value[0] == 'c' {
-		vals, _ = decodeNames(o.value[1:])
+		vals, _ = evaljobs.Strings(o.value[1:])
 	}
 	var later []item
 	if len(vals) != it.to-it.from {
@@ -323,7 +323,7 @@ func (b *Builtin) record(s step, o outSeg, e errSeg) ([]string, *Record) {
 	case v[0] == 'u':
 		rec.Error = fmt.Sprintf("unsupported value of type %s: not a derivation or an attribute set", string(v[1:]))
 	case v[0] == 's':
-		names, err := decodeNames(v[1:])
+		names, err := evaljobs.Strings(v[1:])
 		if err != nil {
 			rec.Error = fmt.Sprintf("read attribute names: %v", err)
 			break
@@ -418,20 +418,6 @@ func attrPathExpr(path []string) string {
 		parts[i] = nix.StringLiteral(p)
 	}
 	return strings.Join(parts, ".")
-}
-
-// decodeNames reads the JSON list of strings builtins.toJSON printed,
-// keeping bytes that are not UTF-8 as they are (encoding/json would turn
-// them into U+FFFD, merging distinct names).
-func decodeNames(s []byte) ([]string, error) {
-	names := []string{}
-	if err := evaljobs.Unmarshal(s, &names); err != nil {
-		return nil, err
-	}
-	if names == nil {
-		return nil, errors.New("not a list")
-	}
-	return names, nil
 }
 
 // nixMessage is the error nix reported, or err itself if nix said nothing.

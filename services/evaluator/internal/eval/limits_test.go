@@ -116,14 +116,6 @@ func TestReadLinesCutsLongLines(t *testing.T) {
 	require.Equal(t, []bool{false, true, false}, cuts)
 }
 
-func TestDecodeNamesKeepsBytes(t *testing.T) {
-	names, err := decodeNames([]byte("[\"a\xfd\",\"a\xfe\",\"q\\\"\\\\\\n\\u0001\"]"))
-	require.NoError(t, err)
-	require.Equal(t, []string{"a\xfd", "a\xfe", "q\"\\\n\x01"}, names)
-	_, err = decodeNames([]byte(`["a"`))
-	require.Error(t, err)
-}
-
 // A set larger than a chunk is evaluated chunkSize children per
 // expression; a child tryEval catches, and a chunk an uncatchable error
 // stops, are asked again alone: every attribute gets its own record and
