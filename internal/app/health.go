@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"nixbus.dev/nixbus/pkg/bus"
 	"nixbus.dev/nixbus/pkg/prom"
 )
 
@@ -36,7 +37,7 @@ type serviceConn struct {
 // starter is a service that says when it has started.
 type starter interface{ Started() bool }
 
-func (h *health) add(name string, svc Service, nc *nats.Conn, js jetstream.JetStream, durables [][2]string) {
+func (h *health) add(name string, svc Service, nc *nats.Conn, js jetstream.JetStream, durables []bus.Durable) {
 	var started func() bool
 	if s, ok := svc.(starter); ok {
 		started = s.Started
@@ -45,7 +46,7 @@ func (h *health) add(name string, svc Service, nc *nats.Conn, js jetstream.JetSt
 	h.services = append(h.services, serviceConn{name, nc, js, started})
 	h.mu.Unlock()
 	for _, d := range durables {
-		h.consumers.Add(prom.Consumer{JS: js, Stream: d[0], Durable: d[1]})
+		h.consumers.Add(prom.Consumer{JS: js, Stream: d.Stream, Durable: d.Name})
 	}
 }
 

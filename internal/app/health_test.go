@@ -94,7 +94,7 @@ func TestReadyzWaitsForDurables(t *testing.T) {
 	srv := natstest.Start(t)
 	nc, js := srv.Connect(t)
 	h := &health{consumers: prom.NewConsumers(prom.AskTimeout)}
-	h.add("builder", serviceFunc(func(context.Context) error { return nil }), nc, js, [][2]string{{bus.StreamBuilds, bus.ConsumerBuilder("riscv64-linux")}})
+	h.add("builder", serviceFunc(func(context.Context) error { return nil }), nc, js, []bus.Durable{{Stream: bus.StreamBuilds, Name: bus.ConsumerBuilder("riscv64-linux")}})
 	planner := &fakeStarter{}
 	h.add("planner", planner, nc, js, nil)
 	mux := http.NewServeMux()

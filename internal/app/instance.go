@@ -147,7 +147,7 @@ func Start(ctx context.Context, o Options, c *Configs, out io.Writer, logger *sl
 			return nil, fmt.Errorf("%s: %w", e.name, err)
 		}
 		services = append(services, built{e.name, svc})
-		var durables [][2]string
+		var durables []bus.Durable
 		if e.durables != nil {
 			durables = e.durables(c)
 		}

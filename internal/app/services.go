@@ -105,9 +105,10 @@ type entry struct {
 	name      string
 	access    func() bus.Access
 	construct func(c *Configs, d deps) (Service, error)
-	// durables are the durable consumers the service works through (stream,
-	// name): their state is a metric, their existence readiness.
-	durables func(c *Configs) [][2]string
+	// durables are the durable consumers the service works through (their
+	// names made from its config): their state is a metric, their existence
+	// readiness.
+	durables func(c *Configs) []bus.Durable
 }
 
 var registry = []entry{
@@ -120,19 +121,21 @@ var registry = []entry{
 			return nil, err
 		}
 		return evaluator.New(c.Evaluator, evaluator.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg, Nix: d.nix, Fetcher: f, TracerProvider: d.tp})
-	}, func(*Configs) [][2]string { return [][2]string{{bus.StreamChanges, evaluator.Consumer}} }},
+	}, func(*Configs) []bus.Durable {
+		return []bus.Durable{{Stream: bus.StreamChanges, Name: evaluator.Consumer}}
+	}},
 	{"planner", planner.Access, func(c *Configs, d deps) (Service, error) {
 		return planner.New(c.Planner, planner.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg, TracerProvider: d.tp})
 	}, nil},
 	{"builder", builder.Access, func(c *Configs, d deps) (Service, error) {
 		return builder.New(c.Builder, builder.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg, Nix: d.nix, TracerProvider: d.tp})
-	}, func(c *Configs) [][2]string {
-		return [][2]string{{bus.StreamBuilds, bus.ConsumerBuilder(c.Builder.System)}}
+	}, func(c *Configs) []bus.Durable {
+		return []bus.Durable{{Stream: bus.StreamBuilds, Name: bus.ConsumerBuilder(c.Builder.System)}}
 	}},
 	{"cache-uploader", cacheuploader.Access, func(c *Configs, d deps) (Service, error) {
 		return cacheuploader.New(c.CacheUploader, cacheuploader.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg, Nix: d.nix, TracerProvider: d.tp})
-	}, func(c *Configs) [][2]string {
-		return [][2]string{{bus.StreamRuns, cacheuploader.Consumer(c.CacheUploader.Builders)}}
+	}, func(c *Configs) []bus.Durable {
+		return []bus.Durable{{Stream: bus.StreamRuns, Name: cacheuploader.Consumer(c.CacheUploader.Builders)}}
 	}},
 	{"reporter", reporter.Access, func(c *Configs, d deps) (Service, error) {
 		p, err := c.Gerrit.poster()
@@ -144,10 +147,10 @@ var registry = []entry{
 			d.mux.Handle("/logs/", stripPrefix("/logs", s.LogHandler()))
 		}
 		return s, err
-	}, func(c *Configs) [][2]string {
-		out := [][2]string{{bus.StreamReports, reporter.Consumer}}
+	}, func(c *Configs) []bus.Durable {
+		out := []bus.Durable{{Stream: bus.StreamReports, Name: reporter.Consumer}}
 		if c.Reporter.StartedMessage && (c.Gerrit.SSH.Enabled() || c.Gerrit.HTTP.Enabled()) {
-			out = append(out, [2]string{bus.StreamRuns, reporter.ConsumerStarted})
+			out = append(out, bus.Durable{Stream: bus.StreamRuns, Name: reporter.ConsumerStarted})
 		}
 		return out
 	}},
