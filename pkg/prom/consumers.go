@@ -78,12 +78,7 @@ func (c *Consumers) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
 	list := c.consumers()
-	infos := make([]*jetstream.ConsumerInfo, len(list))
-	var wg sync.WaitGroup
-	for i, co := range list {
-		wg.Go(func() { infos[i], _ = info(ctx, co) })
-	}
-	wg.Wait()
+	infos, _ := ask(ctx, list)
 	for i, co := range list {
 		in := infos[i]
 		if in == nil {
@@ -100,14 +95,21 @@ func (c *Consumers) Collect(ch chan<- prometheus.Metric) {
 // Check returns an error naming the first consumer JetStream does not
 // know (or did not answer about before ctx ended): readiness.
 func (c *Consumers) Check(ctx context.Context) error {
-	list := c.consumers()
+	_, errs := ask(ctx, c.consumers())
+	return errors.Join(errs...)
+}
+
+// ask asks JetStream about every consumer of list at once: each one's
+// info, or why there is none.
+func ask(ctx context.Context, list []Consumer) ([]*jetstream.ConsumerInfo, []error) {
+	infos := make([]*jetstream.ConsumerInfo, len(list))
 	errs := make([]error, len(list))
 	var wg sync.WaitGroup
 	for i, co := range list {
-		wg.Go(func() { _, errs[i] = info(ctx, co) })
+		wg.Go(func() { infos[i], errs[i] = info(ctx, co) })
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	return infos, errs
 }
 
 func info(ctx context.Context, co Consumer) (*jetstream.ConsumerInfo, error) {
