@@ -249,12 +249,9 @@ func (st *runMachine) job(ctx context.Context, runID string, m *nixbuspb.Job, at
 	if !ok || r.state() != runCollecting {
 		return nil // a finished run, or a job after planning began
 	}
-	if _, dup := r.attrs[m.GetAttr()]; dup {
+	if !r.addJob(m) {
 		return nil
 	}
-	r.attrs[m.GetAttr()] = struct{}{}
-	r.jobs = append(r.jobs, newJob(m))
-	r.outputs = append(r.outputs, m.GetOutputs())
 	if r.evalDone != nil {
 		r.lastAt = at
 		st.maybePlan(ctx, r)
@@ -268,19 +265,40 @@ func (st *runMachine) graphChunk(ctx context.Context, runID string, m *nixbuspb.
 	if !ok || r.state() != runCollecting {
 		return nil
 	}
-	if _, dup := r.chunkSeen[m.GetIndex()]; dup {
+	if !r.addChunk(m) {
 		return nil
+	}
+	if r.evalDone != nil {
+		r.lastAt = at
+		st.maybePlan(ctx, r)
+	}
+	return nil
+}
+
+// addJob keeps job m of collecting run r, once per attribute; it reports
+// false for one kept before.
+func (r *run) addJob(m *nixbuspb.Job) bool {
+	if _, dup := r.attrs[m.GetAttr()]; dup {
+		return false
+	}
+	r.attrs[m.GetAttr()] = struct{}{}
+	r.jobs = append(r.jobs, newJob(m))
+	r.outputs = append(r.outputs, m.GetOutputs())
+	return true
+}
+
+// addChunk keeps graph chunk m of collecting run r, once per index; it
+// reports false for one kept before.
+func (r *run) addChunk(m *nixbuspb.GraphChunk) bool {
+	if _, dup := r.chunkSeen[m.GetIndex()]; dup {
+		return false
 	}
 	if r.chunkSeen == nil {
 		r.chunkSeen = map[int32]struct{}{}
 	}
 	r.chunkSeen[m.GetIndex()] = struct{}{}
 	r.graph = append(r.graph, m)
-	if r.evalDone != nil {
-		r.lastAt = at
-		st.maybePlan(ctx, r)
-	}
-	return nil
+	return true
 }
 
 func (st *runMachine) evaluated(ctx context.Context, runID string, m *nixbuspb.EvalDone, at time.Time) error {
@@ -318,12 +336,7 @@ func (st *runMachine) maybePlan(ctx context.Context, r *run) {
 			st.s.beforePlan(ctx, r.id)
 		}
 		t0 := time.Now()
-		var g dag.Graph
-		g.Drvs, g.Edges = bus.AssembleGraph(chunks)
-		p := planned{r: r, plan: dag.New(jobs, g), start: t0}
-		for i := range jobs {
-			jobs[i].DependsOn = nil // only New reads them
-		}
+		p := planned{r: r, plan: newPlan(jobs, chunks), start: t0}
 		p.plan.Start(&p.ev)
 		p.took = time.Since(t0)
 		select {
@@ -331,6 +344,18 @@ func (st *runMachine) maybePlan(ctx context.Context, r *run) {
 		case <-ctx.Done():
 		}
 	})
+}
+
+// newPlan builds the DAG of jobs and the derivation graph in chunks. The
+// jobs' DependsOn are dropped: only dag.New reads them.
+func newPlan(jobs []dag.Job, chunks []*nixbuspb.GraphChunk) *dag.Plan {
+	var g dag.Graph
+	g.Drvs, g.Edges = bus.AssembleGraph(chunks)
+	p := dag.New(jobs, g)
+	for i := range jobs {
+		jobs[i].DependsOn = nil
+	}
+	return p
 }
 
 // install adopts a plan built in the background, applies the results read

@@ -209,25 +209,13 @@ func (st *runMachine) rederive(ctx context.Context, runID string, until uint64) 
 			}
 		case bus.RunJobKind:
 			var m nixbuspb.Job
-			if r.plan != nil || bus.Decode(it.msg.Data(), &m) != nil {
-				continue
-			}
-			if _, dup := r.attrs[m.GetAttr()]; !dup {
-				r.attrs[m.GetAttr()] = struct{}{}
-				r.jobs = append(r.jobs, newJob(&m))
-				r.outputs = append(r.outputs, m.GetOutputs())
+			if r.plan == nil && bus.Decode(it.msg.Data(), &m) == nil {
+				r.addJob(&m)
 			}
 		case bus.RunGraphKind:
 			var m nixbuspb.GraphChunk
-			if r.plan != nil || bus.Decode(it.msg.Data(), &m) != nil {
-				continue
-			}
-			if _, dup := r.chunkSeen[m.GetIndex()]; !dup {
-				if r.chunkSeen == nil {
-					r.chunkSeen = map[int32]struct{}{}
-				}
-				r.chunkSeen[m.GetIndex()] = struct{}{}
-				r.graph = append(r.graph, &m)
+			if r.plan == nil && bus.Decode(it.msg.Data(), &m) == nil {
+				r.addChunk(&m)
 			}
 		case bus.RunEvalKind:
 			var m nixbuspb.EvalDone
@@ -279,12 +267,7 @@ func (st *runMachine) rederive(ctx context.Context, runID string, until uint64) 
 // restorePlan plans r at once, as install does in the background.
 func (st *runMachine) restorePlan(r *run) {
 	st.markFailedBefore(r) // as maybePlan did, while the cache still says so
-	var g dag.Graph
-	g.Drvs, g.Edges = bus.AssembleGraph(r.graph)
-	r.plan = dag.New(r.jobs, g)
-	for i := range r.jobs {
-		r.jobs[i].DependsOn = nil
-	}
+	r.plan = newPlan(r.jobs, r.graph)
 	r.graph, r.chunkSeen, r.attrs = nil, nil, nil
 	st.ev.Reset()
 	r.plan.Start(&st.ev)
