@@ -173,10 +173,11 @@ func (st *runMachine) endStale(ctx context.Context, from uint64, bound time.Time
 		if _, active := st.runs[s.id]; active {
 			continue
 		}
-		if done, err := st.finished(ctx, s.id); err != nil || done {
-			if err != nil {
-				return err
-			}
+		done, err := st.finished(ctx, s.id)
+		if err != nil {
+			return err
+		}
+		if done {
 			continue
 		}
 		r, cancelled, err := st.rederive(ctx, s.id, math.MaxUint64)
