@@ -142,3 +142,40 @@ func TestPlannerReplayBound(t *testing.T) {
 	require.Len(t, natstest.Read[nixbuspb.RunVerdict](t, e.js, bus.StreamReports, bus.VerdictSubject("old")), 1)
 	require.Len(t, natstest.Read[nixbuspb.JobOutcome](t, e.js, bus.StreamReports, bus.OutcomeSubject("old")), 2)
 }
+
+// TestPlannerReplayBoundCancelled: a run older than the run deadline that
+// was cancelled, with no verdict yet when its planner stopped, ends
+// cancelled; one whose Cancel was its deadline's ends failed.
+func TestPlannerReplayBoundCancelled(t *testing.T) {
+	for _, tt := range []struct {
+		reason string
+		want   nixbuspb.RunStatus
+	}{
+		{"cancelled by an admin", nixbuspb.RunStatus_RUN_STATUS_CANCELLED},
+		{deadlineReason + ": unfinished 1h0m0s after it started", nixbuspb.RunStatus_RUN_STATUS_FAILED},
+	} {
+		t.Run(tt.reason, func(t *testing.T) {
+			e := newEnv(t)
+			stop := e.startPlanner(testConfig())
+			e.startRun("old", &nixbuspb.ChangeEvent{Project: "p", Change: 9, Patchset: 1})
+			e.job("old", &nixbuspb.Job{Attr: "a", DrvPath: drv("a"), System: x86})
+			e.evalDone("old", 1, "")
+			require.Eventually(t, func() bool {
+				return e.stored(bus.StreamBuilds, bus.BuildSubject(x86)) == 1
+			}, 10*time.Second, 10*time.Millisecond)
+			stop()
+			// Cancelled while no planner ran (or before its verdict).
+			require.NoError(t, e.pub.Publish(t.Context(), bus.RunSubject("old", bus.RunCancelKind), bus.MsgIDCancel("old"),
+				&nixbuspb.Cancel{RunId: "old", Reason: tt.reason}, nil))
+
+			cfg := testConfig()
+			runs, err := e.js.Stream(t.Context(), bus.StreamRuns)
+			require.NoError(t, err)
+			info, err := runs.Info(t.Context())
+			require.NoError(t, err)
+			now := info.State.LastTime.Add(cfg.RunTimeout + time.Nanosecond)
+			e.startPlannerWith(cfg, prometheus.NewRegistry(), func() time.Time { return now })
+			require.Equal(t, tt.want, e.verdict("old").GetStatus())
+		})
+	}
+}
