@@ -162,15 +162,11 @@ func Open(r io.Reader, w io.Writer) (*Conn, error) {
 	if err := c.w.flush(); err != nil {
 		return nil, fmt.Errorf("nix daemon handshake: %w", err)
 	}
-	m, err := c.r.u64()
-	if err != nil {
-		return nil, fmt.Errorf("nix daemon handshake: %w", err)
-	}
-	if m != magic2 {
+	if m := c.r.u64(); c.r.err == nil && m != magic2 {
 		return nil, fmt.Errorf("%w: not a nix daemon (magic %#x)", ErrProtocol, m)
 	}
-	if c.daemonVersion, err = c.r.u64(); err != nil {
-		return nil, fmt.Errorf("nix daemon handshake: %w", err)
+	if c.daemonVersion = c.r.u64(); c.r.err != nil {
+		return nil, fmt.Errorf("nix daemon handshake: %w", c.r.err)
 	}
 	if c.daemonVersion>>8 != protocolVersion>>8 || c.daemonVersion&0xff < protocolVersion&0xff {
 		return nil, fmt.Errorf("%w: daemon speaks %d.%d, need 1.%d or later", ErrProtocol, c.daemonVersion>>8, c.daemonVersion&0xff, protocolVersion&0xff)
@@ -182,9 +178,7 @@ func Open(r io.Reader, w io.Writer) (*Conn, error) {
 		return nil, fmt.Errorf("nix daemon handshake: %w", err)
 	}
 	// Since 1.33 the daemon says its version.
-	if c.NixVersion, err = c.r.str(); err != nil {
-		return nil, fmt.Errorf("nix daemon handshake: %w", err)
-	}
+	c.NixVersion = c.r.str()
 	if err := c.work(nil); err != nil {
 		return nil, fmt.Errorf("nix daemon handshake: %w", err)
 	}
@@ -239,54 +233,26 @@ func (c *Conn) BuildPathsWithResults(paths []string, mode BuildMode, log Logger)
 	if err := c.work(log); err != nil {
 		return nil, fmt.Errorf("build %s: %w", strings.Join(paths, " "), err)
 	}
-	n, err := c.r.count()
-	if err != nil {
-		return nil, fmt.Errorf("read build results: %w", err)
-	}
+	n := c.r.count()
 	out := make([]BuildResult, 0, min(n, 16))
-	for range n {
-		res, err := c.readBuildResult()
-		if err != nil {
-			return nil, fmt.Errorf("read build results: %w", err)
-		}
-		out = append(out, res)
+	for i := 0; i < n && c.r.err == nil; i++ {
+		out = append(out, c.readBuildResult())
+	}
+	if c.r.err != nil {
+		return nil, fmt.Errorf("read build results: %w", c.r.err)
 	}
 	return out, nil
 }
 
-func (c *Conn) readBuildResult() (BuildResult, error) {
-	var res BuildResult
-	var err error
-	if res.Path, err = c.r.str(); err != nil {
-		return res, err
-	}
-	st, err := c.r.u64()
-	if err != nil {
-		return res, err
-	}
-	res.Status = BuildStatus(st)
-	if res.ErrorMsg, err = c.r.str(); err != nil {
-		return res, err
-	}
+func (c *Conn) readBuildResult() BuildResult {
+	res := BuildResult{Path: c.r.str(), Status: BuildStatus(c.r.u64()), ErrorMsg: c.r.str()}
 	// timesBuilt, isNonDeterministic, startTime, stopTime
 	for range 4 {
-		if _, err := c.r.u64(); err != nil {
-			return res, err
-		}
+		c.r.u64()
 	}
-	n, err := c.r.count()
-	if err != nil {
-		return res, err
-	}
-	for range n {
-		id, err := c.r.str()
-		if err != nil {
-			return res, err
-		}
-		raw, err := c.r.str()
-		if err != nil {
-			return res, err
-		}
+	n := c.r.count()
+	for i := 0; i < n && c.r.err == nil; i++ {
+		id, raw := c.r.str(), c.r.str()
 		// id is "<hash>!<output>"; the realisation is JSON with outPath.
 		_, name, ok := strings.Cut(id, "!")
 		var real struct {
@@ -300,7 +266,7 @@ func (c *Conn) readBuildResult() (BuildResult, error) {
 		}
 		res.Outputs[name] = real.OutPath
 	}
-	return res, nil
+	return res
 }
 
 // AddIndirectRoot makes the symlink at path (absolute) a GC root: what
@@ -311,8 +277,8 @@ func (c *Conn) AddIndirectRoot(path string) error {
 	if err := c.work(nil); err != nil {
 		return fmt.Errorf("add gc root %s: %w", path, err)
 	}
-	if _, err := c.r.u64(); err != nil {
-		return fmt.Errorf("add gc root %s: %w", path, err)
+	if c.r.u64(); c.r.err != nil {
+		return fmt.Errorf("add gc root %s: %w", path, c.r.err)
 	}
 	return nil
 }
@@ -324,9 +290,9 @@ func (c *Conn) work(log Logger) error {
 		return err
 	}
 	for {
-		msg, err := c.r.u64()
-		if err != nil {
-			return err
+		msg := c.r.u64()
+		if c.r.err != nil {
+			return c.r.err
 		}
 		switch msg {
 		case stderrLast:
@@ -334,61 +300,27 @@ func (c *Conn) work(log Logger) error {
 		case stderrError:
 			return c.readError()
 		case stderrNext:
-			s, err := c.r.str()
-			if err != nil {
-				return err
-			}
-			if log != nil {
+			s := c.r.str()
+			if log != nil && c.r.err == nil {
 				log.Message(strings.TrimRight(s, "\n"))
 			}
 		case stderrStartActivity:
-			var a Activity
-			if a.ID, err = c.r.u64(); err != nil {
-				return err
-			}
-			if a.Level, err = c.r.u64(); err != nil {
-				return err
-			}
-			t, err := c.r.u64()
-			if err != nil {
-				return err
-			}
-			a.Type = ActivityType(t)
-			if a.Text, err = c.r.str(); err != nil {
-				return err
-			}
-			if a.Fields, err = c.readFields(); err != nil {
-				return err
-			}
-			if a.Parent, err = c.r.u64(); err != nil {
-				return err
-			}
-			if log != nil {
+			a := Activity{ID: c.r.u64(), Level: c.r.u64(), Type: ActivityType(c.r.u64()), Text: c.r.str()}
+			a.Fields = c.readFields()
+			a.Parent = c.r.u64()
+			if log != nil && c.r.err == nil {
 				log.StartActivity(a)
 			}
 		case stderrStopActivity:
-			id, err := c.r.u64()
-			if err != nil {
-				return err
-			}
-			if log != nil {
+			id := c.r.u64()
+			if log != nil && c.r.err == nil {
 				log.StopActivity(id)
 			}
 		case stderrResult:
-			id, err := c.r.u64()
-			if err != nil {
-				return err
-			}
-			t, err := c.r.u64()
-			if err != nil {
-				return err
-			}
-			fields, err := c.readFields()
-			if err != nil {
-				return err
-			}
-			if log != nil {
-				log.Result(id, ResultType(t), fields)
+			id, t := c.r.u64(), ResultType(c.r.u64())
+			fields := c.readFields()
+			if log != nil && c.r.err == nil {
+				log.Result(id, t, fields)
 			}
 		case stderrRead, stderrWrite:
 			// Only operations that stream data use these; none here does.
@@ -399,76 +331,46 @@ func (c *Conn) work(log Logger) error {
 	}
 }
 
-func (c *Conn) readFields() ([]Field, error) {
-	n, err := c.r.count()
-	if err != nil {
-		return nil, err
-	}
+func (c *Conn) readFields() []Field {
+	n := c.r.count()
 	fields := make([]Field, 0, min(n, 16))
-	for range n {
-		t, err := c.r.u64()
-		if err != nil {
-			return nil, err
-		}
-		switch t {
-		case 0:
-			v, err := c.r.u64()
-			if err != nil {
-				return nil, err
-			}
-			fields = append(fields, Field{Int: v})
-		case 1:
-			s, err := c.r.str()
-			if err != nil {
-				return nil, err
-			}
-			fields = append(fields, Field{Str: s, IsStr: true})
+	for i := 0; i < n && c.r.err == nil; i++ {
+		switch t := c.r.u64(); {
+		case c.r.err != nil:
+		case t == 0:
+			fields = append(fields, Field{Int: c.r.u64()})
+		case t == 1:
+			fields = append(fields, Field{Str: c.r.str(), IsStr: true})
 		default:
-			return nil, fmt.Errorf("%w: field type %d", ErrProtocol, t)
+			c.r.fail(fmt.Errorf("%w: field type %d", ErrProtocol, t))
 		}
 	}
-	return fields, nil
+	return fields
 }
 
-// readError reads a serialised Error (protocol >= 1.26).
+// readError reads a serialised Error (protocol >= 1.26): a *DaemonError,
+// or the stream's error.
 func (c *Conn) readError() error {
-	typ, err := c.r.str()
-	if err != nil {
-		return err
+	if typ := c.r.str(); c.r.err == nil && typ != "Error" {
+		c.r.fail(fmt.Errorf("%w: error of type %q", ErrProtocol, typ))
 	}
-	if typ != "Error" {
-		return fmt.Errorf("%w: error of type %q", ErrProtocol, typ)
+	c.r.u64() // level
+	c.r.str() // name, no longer used
+	e := &DaemonError{Msg: c.r.str()}
+	if pos := c.r.u64(); pos != 0 {
+		c.r.fail(fmt.Errorf("%w: error with a position", ErrProtocol))
 	}
-	if _, err := c.r.u64(); err != nil { // level
-		return err
-	}
-	if _, err := c.r.str(); err != nil { // name, no longer used
-		return err
-	}
-	e := &DaemonError{}
-	if e.Msg, err = c.r.str(); err != nil {
-		return err
-	}
-	if pos, err := c.r.u64(); err != nil {
-		return err
-	} else if pos != 0 {
-		return fmt.Errorf("%w: error with a position", ErrProtocol)
-	}
-	n, err := c.r.count()
-	if err != nil {
-		return err
-	}
-	for range n {
-		if pos, err := c.r.u64(); err != nil {
-			return err
-		} else if pos != 0 {
-			return fmt.Errorf("%w: trace with a position", ErrProtocol)
+	n := c.r.count()
+	for i := 0; i < n && c.r.err == nil; i++ {
+		if pos := c.r.u64(); pos != 0 {
+			c.r.fail(fmt.Errorf("%w: trace with a position", ErrProtocol))
 		}
-		t, err := c.r.str()
-		if err != nil {
-			return err
+		if t := c.r.str(); c.r.err == nil {
+			e.Traces = append(e.Traces, t)
 		}
-		e.Traces = append(e.Traces, t)
+	}
+	if c.r.err != nil {
+		return c.r.err
 	}
 	return e
 }

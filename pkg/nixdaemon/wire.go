@@ -25,46 +25,63 @@ type reader struct {
 	// maxString caps what is kept of a string; the rest is read and
 	// dropped, so the stream stays in step whatever a build prints.
 	maxString int
-	buf       [8]byte
+	// err is the first error the stream gave (a read's or ErrProtocol's):
+	// every read after it returns a zero value, so a message is read
+	// whole and err checked once, as writer does.
+	err error
+	buf [8]byte
 }
 
-func (r *reader) u64() (uint64, error) {
-	if _, err := io.ReadFull(r.r, r.buf[:]); err != nil {
-		return 0, err
+// fail records err, unless an earlier error is recorded.
+func (r *reader) fail(err error) {
+	if r.err == nil {
+		r.err = err
 	}
-	return binary.LittleEndian.Uint64(r.buf[:]), nil
+}
+
+func (r *reader) u64() uint64 {
+	if r.err != nil {
+		return 0
+	}
+	if _, err := io.ReadFull(r.r, r.buf[:]); err != nil {
+		r.fail(err)
+		return 0
+	}
+	return binary.LittleEndian.Uint64(r.buf[:])
 }
 
 // str reads a string, keeping at most maxString bytes of it.
-func (r *reader) str() (string, error) {
-	n, err := r.u64()
-	if err != nil {
-		return "", err
+func (r *reader) str() string {
+	n := r.u64()
+	if r.err != nil {
+		return ""
 	}
 	if n > 1<<40 {
-		return "", fmt.Errorf("%w: string of %d bytes", ErrProtocol, n)
+		r.fail(fmt.Errorf("%w: string of %d bytes", ErrProtocol, n))
+		return ""
 	}
 	keep := min(n, uint64(r.maxString))
 	b := make([]byte, keep)
 	if _, err := io.ReadFull(r.r, b); err != nil {
-		return "", err
+		r.fail(err)
+		return ""
 	}
 	skip := n - keep + (8-n%8)%8
 	if _, err := r.r.Discard(int(skip)); err != nil {
-		return "", err
+		r.fail(err)
+		return ""
 	}
-	return string(b), nil
+	return string(b)
 }
 
-func (r *reader) count() (int, error) {
-	n, err := r.u64()
-	if err != nil {
-		return 0, err
-	}
+// count reads a list's length.
+func (r *reader) count() int {
+	n := r.u64()
 	if n > maxCount {
-		return 0, fmt.Errorf("%w: list of %d items", ErrProtocol, n)
+		r.fail(fmt.Errorf("%w: list of %d items", ErrProtocol, n))
+		return 0
 	}
-	return int(n), nil
+	return int(n)
 }
 
 type writer struct {
