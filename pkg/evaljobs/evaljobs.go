@@ -43,12 +43,6 @@ type Job struct {
 	Error string
 }
 
-// ParseLines reads nix-eval-jobs' JSON lines into a slice (see ReadLines).
-func ParseLines(r io.Reader, garbage func(line []byte, why error)) (jobs []Job, bad int, err error) {
-	bad, err = ReadLines(r, func(j Job) { jobs = append(jobs, j) }, garbage)
-	return jobs, bad, err
-}
-
 // MaxLineBytes bounds one line of nix-eval-jobs' output that is read: a
 // longer one (an error message the flake made huge) is garbage, and only
 // its head is kept for the log.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -78,6 +79,12 @@ func TestParseLine(t *testing.T) {
 	}
 }
 
+// parseLines is ReadLines into a slice.
+func parseLines(r io.Reader, garbage func(line []byte, why error)) (jobs []Job, bad int, err error) {
+	bad, err = ReadLines(r, func(j Job) { jobs = append(jobs, j) }, garbage)
+	return jobs, bad, err
+}
+
 func TestParseLines(t *testing.T) {
 	in := strings.Join([]string{
 		`{"attr":"a","drvPath":"/nix/store/a.drv"}`,
@@ -88,7 +95,7 @@ func TestParseLines(t *testing.T) {
 		`{"attr":"c","drvPath":"/nix/store/c.drv"}`, // no final newline
 	}, "\n")
 	var seen []string
-	recs, bad, err := ParseLines(strings.NewReader(in), func(line []byte, _ error) { seen = append(seen, string(line)) })
+	recs, bad, err := parseLines(strings.NewReader(in), func(line []byte, _ error) { seen = append(seen, string(line)) })
 	require.NoError(t, err)
 	require.Equal(t, 2, bad)
 	require.Equal(t, []string{"garbage", `{"attr":`}, seen)
@@ -253,7 +260,7 @@ func TestHostileNamesStayDistinct(t *testing.T) {
 		"{\"attr\":\"x\",\"attrPath\":[\"a\\\\xfd\"],\"drvPath\":\"/nix/store/7.drv\"}",
 		"{\"attr\":\"a\xfd.b\",\"drvPath\":\"/nix/store/8.drv\"}",
 	}
-	jobs, bad, err := ParseLines(strings.NewReader(strings.Join(lines, "\n")), nil)
+	jobs, bad, err := parseLines(strings.NewReader(strings.Join(lines, "\n")), nil)
 	require.NoError(t, err)
 	require.Zero(t, bad)
 	require.Len(t, jobs, len(lines))
