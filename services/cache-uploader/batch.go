@@ -10,7 +10,8 @@ import (
 )
 
 // A batcher uploads the outputs of the builds that wait for it together:
-// one `nix store sign` and one `nix copy` for many builds, not one each.
+// one sink upload (one `nix copy`, see nixSink) for many builds, not one
+// each.
 // It is a group commit: the first build to arrive starts a batch at once,
 // and builds that arrive while it runs form the next one, so an idle
 // uploader adds no delay and a busy one makes fewer, larger calls.
@@ -128,8 +129,8 @@ func (b *batcher) do(ctx context.Context, batch []*pending) {
 }
 
 // knownSet remembers store paths known to be in the cache (uploaded by
-// this process, or found there), so they are neither signed, copied nor
-// asked about again. It forgets the oldest beyond its capacity.
+// this process, or found there), so they are neither copied nor asked
+// about again. It forgets the oldest beyond its capacity.
 type knownSet struct {
 	mu    sync.Mutex
 	set   map[string]struct{}

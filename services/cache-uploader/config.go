@@ -28,7 +28,8 @@ type Config struct {
 	// StagingDir holds the binary caches that uploads to an s3:// cache
 	// are staged in, one per batch, removed after it.
 	StagingDir string
-	// SecretKeyFile signs the outputs (nix store sign --key-file).
+	// SecretKeyFile signs the outputs: the secret-key of a file:// or
+	// staging cache, else nix store sign --key-file.
 	SecretKeyFile string
 	// GenerateKey creates SecretKeyFile (and <SecretKeyFile>.pub) when it
 	// does not exist.
@@ -81,7 +82,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.S3Uploads, "cache-uploader.s3-uploads", 8, "objects uploaded to an s3:// cache at once")
 	fs.StringVar(&c.StagingDir, "cache-uploader.staging-dir", filepath.Join(os.TempDir(), "nixbus-cache-staging"), "directory where uploads to an s3:// cache are staged")
 	fs.IntVar(&c.Concurrency, "cache-uploader.concurrency", 32, "build results taken at once by this process; their outputs are uploaded in batches")
-	fs.IntVar(&c.BatchBuilds, "cache-uploader.batch-builds", 64, "most builds whose outputs are uploaded in one batch (one nix store sign, one nix copy)")
+	fs.IntVar(&c.BatchBuilds, "cache-uploader.batch-builds", 64, "most builds whose outputs are uploaded in one batch (one nix copy)")
 	fs.StringVar(&c.StoreDir, "cache-uploader.store-dir", "/nix/store", "the Nix store; only paths in it are uploaded")
 	fs.IntVar(&c.MaxAttempts, "cache-uploader.max-attempts", 5, "tries of one upload before it is reported as failed")
 	fs.DurationVar(&c.AckWait, "cache-uploader.ack-wait", 30*time.Second, "time without a heartbeat before an upload is handed to another uploader")
