@@ -163,11 +163,17 @@ func TestFakeNixEvalJobs(t *testing.T) {
 	families, err := reg.Gather()
 	require.NoError(t, err)
 	values := map[string]float64{}
+	series := map[string]int{}
 	for _, f := range families {
 		for _, m := range f.GetMetric() {
 			values[f.GetName()] += m.GetCounter().GetValue() + float64(m.GetHistogram().GetSampleCount())
+			series[f.GetName()]++
 		}
 	}
+	// Every labelled series exists from the start, used or not.
+	require.Equal(t, 2, series["nixbus_evaluator_runs_total"], "ok, error")
+	require.Equal(t, 2, series["nixbus_evaluator_eval_seconds"], "builtin, nix-eval-jobs")
+	require.Equal(t, 3, series["nixbus_evaluator_cache_paths_total"], "cached, missing, error")
 	require.Equal(t, map[string]float64{
 		"nixbus_evaluator_garbage_lines_total": 1,
 		"nixbus_evaluator_job_errors_total":    1,
