@@ -82,9 +82,7 @@ func (p *Plan) Longest(weight func(job int32) int64) (jobs []int32, total int64)
 			jobs = append(jobs, p.nodeJobs[p.jobStart[n]])
 		}
 	}
-	for i, j := 0, len(jobs)-1; i < j; i, j = i+1, j-1 {
-		jobs[i], jobs[j] = jobs[j], jobs[i]
-	}
+	slices.Reverse(jobs)
 	return jobs, dist[end]
 }
 
