@@ -82,7 +82,6 @@ func TestDaemonBuild(t *testing.T) {
 			}
 		})
 	}
-	require.Equal(t, "nixbus-decline-hook", filepath.Base(d.opts.Overrides["build-hook"]))
 }
 
 // TestDaemonConnections: a first build cancelled while nix's settings
@@ -153,4 +152,23 @@ func TestDeclineHook(t *testing.T) {
 	t.Setenv("PATH", bin)
 	_, err = writeDeclineHook(t.Context(), n, t.TempDir())
 	require.ErrorContains(t, err, "try the decline hook")
+}
+
+// TestDaemonGivesNixTheDeclineHook: the builds of a connection run the
+// decline hook (not nix's build-remote, which would only decline, slower).
+func TestDaemonGivesNixTheDeclineHook(t *testing.T) {
+	d := testDaemon(t)
+	require.NoError(t, d.Check(t.Context()))
+	hook := d.opts.Overrides["build-hook"]
+	require.Equal(t, "nixbus-decline-hook", filepath.Base(hook))
+	// The same hook, leaving a mark when it runs.
+	marker := filepath.Join(t.TempDir(), "ran")
+	data, err := os.ReadFile(hook)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(hook, []byte(strings.Replace(string(data), "\n", "\necho ran >> '"+marker+"'\n", 1)), 0o755))
+
+	out, err := d.Build(t.Context(), Spec{DrvPath: nixtest.Derivation(t, "hooked", `echo x > $out`), OutLink: filepath.Join(t.TempDir(), "r")}, logFile(t))
+	require.NoError(t, err)
+	require.Zero(t, out.ExitCode, out.Error)
+	require.FileExists(t, marker)
 }
