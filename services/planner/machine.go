@@ -314,17 +314,20 @@ func (st *runMachine) evaluated(ctx context.Context, runID string, m *nixbuspb.E
 	return nil
 }
 
+// collected reports whether r has every job and graph chunk its EvalDone
+// announced (false before EvalDone).
+func (r *run) collected() bool {
+	return r.evalDone != nil && int64(len(r.jobs)) >= r.evalDone.GetJobCount() && len(r.graph) >= int(r.evalDone.GetGraphChunks())
+}
+
 // maybePlan starts planning once every job and graph chunk EvalDone
 // announced has arrived (the evaluator may retry a publish after
 // publishing EvalDone). The background task owns r.jobs and r.graph until
 // the plan comes back to install.
 func (st *runMachine) maybePlan(ctx context.Context, r *run) {
-	if int64(len(r.jobs)) < r.evalDone.GetJobCount() {
-		st.s.logger.Warn("waiting for jobs", "run", r.id, "have", len(r.jobs), "want", r.evalDone.GetJobCount())
-		return
-	}
-	if len(r.graph) < int(r.evalDone.GetGraphChunks()) {
-		st.s.logger.Warn("waiting for the derivation graph", "run", r.id, "have", len(r.graph), "want", r.evalDone.GetGraphChunks())
+	if !r.collected() {
+		st.s.logger.Warn("waiting for jobs or the derivation graph", "run", r.id, "jobs", len(r.jobs), "want_jobs", r.evalDone.GetJobCount(),
+			"graph_chunks", len(r.graph), "want_graph_chunks", r.evalDone.GetGraphChunks())
 		return
 	}
 	r.planning, r.attrs = true, nil

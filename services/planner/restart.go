@@ -250,8 +250,7 @@ func (st *runMachine) rederive(ctx context.Context, runID string, until uint64) 
 				st.settle(r)
 			}
 		}
-		if r.plan == nil && r.evalDone != nil && r.evalDone.GetError() == "" &&
-			int64(len(r.jobs)) >= r.evalDone.GetJobCount() && len(r.graph) >= int(r.evalDone.GetGraphChunks()) {
+		if r.plan == nil && r.collected() && r.evalDone.GetError() == "" {
 			st.restorePlan(r)
 			for _, e := range early {
 				if st.apply(r, e.m, e.at, "") {
