@@ -240,3 +240,47 @@ func TestJobsStreamOutDuringEvaluation(t *testing.T) {
 	kinds := slices.Compact(slices.Clone(r.order))
 	require.Equal(t, []string{bus.RunStartedKind, bus.RunJobKind, bus.RunGraphKind, bus.RunEvalKind}, kinds)
 }
+
+// TestPathInfoBatchesDoNotOverflow: jobs whose cache status takes a nix
+// path-info wait for one another until their outputs fill a batch; one
+// that would overflow it starts the next batch, rather than a second nix
+// process asking about the few paths beyond.
+func TestPathInfoBatchesDoNotOverflow(t *testing.T) {
+	ns := natstest.Start(t)
+	_, js := ns.Connect(t)
+	require.NoError(t, bus.EnsureStreams(t.Context(), js, bus.StreamOptions{}))
+	b := &eval.Builtin{Nix: testNix(), Workers: 2, Logger: discardLogger()}
+	res, err := b.Eval(t.Context(), "path:"+exampleFlake(t)+"#hydraJobs")
+	require.NoError(t, err)
+	// Two outputs per job (the second one never built), status unknown.
+	var recs []eval.Record
+	for _, r := range res.Records {
+		if r.Error == "" {
+			r.Outputs = map[string]string{"out": r.Outputs["out"], "dev": r.Outputs["out"] + "-dev"}
+			r.CacheKnown, r.Cached = false, false
+			recs = append(recs, r)
+		}
+	}
+	require.Len(t, recs, 7)
+
+	cfg := testConfig(t)
+	cfg.PathInfoBatch = 5
+	n := testNix()
+	s, err := New(cfg, Deps{JS: js, Nix: n, Logger: discardLogger()})
+	require.NoError(t, err)
+	h := &handler{s: s}
+	run := bus.RunID(t.Name())
+	win, stop := h.runWindow(t.Context(), run)
+	defer stop()
+	st := h.newJobStream(run, nil, win, discardLogger())
+	// One record at a time, as a slow evaluator hands them over.
+	for _, r := range recs {
+		require.NoError(t, st.publishBatch(t.Context(), []eval.Record{r}))
+	}
+	require.NoError(t, st.flushHeld(t.Context()))
+	require.NoError(t, win.Flush(t.Context()))
+	require.Equal(t, 7, st.jobs)
+	// Two jobs (4 paths) per batch of 5: 4 nix path-info for 7 jobs, not
+	// two per batch of 6 paths (cut into 5 + 1).
+	require.Equal(t, map[string]int{"path-info": 4}, n.Calls())
+}

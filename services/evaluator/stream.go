@@ -114,9 +114,9 @@ func (st *jobStream) consume(ctx context.Context) error {
 // publishBatch turns records into jobs and publishes them: one per
 // attribute, jobs of other systems dropped, eval errors kept as failed
 // jobs, each job marked cached or not. A job whose cache status only `nix
-// path-info` can tell waits in held until PathInfoBatch of them ask in
-// one call (or the evaluation ends): one nix process per batch, not per
-// handful of records.
+// path-info` can tell waits in held until its outputs and the held ones'
+// fill PathInfoBatch paths (or the evaluation ends): one nix process per
+// batch, not per handful of records.
 func (st *jobStream) publishBatch(ctx context.Context, recs []eval.Record) error {
 	st.records += len(recs)
 	now := recs[:0]
@@ -142,6 +142,14 @@ func (st *jobStream) publishBatch(ctx context.Context, recs []eval.Record) error
 			}
 		}
 		if st.h.asksNix(r) {
+			// A batch is sent before it would overflow: one that held
+			// more than PathInfoBatch paths would take a second nix
+			// process for the few beyond.
+			if st.heldPaths+len(r.Outputs) > st.h.s.cfg.PathInfoBatch {
+				if err := st.flushHeld(ctx); err != nil {
+					return err
+				}
+			}
 			st.held = append(st.held, r)
 			st.heldPaths += len(r.Outputs)
 			continue
