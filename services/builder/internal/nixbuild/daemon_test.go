@@ -104,7 +104,6 @@ func TestDaemonConnections(t *testing.T) {
 
 	ctx, cancel2 := context.WithTimeout(t.Context(), 500*time.Millisecond)
 	defer cancel2()
-	d.MaxSilentTime = time.Hour
 	out, err := d.Build(ctx, Spec{DrvPath: nixtest.Derivation(t, "long", `while :; do echo tick; /bin/sleep 0.1; done`), OutLink: filepath.Join(t.TempDir(), "r")}, logFile(t))
 	require.NoError(t, err)
 	require.Equal(t, -1, out.ExitCode)
