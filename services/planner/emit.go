@@ -152,7 +152,8 @@ func (st *runMachine) drain(ctx context.Context) error {
 
 // listFailed adds a failed or skipped job to the verdict's list, within
 // caps. In a run reopened by a restart, a job's new outcome replaces the
-// one listed (the list stays in the order jobs were decided).
+// one listed (the list stays in the order jobs were decided). o is the
+// outcome's message; nil, it is built if listed.
 func (st *runMachine) listFailed(r *run, q queuedOutcome, o *nixbuspb.JobOutcome) {
 	if r.failedLogs != nil && q.Status == dag.Failed && q.logKey != "" {
 		r.failedLogs[q.Job] = q.logKey
@@ -169,6 +170,9 @@ func (st *runMachine) listFailed(r *run, q queuedOutcome, o *nixbuspb.JobOutcome
 	}
 	if len(r.failed) >= st.s.cfg.VerdictFailedCap || r.listBytes >= maxVerdictListBytes {
 		return
+	}
+	if o == nil {
+		o = outcomeMsg(r.id, &r.jobs[q.Job], q)
 	}
 	c := verdictOutcome(o)
 	r.failed = append(r.failed, c)

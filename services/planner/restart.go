@@ -278,7 +278,7 @@ func (st *runMachine) restorePlan(r *run) {
 // failed jobs' list is kept, nothing is sent.
 func (st *runMachine) settle(r *run) {
 	for _, o := range r.backlog.outcomes {
-		st.listFailed(r, o, outcomeMsg(r.id, &r.jobs[o.Job], o))
+		st.listFailed(r, o, nil) // a message only for what is listed
 	}
 	r.backlog = backlog{}
 }
