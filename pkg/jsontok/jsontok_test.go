@@ -296,6 +296,36 @@ func TestScannerSkipAndPeek(t *testing.T) {
 	require.Error(t, sc.Skip(), "a key is not a value")
 }
 
+// TestMembersAndElements: they hand over every member and element, and a
+// callback that leaves its value unread is an error, never a value taken
+// for a key or an endless loop.
+func TestMembersAndElements(t *testing.T) {
+	sc := NewBytes([]byte(`{"a": [1, "x"], "b": {}}`), Limits{})
+	var got []string
+	require.NoError(t, sc.Members(func(key []byte) error {
+		got = append(got, string(key))
+		if string(key) != "a" {
+			return sc.Skip()
+		}
+		return sc.Elements(func() error {
+			_, err := sc.Next()
+			got = append(got, sc.Text())
+			return err
+		})
+	}))
+	require.Equal(t, []string{"a", "1", "x", "b"}, got)
+	require.NoError(t, sc.Expect(End))
+
+	for _, in := range []string{`{"a": "b"}`, `{"a": 1, "b": 2}`, `{"a": {"b": 1}}`} {
+		sc := NewBytes([]byte(in), Limits{})
+		require.Error(t, sc.Members(func([]byte) error { return nil }), in)
+	}
+	for _, in := range []string{`[1]`, `["a", "b"]`, `[[]]`} {
+		sc := NewBytes([]byte(in), Limits{})
+		require.Error(t, sc.Elements(func() error { return nil }), in)
+	}
+}
+
 func TestScannerErrorsSayWhere(t *testing.T) {
 	_, err := tokens(NewBytes([]byte(`{"a": [1, 2,, 3]}`), Limits{}))
 	var se *SyntaxError
