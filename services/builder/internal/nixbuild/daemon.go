@@ -44,8 +44,8 @@ type Daemon struct {
 	IdleTimeout time.Duration
 
 	initMu sync.Mutex
-	inited bool
-	opts   nixdaemon.Options
+	// opts are the connections' settings; nil until read (see init).
+	opts *nixdaemon.Options
 
 	mu     sync.Mutex
 	idle   []*daemonConn
@@ -79,17 +79,18 @@ func (d *Daemon) Close() error {
 func (d *Daemon) init(ctx context.Context) error {
 	d.initMu.Lock()
 	defer d.initMu.Unlock()
-	if d.inited {
+	if d.opts != nil {
 		return nil
 	}
 	out, err := d.Nix.Output(ctx, []string{"show-config"}, "--json")
 	if err != nil {
 		return fmt.Errorf("read nix settings: %w", err)
 	}
-	if d.opts, err = d.options(ctx, out); err != nil {
+	opts, err := d.options(ctx, out)
+	if err != nil {
 		return err
 	}
-	d.inited = true
+	d.opts = &opts
 	return nil
 }
 
@@ -240,7 +241,7 @@ func (d *Daemon) get(ctx context.Context) (*daemonConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w (stderr: %s)", err, strings.TrimSpace(stderr.String()))
 	}
-	if err := p.SetOptions(d.opts); err != nil {
+	if err := p.SetOptions(*d.opts); err != nil {
 		return nil, errors.Join(err, p.Close())
 	}
 	return &daemonConn{p: p}, nil
