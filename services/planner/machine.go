@@ -208,23 +208,30 @@ func (st *runMachine) supersede(ctx context.Context, r *run, at time.Time) error
 
 // finished reports whether run has its verdict stored, retrying until the
 // stream answers or ctx ends.
-func (st *runMachine) finished(ctx context.Context, runID string) (done bool, err error) {
+func (st *runMachine) finished(ctx context.Context, runID string) (bool, error) {
+	v, err := st.storedVerdict(ctx, runID)
+	if v != nil {
+		st.s.logger.Debug("skip finished run", "run", runID)
+	}
+	return v != nil, err
+}
+
+// storedVerdict is run's newest verdict on the reports stream (nil: none),
+// retrying until the stream answers or ctx ends.
+func (st *runMachine) storedVerdict(ctx context.Context, runID string) (v *jetstream.RawStreamMsg, err error) {
 	err = untilDone(ctx, st.s.logger, "look up verdict", func() error {
-		_, err := st.reports.GetLastMsgForSubject(ctx, bus.VerdictSubject(runID))
+		m, err := st.reports.GetLastMsgForSubject(ctx, bus.VerdictSubject(runID))
 		switch {
-		case err == nil:
-			done = true
 		case bus.IsNotFound(err):
-			done = false
-		default:
+			v = nil
+		case err != nil:
 			return err
+		default:
+			v = m
 		}
 		return nil
 	})
-	if done {
-		st.s.logger.Debug("skip finished run", "run", runID)
-	}
-	return done, err
+	return v, err
 }
 
 func supersededReason(old, newer int32) string {

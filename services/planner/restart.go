@@ -117,23 +117,15 @@ func (st *runMachine) revision(ctx context.Context, runID string) (rev uint64, f
 	if rev, ok := st.ended.get(runID); ok {
 		return rev, true, nil
 	}
-	err = untilDone(ctx, st.s.logger, "look up verdict", func() error {
-		raw, err := st.reports.GetLastMsgForSubject(ctx, bus.VerdictSubject(runID))
-		switch {
-		case bus.IsNotFound(err):
-			found = false
-			return nil
-		case err != nil:
-			return err
-		}
-		var v nixbuspb.RunVerdict
-		if bus.Decode(raw.Data, &v) != nil {
-			return nil // unreadable: not found
-		}
-		rev, found = v.GetRevision(), true
-		return nil
-	})
-	return rev, found, err
+	raw, err := st.storedVerdict(ctx, runID)
+	if raw == nil || err != nil {
+		return 0, false, err
+	}
+	var v nixbuspb.RunVerdict
+	if bus.Decode(raw.Data, &v) != nil {
+		return 0, false, nil // unreadable: not found
+	}
+	return v.GetRevision(), true, nil
 }
 
 // errEnough stops reading a run's history at the RestartJob.
