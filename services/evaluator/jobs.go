@@ -22,11 +22,8 @@ func (h *handler) cached(ctx context.Context, recs []eval.Record, logger *slog.L
 	var ask []int
 	var paths []string
 	for i, r := range recs {
-		if r.DrvPath == "" || r.Error != "" || len(r.Outputs) == 0 {
-			continue
-		}
-		if h.s.cfg.CacheURL == "" && r.CacheKnown {
-			out[i] = r.Cached
+		if c, known := h.statusKnown(r); known {
+			out[i] = c
 			continue
 		}
 		ask = append(ask, i)
@@ -57,14 +54,25 @@ func (h *handler) cached(ctx context.Context, recs []eval.Record, logger *slog.L
 	return out, nil
 }
 
-// asksNix reports whether r's cache status takes a `nix path-info`: a
-// derivation with outputs, when no binary cache nixbus reads itself is
-// configured and the evaluator did not check the local store already.
-func (h *handler) asksNix(r eval.Record) bool {
-	if h.s.cache != nil || r.DrvPath == "" || r.Error != "" || len(r.Outputs) == 0 {
-		return false
+// statusKnown tells whether r's cache status is known without asking the
+// cache, and what it is: a job with no derivation or outputs is not
+// cached; without Config.CacheURL, the evaluator's check of the local
+// store (nix-eval-jobs --check-cache-status) is the answer.
+func (h *handler) statusKnown(r eval.Record) (cached, known bool) {
+	switch {
+	case r.DrvPath == "" || r.Error != "" || len(r.Outputs) == 0:
+		return false, true
+	case h.s.cfg.CacheURL == "" && r.CacheKnown:
+		return r.Cached, true
 	}
-	return h.s.cfg.CacheURL != "" || !r.CacheKnown
+	return false, false
+}
+
+// asksNix reports whether r's cache status takes a `nix path-info`: it is
+// not known, and no binary cache nixbus reads itself is configured.
+func (h *handler) asksNix(r eval.Record) bool {
+	_, known := h.statusKnown(r)
+	return !known && h.s.cache == nil
 }
 
 // validPaths asks which of paths are valid in the cache: see cacheCheck
