@@ -332,7 +332,7 @@ func (d *Daemon) Build(ctx context.Context, spec Spec, log *os.File) (Outcome, e
 		// nix refused the build as a whole ("unable to start any build").
 		// The daemon may have ended the connection after it.
 		_ = c.p.Close()
-		msg := cleanError(buildErr.Error())
+		msg := FirstLine(buildErr.Error())
 		lg.line("error: " + msg)
 		return failure(1, msg, false, Tail(log, tailBytes)), nil
 	case buildErr != nil:
@@ -349,7 +349,7 @@ func (d *Daemon) Build(ctx context.Context, spec Spec, log *os.File) (Outcome, e
 	res := results[0]
 	if !res.Status.Success() {
 		d.put(c)
-		msg := cleanError(res.ErrorMsg)
+		msg := FirstLine(res.ErrorMsg)
 		if msg == "" {
 			msg = fmt.Sprintf("build failed (nix status %d)", res.Status)
 		}
@@ -410,14 +410,6 @@ func exitCode(s nixdaemon.BuildStatus) int {
 	default:
 		return 100
 	}
-}
-
-// cleanError is the first line of a nix error without its colours: the
-// rest ("last N log lines: ...") is what the build printed, which is in
-// the log already and must not pass for nix's words.
-func cleanError(msg string) string {
-	// The ";" led into the log lines left out.
-	return strings.TrimSuffix(FirstLine(nix.StripANSI(msg)), ";")
 }
 
 // buildLog writes what the daemon reports the way `nix build -L` prints

@@ -178,15 +178,17 @@ func Tail(f *os.File, n int64) string {
 	return string(buf[:k])
 }
 
-// FirstLine is the first line of nix's error, without the "error: " nix
-// puts in front of it: what a review message shows.
+// FirstLine is the first line of nix's error, without its colours and the
+// "error: " nix puts in front of it: what a review message shows. The rest
+// ("last N log lines: ...", which a ";" leads into) is what the build
+// printed, which is in the log already and must not pass for nix's words.
 func FirstLine(msg string) string {
-	line, _, _ := strings.Cut(strings.TrimSpace(msg), "\n")
+	line, _, _ := strings.Cut(strings.TrimSpace(nix.StripANSI(msg)), "\n")
 	line = strings.TrimSpace(line)
 	if rest, ok := strings.CutPrefix(line, "error:"); ok {
 		line = strings.TrimSpace(rest)
 	}
-	return line
+	return strings.TrimSuffix(line, ";")
 }
 
 // limitedWriter keeps the first n bytes and drops the rest, so a chatty

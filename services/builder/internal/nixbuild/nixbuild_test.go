@@ -32,7 +32,8 @@ func TestArgs(t *testing.T) {
 func TestFirstLine(t *testing.T) {
 	tests := []struct{ in, want string }{
 		{"error: builder for '/nix/store/a-x.drv' failed with exit code 1", "builder for '/nix/store/a-x.drv' failed with exit code 1"},
-		{"error: builder for '/nix/store/a-x.drv' failed with exit code 1;\n       last 10 log lines:\n  > boom", "builder for '/nix/store/a-x.drv' failed with exit code 1;"},
+		{"error: builder for '/nix/store/a-x.drv' failed with exit code 1;\n       last 10 log lines:\n  > boom", "builder for '/nix/store/a-x.drv' failed with exit code 1"},
+		{"\x1b[31;1merror:\x1b[0m builder for '\x1b[35;1m/nix/store/a-x.drv\x1b[0m' failed with exit code 2;\n  > boom", "builder for '/nix/store/a-x.drv' failed with exit code 2"},
 		{"  something else\nmore", "something else"},
 		{"", ""},
 	}
