@@ -149,7 +149,7 @@ func Start(ctx context.Context, o Options, c *Configs, out io.Writer, logger *sl
 		services = append(services, built{e.name, svc})
 		var durables []bus.Durable
 		if e.durables != nil {
-			durables = e.durables(c)
+			durables = e.durables(c, svc)
 		}
 		inst.health.add(e.name, svc, nc, js, durables)
 	}

@@ -106,9 +106,9 @@ type entry struct {
 	access    func() bus.Access
 	construct func(c *Configs, d deps) (Service, error)
 	// durables are the durable consumers the service works through (their
-	// names made from its config): their state is a metric, their existence
-	// readiness.
-	durables func(c *Configs) []bus.Durable
+	// names made from its config, or the service says): their state is a
+	// metric, their existence readiness.
+	durables func(c *Configs, svc Service) []bus.Durable
 }
 
 var registry = []entry{
@@ -121,7 +121,7 @@ var registry = []entry{
 			return nil, err
 		}
 		return evaluator.New(c.Evaluator, evaluator.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg, Nix: d.nix, Fetcher: f, TracerProvider: d.tp})
-	}, func(*Configs) []bus.Durable {
+	}, func(*Configs, Service) []bus.Durable {
 		return []bus.Durable{{Stream: bus.StreamChanges, Name: evaluator.Consumer}}
 	}},
 	{"planner", planner.Access, func(c *Configs, d deps) (Service, error) {
@@ -129,12 +129,12 @@ var registry = []entry{
 	}, nil},
 	{"builder", builder.Access, func(c *Configs, d deps) (Service, error) {
 		return builder.New(c.Builder, builder.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg, Nix: d.nix, TracerProvider: d.tp})
-	}, func(c *Configs) []bus.Durable {
+	}, func(c *Configs, _ Service) []bus.Durable {
 		return []bus.Durable{{Stream: bus.StreamBuilds, Name: bus.ConsumerBuilder(c.Builder.System)}}
 	}},
 	{"cache-uploader", cacheuploader.Access, func(c *Configs, d deps) (Service, error) {
 		return cacheuploader.New(c.CacheUploader, cacheuploader.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg, Nix: d.nix, TracerProvider: d.tp})
-	}, func(c *Configs) []bus.Durable {
+	}, func(c *Configs, _ Service) []bus.Durable {
 		return []bus.Durable{{Stream: bus.StreamRuns, Name: cacheuploader.Consumer(c.CacheUploader.Builders)}}
 	}},
 	{"reporter", reporter.Access, func(c *Configs, d deps) (Service, error) {
@@ -147,13 +147,7 @@ var registry = []entry{
 			d.mux.Handle("/logs/", stripPrefix("/logs", s.LogHandler()))
 		}
 		return s, err
-	}, func(c *Configs) []bus.Durable {
-		out := []bus.Durable{{Stream: bus.StreamReports, Name: reporter.Consumer}}
-		if c.Reporter.StartedMessage && (c.Gerrit.SSH.Enabled() || c.Gerrit.HTTP.Enabled()) {
-			out = append(out, bus.Durable{Stream: bus.StreamRuns, Name: reporter.ConsumerStarted})
-		}
-		return out
-	}},
+	}, func(_ *Configs, svc Service) []bus.Durable { return svc.(*reporter.Service).Durables() }},
 	// The status pages, at / of --http.address (nothing without one).
 	{"web", web.Access, func(c *Configs, d deps) (Service, error) {
 		s, err := web.New(c.Web, web.Deps{JS: d.js, Logger: d.logger, Registerer: d.reg, TracerProvider: d.tp})

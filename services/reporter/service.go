@@ -92,6 +92,20 @@ func New(cfg Config, d Deps) (*Service, error) {
 	}, nil
 }
 
+// Durables are the durable consumers Run works through: the verdicts'
+// and, when it posts "build started" messages, the runs' starts.
+func (s *Service) Durables() []bus.Durable {
+	out := []bus.Durable{{Stream: bus.StreamReports, Name: Consumer}}
+	if s.postsStarted() {
+		out = append(out, bus.Durable{Stream: bus.StreamRuns, Name: ConsumerStarted})
+	}
+	return out
+}
+
+// postsStarted: "build started" messages are asked for, and there is a
+// Gerrit to post them to.
+func (s *Service) postsStarted() bool { return s.cfg.StartedMessage && s.gerrit != nil }
+
 // Run reports verdicts until ctx ends.
 func (s *Service) Run(ctx context.Context) error {
 	if err := bus.EnsureStreams(ctx, s.js, bus.StreamOptions{}, votesBucket); err != nil {
@@ -117,7 +131,7 @@ func (s *Service) Run(ctx context.Context) error {
 			Tracer: s.tracer, SpanName: "report",
 		}, s.logger, h.handle)
 	})
-	if s.cfg.StartedMessage && s.gerrit != nil {
+	if s.postsStarted() {
 		g.Go(func() error {
 			return bus.Work(gctx, s.js, bus.WorkOptions{
 				Stream: bus.StreamRuns, Durable: ConsumerStarted, Filter: bus.RunStarts,

@@ -239,6 +239,18 @@ func TestReporterStartedMessage(t *testing.T) {
 	require.Len(t, poster.posts, 1)
 	require.True(t, poster.posts[0].NoVote)
 	require.Contains(t, poster.posts[0].Message, "started building patchset 3")
+
+	// Durables names both consumers Run made (readiness waits for them),
+	// and only the verdicts' one without a Gerrit to post to.
+	require.Len(t, s.Durables(), 2)
+	for _, du := range s.Durables() {
+		_, err := js.Consumer(t.Context(), du.Stream, du.Name)
+		require.NoError(t, err, du.Name)
+	}
+	d.Gerrit = nil
+	noGerrit, err := New(cfg, d)
+	require.NoError(t, err)
+	require.Equal(t, []bus.Durable{{Stream: bus.StreamReports, Name: Consumer}}, noGerrit.Durables())
 }
 
 // TestNewConsumersStartAtNow: the reporter's consumers, made on streams
