@@ -224,19 +224,25 @@ func cachedFailureReason(fb *nixbuspb.FailedBuild) string {
 
 // markFailedBefore gives each job of r whose derivation failed in an
 // earlier build its reason to fail without building. A failure recorded by
-// r itself (read again on a replay) does not count: r built it.
-func (st *runMachine) markFailedBefore(r *run) {
+// r itself (read again on a replay) does not count: r built it. plannedAt
+// is, for a run restored (restart.go), when it was planned: the cache is
+// read as it was then, and a failure recorded since does not count either
+// (zero: now, for a run being planned).
+func (st *runMachine) markFailedBefore(r *run, plannedAt time.Time) {
 	if st.fails == nil || len(st.fails.entries) == 0 {
 		return // no hashing of every job's path for nothing
 	}
-	now := st.s.now()
+	now := plannedAt
+	if now.IsZero() {
+		now = st.s.now()
+	}
 	for i := range r.jobs {
 		j := &r.jobs[i]
 		if j.Drv == "" || j.EvalError != "" {
 			continue
 		}
 		fb := st.fails.lookup(j.Drv, now)
-		if fb == nil || fb.GetRunId() == r.id {
+		if fb == nil || fb.GetRunId() == r.id || !plannedAt.IsZero() && fb.GetFailedUnixMs() > plannedAt.UnixMilli() {
 			continue
 		}
 		j.FailedBefore = cachedFailureReason(fb)

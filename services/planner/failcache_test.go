@@ -279,3 +279,37 @@ func TestPlannerRestartBypassesFailedBuildCache(t *testing.T) {
 	require.Equal(t, "r3", req.GetRunId(), "built again")
 	require.Equal(t, x, req.GetDrvPath())
 }
+
+// TestPlannerRestartRestoresCacheAsPlanned: a run restored for a restart
+// reads the failed-build cache as it was when the run was planned: a
+// failure another run recorded later does not turn a job the run built
+// into a cached failure.
+func TestPlannerRestartRestoresCacheAsPlanned(t *testing.T) {
+	e := newEnv(t)
+	e.startPlanner(testConfig())
+	q := e.requests()
+	x, y := drv("x"), drv("y")
+	e.runOne("r1", 1, &nixbuspb.Job{Attr: "x", DrvPath: x}, &nixbuspb.Job{Attr: "y", DrvPath: y})
+	for range 2 {
+		req := q.next()
+		if req.GetDrvPath() == y {
+			q.answerWith(req, clone(failedExit1))
+		} else {
+			q.answerWith(req, &nixbuspb.BuildResult{Status: nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED})
+		}
+	}
+	require.EqualValues(t, 1, e.verdict("r1").GetFailedCount())
+	// Then another run's build of x fails: the cache says x failed.
+	e.runOne("r2", 2, &nixbuspb.Job{Attr: "x", DrvPath: x})
+	q.answerWith(q.next(), clone(failedExit1))
+	e.verdict("r2")
+	require.Eventually(t, func() bool { fb, err := e.failedEntry(x); return err == nil && fb != nil }, 10*time.Second, 10*time.Millisecond)
+
+	seq := e.restartJob("r1", y, 1)
+	req := q.next()
+	require.Equal(t, "r1", req.GetRunId())
+	require.Equal(t, y, req.GetDrvPath())
+	q.answerWith(req, &nixbuspb.BuildResult{Status: nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED})
+	v := e.verdictRevision("r1", seq)
+	require.Equal(t, nixbuspb.RunStatus_RUN_STATUS_SUCCEEDED, v.GetStatus(), "x was built in r1: %v", v.GetFailed())
+}

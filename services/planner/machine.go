@@ -338,7 +338,7 @@ func (st *runMachine) maybePlan(ctx context.Context, r *run) {
 		return
 	}
 	r.planning, r.attrs = true, nil
-	st.markFailedBefore(r)
+	st.markFailedBefore(r, time.Time{})
 	jobs, chunks := r.jobs, r.graph
 	r.graph, r.chunkSeen = nil, nil
 	st.spawn(func() {

@@ -243,7 +243,7 @@ func (st *runMachine) rederive(ctx context.Context, runID string, until uint64) 
 			}
 		}
 		if r.plan == nil && r.collected() && r.evalDone.GetError() == "" {
-			st.restorePlan(r)
+			st.restorePlan(r, it.at)
 			for _, e := range early {
 				if st.apply(r, e.m, e.at, "") {
 					st.settle(r)
@@ -255,9 +255,10 @@ func (st *runMachine) rederive(ctx context.Context, runID string, until uint64) 
 	return r, nil, nil
 }
 
-// restorePlan plans r at once, as install does in the background.
-func (st *runMachine) restorePlan(r *run) {
-	st.markFailedBefore(r) // as maybePlan did, while the cache still says so
+// restorePlan plans r at once, as install does in the background; at is
+// when the message that let the planner plan it was stored.
+func (st *runMachine) restorePlan(r *run, at time.Time) {
+	st.markFailedBefore(r, at) // as maybePlan did, from what the cache said then
 	r.plan = newPlan(r.jobs, r.graph)
 	r.graph, r.chunkSeen, r.attrs = nil, nil, nil
 	st.ev.Reset()
