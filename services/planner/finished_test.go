@@ -109,13 +109,9 @@ func TestPlannerReplayBound(t *testing.T) {
 	// message from now on is within the deadline (and nothing waits for
 	// the wall clock to pass one).
 	cfg := testConfig()
-	runs, err := e.js.Stream(t.Context(), bus.StreamRuns)
-	require.NoError(t, err)
-	info, err := runs.Info(t.Context())
-	require.NoError(t, err)
-	now := info.State.LastTime.Add(cfg.RunTimeout + time.Nanosecond)
+	now := e.pastDeadline(cfg)
 	reg := prometheus.NewRegistry()
-	stop = e.startPlannerWith(cfg, reg, func() time.Time { return now })
+	stop = e.startPlannerWith(cfg, reg, now)
 	e.startRun("new", nil)
 	e.evalDone("new", 0, "")
 	e.verdict("new")
@@ -135,7 +131,7 @@ func TestPlannerReplayBound(t *testing.T) {
 
 	// Another restart: "old" stays ended.
 	stop()
-	e.startPlannerWith(cfg, prometheus.NewRegistry(), func() time.Time { return now })
+	e.startPlannerWith(cfg, prometheus.NewRegistry(), now)
 	e.startRun("newer", nil)
 	e.evalDone("newer", 0, "")
 	e.verdict("newer")
@@ -169,13 +165,20 @@ func TestPlannerReplayBoundCancelled(t *testing.T) {
 				&nixbuspb.Cancel{RunId: "old", Reason: tt.reason}, nil))
 
 			cfg := testConfig()
-			runs, err := e.js.Stream(t.Context(), bus.StreamRuns)
-			require.NoError(t, err)
-			info, err := runs.Info(t.Context())
-			require.NoError(t, err)
-			now := info.State.LastTime.Add(cfg.RunTimeout + time.Nanosecond)
-			e.startPlannerWith(cfg, prometheus.NewRegistry(), func() time.Time { return now })
+			e.startPlannerWith(cfg, prometheus.NewRegistry(), e.pastDeadline(cfg))
 			require.Equal(t, tt.want, e.verdict("old").GetStatus())
 		})
 	}
+}
+
+// pastDeadline is a clock standing still a run timeout (of cfg) after the
+// last message on the runs stream: every run there has passed its
+// deadline, and nothing waits for the wall clock to pass one.
+func (e *env) pastDeadline(cfg Config) func() time.Time {
+	runs, err := e.js.Stream(e.t.Context(), bus.StreamRuns)
+	require.NoError(e.t, err)
+	info, err := runs.Info(e.t.Context())
+	require.NoError(e.t, err)
+	now := info.State.LastTime.Add(cfg.RunTimeout + time.Nanosecond)
+	return func() time.Time { return now }
 }
