@@ -199,6 +199,9 @@ func TestPlannerFailedBuildCacheSkipsDeadlines(t *testing.T) {
 	require.NotNil(t, fb, "a build's own failure is remembered")
 	require.Equal(t, "r1", fb.GetRunId())
 	require.Equal(t, bus.LogKey("r1", drv("broken")), fb.GetLogKey())
+	// These failures have no build result, and only build results are
+	// recorded (remember): this half documents rather than guards, and
+	// fails only if failBuilding ever feeds the cache.
 	for _, d := range []string{drv("arm"), drv("slow")} {
 		fb, err := e.failedEntry(d)
 		require.NoError(t, err)
