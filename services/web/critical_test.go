@@ -1,6 +1,7 @@
 package web
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -122,4 +123,25 @@ func TestCriticalPathOfRunningRun(t *testing.T) {
 	require.Contains(t, jobsTable, "waiting on y<")
 	require.Contains(t, jobsTable, `st-waiting">waiting`)
 	require.Equal(t, 2, strings.Count(jobsTable, `st-waiting">waiting`))
+}
+
+// A critical path longer than a page lists is cut at maxCriticalSteps,
+// in order from its start, and says how many steps it left out.
+func TestCriticalPathIsCut(t *testing.T) {
+	rs := newRunState("rlong")
+	const n = maxCriticalSteps + 2
+	for i := range n {
+		j := job{attr: fmt.Sprint("j", i), drv: storeDrv(fmt.Sprint("j", i)), system: "x86_64-linux"}
+		if i > 0 {
+			j.deps = []string{storeDrv(fmt.Sprint("j", i-1))} // a chain: j0 first
+		}
+		rs.jobs = append(rs.jobs, j)
+	}
+	rs.evalDone = &nixbuspb.EvalDone{RunId: "rlong", JobCount: n}
+	c := rs.criticalPath(rs.rows(func(string) bool { return false }))
+	require.NotNil(t, c)
+	require.Len(t, c.Steps, maxCriticalSteps)
+	require.Equal(t, "j0", c.Steps[0].Attr)
+	require.Equal(t, fmt.Sprint("j", maxCriticalSteps-1), c.Steps[maxCriticalSteps-1].Attr)
+	require.Equal(t, 2, c.More)
 }
