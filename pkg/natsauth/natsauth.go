@@ -1,6 +1,7 @@
 // Package natsauth writes the NATS server side of the bus's least
 // privilege: one user per role, identified by an nkey or a password, with
-// the publish and subscribe permissions its service declares (bus.Access). Anything else, anonymous clients included, is refused.
+// the publish and subscribe permissions its service declares (bus.Access).
+// Anything else, anonymous clients included, is refused.
 package natsauth
 
 import (
