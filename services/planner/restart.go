@@ -1,9 +1,13 @@
 package planner
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -144,9 +148,78 @@ func (st *runMachine) restore(ctx context.Context, runID string, until uint64) (
 	case r.change == nil || r.plan == nil:
 		return nil, "the run was never planned", nil
 	}
+	// What the run ended without results for failed as the planner
+	// decided then (no builder for its system), which its messages do not
+	// say: as its outcomes on the reports stream do.
+	decided, err := st.decidedFailures(ctx, r)
+	if err != nil {
+		return nil, "", err
+	}
+	for _, d := range slices.SortedFunc(maps.Keys(decided), func(a, b decision) int {
+		return cmp.Or(cmp.Compare(a.reason, b.reason), cmp.Compare(a.failure, b.failure))
+	}) {
+		drvs := decided[d]
+		st.failBuilding(r, func(j *dag.Job) bool { _, ok := drvs[j.Drv]; return ok }, d.failure, d.reason)
+	}
 	st.failBuilding(r, func(*dag.Job) bool { return true }, dag.TimeoutFailure, "unfinished when the run ended")
 	st.settle(r)
 	return r, "", nil
+}
+
+type decision struct {
+	failure dag.Failure
+	reason  string
+}
+
+// decidedFailures are the failures published for r's jobs still building
+// once it is re-derived, by failure and reason (few: the planner decides
+// them per system), each with its derivations.
+func (st *runMachine) decidedFailures(ctx context.Context, r *run) (map[decision]map[string]struct{}, error) {
+	building := map[string]string{} // attr -> drv
+	for i := range r.jobs {
+		if r.plan.Status(i) == dag.Building {
+			building[r.jobs[i].Attr] = r.jobs[i].Drv
+		}
+	}
+	if len(building) == 0 {
+		return nil, nil
+	}
+	last := map[string]*nixbuspb.JobOutcome{}
+	_, err := bus.ReadOrdered(ctx, st.s.js, bus.StreamReports, []string{bus.OutcomeSubject(r.id)}, 0, func(msg jetstream.Msg) error {
+		var o nixbuspb.JobOutcome
+		if bus.Decode(msg.Data(), &o) == nil {
+			if _, ok := building[o.GetAttr()]; ok {
+				last[o.GetAttr()] = &o
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read outcomes of run %s: %w", r.id, err)
+	}
+	decided := map[decision]map[string]struct{}{}
+	for attr, o := range last {
+		if o.GetStatus() != nixbuspb.JobStatus_JOB_STATUS_FAILED {
+			continue
+		}
+		d := decision{dagFailure(o.GetFailure()), o.GetReason()}
+		if decided[d] == nil {
+			decided[d] = map[string]struct{}{}
+		}
+		decided[d][building[attr]] = struct{}{}
+	}
+	return decided, nil
+}
+
+// dagFailure is the dag.Failure failureKind gives k (BuildFailure for
+// none).
+func dagFailure(k nixbuspb.FailureKind) dag.Failure {
+	for f := dag.BuildFailure; f <= dag.CachedFailure; f++ {
+		if failureKind(f) == k {
+			return f
+		}
+	}
+	return dag.BuildFailure
 }
 
 // rederive re-derives a run from its messages on the runs stream before

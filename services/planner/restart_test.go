@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"nixbus.dev/nixbus/pkg/bus"
@@ -227,4 +228,41 @@ func TestPlannerRestartFailsAgain(t *testing.T) {
 	}
 	require.ElementsMatch(t, []string{"b: build failed", "c: dependency b failed"}, listed)
 	require.Equal(t, 2, count(t, e.js, bus.StreamReports, bus.VerdictSubject("r1")))
+}
+
+// TestPlannerRestartKeepsNoBuilderFailure: a run restored for a restart
+// keeps the failures the planner decided for want of a builder as they
+// were published: its new verdict names them as before.
+func TestPlannerRestartKeepsNoBuilderFailure(t *testing.T) {
+	e := newEnv(t)
+	cfg := testConfig()
+	cfg.NoBuilderTimeout = 10 * time.Minute
+	c := newClock()
+	reg := prometheus.NewRegistry()
+	e.startPlannerWith(cfg, reg, c.now)
+	e.alive(reg, c, x86)
+	q := e.requests()
+
+	e.startRun("r1", &nixbuspb.ChangeEvent{Project: "p", Change: 3, Patchset: 1})
+	e.job("r1", &nixbuspb.Job{Attr: "x", DrvPath: drv("x"), System: x86})
+	e.job("r1", &nixbuspb.Job{Attr: "arm", DrvPath: drv("arm"), System: arm})
+	e.evalDone("r1", 2, "")
+	for range 2 {
+		if req := q.next(); req.GetDrvPath() == drv("x") {
+			q.answerWith(req, clone(failedExit1))
+		}
+	}
+	c.add(6 * time.Minute)
+	e.alive(reg, c, x86)
+	c.add(6 * time.Minute)
+	require.EqualValues(t, 2, e.verdict("r1").GetFailedCount())
+
+	seq := e.restartJob("r1", drv("x"), 1)
+	req := q.next()
+	require.Equal(t, drv("x"), req.GetDrvPath())
+	q.answerWith(req, &nixbuspb.BuildResult{Status: nixbuspb.BuildStatus_BUILD_STATUS_SUCCEEDED})
+	v := e.verdictRevision("r1", seq)
+	require.Len(t, v.GetFailed(), 1)
+	require.Equal(t, "arm", v.GetFailed()[0].GetAttr())
+	require.Equal(t, "no builder for system aarch64-linux: none seen for 10m0s", v.GetFailed()[0].GetReason())
 }
