@@ -77,10 +77,7 @@ func TestPlannerNoBuilder(t *testing.T) {
 	e := newEnv(t)
 	cfg := testConfig()
 	cfg.NoBuilderTimeout = 10 * time.Minute
-	c := newClock()
-	reg := prometheus.NewRegistry()
-	e.startPlannerWith(cfg, reg, c.now)
-	e.alive(reg, c, x86)
+	reg, c := e.startPlannerHearing(cfg, x86)
 
 	e.startRun("r1", &nixbuspb.ChangeEvent{Project: "p", Change: 3, Patchset: 1})
 	e.job("r1", &nixbuspb.Job{Attr: "x", DrvPath: drv("x"), System: x86})
@@ -170,4 +167,16 @@ func TestPlannerRunDeadline(t *testing.T) {
 		return err == nil && cp > info.State.LastSeq
 	}, 10*time.Second, 10*time.Millisecond)
 	require.Len(t, natstest.Read[nixbuspb.RunVerdict](t, e.js, bus.StreamReports, bus.VerdictSubject("stuck")), 1)
+}
+
+// startPlannerHearing starts a planner with cfg on a clock the test moves,
+// with a builder of each of systems heard from at its start.
+func (e *env) startPlannerHearing(cfg Config, systems ...string) (*prometheus.Registry, *clock) {
+	c := newClock()
+	reg := prometheus.NewRegistry()
+	e.startPlannerWith(cfg, reg, c.now)
+	for _, s := range systems {
+		e.alive(reg, c, s)
+	}
+	return reg, c
 }

@@ -167,10 +167,7 @@ func TestPlannerFailedBuildCacheSkipsDeadlines(t *testing.T) {
 	cfg := testConfig()
 	cfg.RunTimeout = time.Hour
 	cfg.NoBuilderTimeout = 10 * time.Minute
-	c := newClock()
-	reg := prometheus.NewRegistry()
-	e.startPlannerWith(cfg, reg, c.now)
-	e.alive(reg, c, x86)
+	reg, c := e.startPlannerHearing(cfg, x86)
 	q := e.requests()
 
 	// "arm" has no builder; "slow" is still building at the deadline;

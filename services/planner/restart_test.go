@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"nixbus.dev/nixbus/pkg/bus"
@@ -237,10 +236,7 @@ func TestPlannerRestartKeepsNoBuilderFailure(t *testing.T) {
 	e := newEnv(t)
 	cfg := testConfig()
 	cfg.NoBuilderTimeout = 10 * time.Minute
-	c := newClock()
-	reg := prometheus.NewRegistry()
-	e.startPlannerWith(cfg, reg, c.now)
-	e.alive(reg, c, x86)
+	reg, c := e.startPlannerHearing(cfg, x86)
 	q := e.requests()
 
 	e.startRun("r1", &nixbuspb.ChangeEvent{Project: "p", Change: 3, Patchset: 1})
